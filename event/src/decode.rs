@@ -1,0 +1,406 @@
+//! Decoding and validation of one NDJSON line into an [`Event`].
+//!
+//! The decoder walks the JSON object once with borrowed keys, takes known
+//! fields by type and keeps unknown ones. Every failure is a [`Rejection`]
+//! with a bounded [`Reason`] (safe as a metric label) and a detail for logs
+//! and HTTP replies.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::{Event, MAX_STATE_BYTES, MILLIS_THRESHOLD};
+
+/// The unit a listener reads `ttl` in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TtlUnit {
+    /// Seconds, as DESIGN.md and godot's README say.
+    #[default]
+    S,
+    /// Milliseconds, as godot's real client sends.
+    Ms,
+}
+
+/// Per-listener decoding options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DecodeOptions {
+    /// How to read `ttl`.
+    pub ttl_unit: TtlUnit,
+}
+
+/// Why a line was rejected; a small fixed set so it can label a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The line is not JSON.
+    InvalidJson,
+    /// The line is JSON but not an object.
+    NotAnObject,
+    /// `host` is missing or empty.
+    MissingHost,
+    /// A known field has the wrong type.
+    InvalidField,
+    /// `state` is 255 bytes or longer.
+    StateTooLong,
+    /// A number is NaN, infinite or out of range.
+    NonFiniteNumber,
+    /// The line is longer than the listener's limit.
+    LineTooLong,
+    /// The request holds more events than the batch limit.
+    BatchTooLarge,
+}
+
+impl Reason {
+    /// The metric label and log word for this reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidJson => "invalid_json",
+            Reason::NotAnObject => "not_an_object",
+            Reason::MissingHost => "missing_host",
+            Reason::InvalidField => "invalid_field",
+            Reason::StateTooLong => "state_too_long",
+            Reason::NonFiniteNumber => "non_finite_number",
+            Reason::LineTooLong => "line_too_long",
+            Reason::BatchTooLarge => "batch_too_large",
+        }
+    }
+}
+
+/// A rejected line: the reason and what exactly was wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}: {detail}", reason.as_str())]
+pub struct Rejection {
+    /// The bounded reason.
+    pub reason: Reason,
+    /// What was wrong, for a person.
+    pub detail: String,
+}
+
+impl Rejection {
+    /// A rejection with `reason` and `detail`.
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
+        Rejection {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Decodes and validates one line; `now` (epoch seconds) fills a missing `time`.
+pub fn decode_line(line: &[u8], options: &DecodeOptions, now: f64) -> Result<Event, Rejection> {
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let raw = match RawSeed.deserialize(&mut de).and_then(|raw| de.end().map(|_| raw)) {
+        Ok(raw) => raw,
+        Err(error) => return Err(classify(line, &error)),
+    };
+    let raw = raw.map_err(|kind| Rejection::new(Reason::NotAnObject, kind))?;
+    raw.validate(options, now)
+}
+
+/// Validates an already parsed JSON value (an element of an HTTP JSON array).
+pub fn decode_value(value: Value, options: &DecodeOptions, now: f64) -> Result<Event, Rejection> {
+    let Value::Object(object) = value else {
+        return Err(Rejection::new(
+            Reason::NotAnObject,
+            format!("expected an object, found {}", json_kind(&value)),
+        ));
+    };
+    let mut raw = Raw::default();
+    for (key, value) in object {
+        raw.set(Cow::Owned(key), value);
+    }
+    raw.validate(options, now)
+}
+
+fn classify(line: &[u8], error: &serde_json::Error) -> Rejection {
+    let message = error.to_string();
+    // serde_json reports the column (1-based) where the bad token starts.
+    let column = error.column().saturating_sub(1);
+    let rest = line.get(column..).unwrap_or_default();
+    let non_finite = ["NaN", "Infinity", "-Infinity"]
+        .iter()
+        .any(|token| rest.starts_with(token.as_bytes()));
+    if non_finite || message.contains("number out of range") {
+        Rejection::new(Reason::NonFiniteNumber, message)
+    } else {
+        Rejection::new(Reason::InvalidJson, message)
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Fields as they arrived, before type checks.
+#[derive(Default)]
+struct Raw {
+    host: Option<Value>,
+    service: Option<Value>,
+    state: Option<Value>,
+    time: Option<Value>,
+    description: Option<Value>,
+    tags: Option<Value>,
+    meta: Option<Value>,
+    metric: Option<Value>,
+    ttl: Option<Value>,
+    kind: Option<Value>,
+    extra: Map<String, Value>,
+}
+
+impl Raw {
+    fn set(&mut self, key: Cow<'_, str>, value: Value) {
+        let slot = match key.as_ref() {
+            "host" => &mut self.host,
+            "service" => &mut self.service,
+            "state" => &mut self.state,
+            "time" => &mut self.time,
+            "description" => &mut self.description,
+            "tags" => &mut self.tags,
+            "meta" => &mut self.meta,
+            "metric" => &mut self.metric,
+            "ttl" => &mut self.ttl,
+            "type" => &mut self.kind,
+            _ => {
+                self.extra.insert(key.into_owned(), value);
+                return;
+            }
+        };
+        *slot = Some(value);
+    }
+
+    fn validate(self, options: &DecodeOptions, now: f64) -> Result<Event, Rejection> {
+        let host = match self.host {
+            Some(Value::String(host)) if !host.is_empty() => host,
+            Some(Value::String(_)) => {
+                return Err(Rejection::new(Reason::MissingHost, "host is empty"))
+            }
+            None | Some(Value::Null) => {
+                return Err(Rejection::new(Reason::MissingHost, "host is missing"))
+            }
+            Some(other) => return Err(wrong_type("host", "a string", &other)),
+        };
+        let state = string_field("state", self.state)?;
+        if let Some(state) = &state {
+            if state.len() >= MAX_STATE_BYTES {
+                return Err(Rejection::new(
+                    Reason::StateTooLong,
+                    format!("state is {} bytes, the limit is {}", state.len(), MAX_STATE_BYTES - 1),
+                ));
+            }
+        }
+        let time = match number_field("time", self.time)? {
+            Some(time) if time > MILLIS_THRESHOLD => time / 1000.0,
+            Some(time) => time,
+            None => now,
+        };
+        let ttl = number_field("ttl", self.ttl)?.map(|ttl| match options.ttl_unit {
+            TtlUnit::S => ttl,
+            TtlUnit::Ms => ttl / 1000.0,
+        });
+        let tags = match self.tags {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|item| match item {
+                    Value::String(tag) => Ok(tag),
+                    other => Err(wrong_type("tags", "a list of strings", &other)),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(other) => return Err(wrong_type("tags", "a list of strings", &other)),
+        };
+        let meta = match self.meta {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(meta)) => meta,
+            Some(other) => return Err(wrong_type("meta", "an object", &other)),
+        };
+        Ok(Event {
+            host,
+            service: string_field("service", self.service)?,
+            state,
+            time,
+            description: string_field("description", self.description)?,
+            tags,
+            meta,
+            metric: number_field("metric", self.metric)?,
+            ttl,
+            kind: string_field("type", self.kind)?,
+            extra: self.extra,
+        })
+    }
+}
+
+fn wrong_type(field: &str, expected: &str, found: &Value) -> Rejection {
+    Rejection::new(
+        Reason::InvalidField,
+        format!("{field} must be {expected}, found {}", json_kind(found)),
+    )
+}
+
+fn string_field(field: &str, value: Option<Value>) -> Result<Option<String>, Rejection> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(other) => Err(wrong_type(field, "a string", &other)),
+    }
+}
+
+fn number_field(field: &str, value: Option<Value>) -> Result<Option<f64>, Rejection> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(number)) => match number.as_f64() {
+            Some(x) if x.is_finite() => Ok(Some(x)),
+            _ => Err(Rejection::new(
+                Reason::NonFiniteNumber,
+                format!("{field} is not a finite number"),
+            )),
+        },
+        Some(other) => Err(wrong_type(field, "a number", &other)),
+    }
+}
+
+/// Reads one JSON value: an object becomes `Ok(Raw)`, anything else
+/// `Err(kind)` (kept apart from syntax errors, which serde reports).
+struct RawSeed;
+
+impl<'de> DeserializeSeed<'de> for RawSeed {
+    type Value = Result<Raw, String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(RawVisitor)
+    }
+}
+
+struct RawVisitor;
+
+impl RawVisitor {
+    fn other<E>(kind: &str) -> Result<Result<Raw, String>, E> {
+        Ok(Err(format!("expected an object, found {kind}")))
+    }
+}
+
+impl<'de> Visitor<'de> for RawVisitor {
+    type Value = Result<Raw, String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        let mut raw = Raw::default();
+        while let Some(key) = access.next_key::<Cow<'de, str>>()? {
+            let value = access.next_value::<Value>()?;
+            raw.set(key, value);
+        }
+        Ok(Ok(raw))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Self::other("a boolean")
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Self::other("a number")
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Self::other("a number")
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Self::other("a number")
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Self::other("a string")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Self::other("null")
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Self::other("an array")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(line: &str) -> Result<Event, Rejection> {
+        decode_line(line.as_bytes(), &DecodeOptions::default(), 1000.0)
+    }
+
+    fn reason(line: &str) -> Reason {
+        decode(line).unwrap_err().reason
+    }
+
+    #[test]
+    fn accepts_a_minimal_event_and_fills_time() {
+        let event = decode(r#"{"host":"a"}"#).unwrap();
+        assert_eq!(event.host, "a");
+        assert_eq!(event.time, 1000.0);
+    }
+
+    #[test]
+    fn reads_large_times_as_milliseconds() {
+        let event = decode(r#"{"host":"a","time":1732280000500}"#).unwrap();
+        assert_eq!(event.time, 1732280000.5);
+        let event = decode(r#"{"host":"a","time":1732280000.5}"#).unwrap();
+        assert_eq!(event.time, 1732280000.5);
+    }
+
+    #[test]
+    fn ttl_unit_is_per_listener() {
+        let ms = DecodeOptions {
+            ttl_unit: TtlUnit::Ms,
+        };
+        let event = decode_line(br#"{"host":"a","ttl":15000}"#, &ms, 0.0).unwrap();
+        assert_eq!(event.ttl, Some(15.0));
+        assert_eq!(decode(r#"{"host":"a","ttl":15}"#).unwrap().ttl, Some(15.0));
+    }
+
+    #[test]
+    fn rejects_each_rule_with_its_own_reason() {
+        assert_eq!(reason(r#"{"host":"a""#), Reason::InvalidJson);
+        assert_eq!(reason("hello"), Reason::InvalidJson);
+        assert_eq!(reason(r#"{"host":"a"} trailing"#), Reason::InvalidJson);
+        assert_eq!(reason("[1,2]"), Reason::NotAnObject);
+        assert_eq!(reason("42"), Reason::NotAnObject);
+        assert_eq!(reason(r#"{"service":"x"}"#), Reason::MissingHost);
+        assert_eq!(reason(r#"{"host":""}"#), Reason::MissingHost);
+        assert_eq!(reason(r#"{"host":7}"#), Reason::InvalidField);
+        assert_eq!(reason(r#"{"host":"a","tags":"x"}"#), Reason::InvalidField);
+        assert_eq!(reason(r#"{"host":"a","tags":[1]}"#), Reason::InvalidField);
+        assert_eq!(reason(r#"{"host":"a","meta":[]}"#), Reason::InvalidField);
+        assert_eq!(reason(r#"{"host":"a","metric":"7"}"#), Reason::InvalidField);
+        assert_eq!(reason(r#"{"host":"a","metric":NaN}"#), Reason::NonFiniteNumber);
+        assert_eq!(reason(r#"{"host":"a","metric":-Infinity}"#), Reason::NonFiniteNumber);
+        assert_eq!(reason(r#"{"host":"a","metric":1e400}"#), Reason::NonFiniteNumber);
+        let long_state = format!(r#"{{"host":"a","state":"{}"}}"#, "s".repeat(255));
+        assert_eq!(reason(&long_state), Reason::StateTooLong);
+        let ok_state = format!(r#"{{"host":"a","state":"{}"}}"#, "s".repeat(254));
+        assert!(decode(&ok_state).is_ok());
+    }
+
+    #[test]
+    fn null_optional_fields_are_absent() {
+        let event = decode(r#"{"host":"a","metric":null,"tags":null}"#).unwrap();
+        assert_eq!(event.metric, None);
+        assert!(event.tags.is_empty());
+    }
+
+    #[test]
+    fn decode_value_applies_the_same_rules() {
+        let options = DecodeOptions::default();
+        let ok = decode_value(serde_json::json!({"host":"a","x":1}), &options, 5.0).unwrap();
+        assert_eq!((ok.time, ok.extra["x"].clone()), (5.0, Value::from(1)));
+        let bad = decode_value(serde_json::json!("a"), &options, 5.0).unwrap_err();
+        assert_eq!(bad.reason, Reason::NotAnObject);
+    }
+}

@@ -1,0 +1,185 @@
+//! What the topics carry: [`Entry`] on `weir.events`, [`ResultRecord`] on
+//! `weir.results`, and the deterministic [`ResultId`] of every result.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{decode_line, DecodeOptions, Event, Rejection};
+
+/// Prefix of a tick record's value. An event always serializes `host`
+/// first, so the two can never be confused.
+const TICK_PREFIX: &[u8] = b"{\"tick\":";
+
+/// One record of `weir.events`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry {
+    /// A validated event.
+    Event(Event),
+    /// The router's once-a-second clock record (epoch seconds), which moves
+    /// event time forward in a partition with no events.
+    Tick(f64),
+}
+
+impl Entry {
+    /// Encodes the entry as a record value.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Entry::Event(event) => event.to_json(),
+            Entry::Tick(time) => format!("{{\"tick\":{time}}}").into_bytes(),
+        }
+    }
+
+    /// Decodes a record value written by [`Entry::encode`].
+    pub fn decode(value: &[u8]) -> Result<Entry, Rejection> {
+        if let Some(rest) = value.strip_prefix(TICK_PREFIX) {
+            let number = rest.strip_suffix(b"}").unwrap_or(rest);
+            return std::str::from_utf8(number)
+                .ok()
+                .and_then(|text| text.parse::<f64>().ok())
+                .map(Entry::Tick)
+                .ok_or_else(|| {
+                    Rejection::new(crate::Reason::InvalidJson, "malformed tick record")
+                });
+        }
+        decode_line(value, &DecodeOptions::default(), 0.0).map(Entry::Event)
+    }
+}
+
+/// The deterministic identity of a result: which reactor version made it
+/// from which input record, and its place among that record's outputs.
+/// Re-processing the same input yields the same ids, so sinks drop repeats.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ResultId {
+    /// The reactor's name.
+    pub reactor: String,
+    /// Hash of the reactor's pipeline text (16 hex digits).
+    pub version: String,
+    /// Input partition of `weir.events`.
+    pub partition: u32,
+    /// Input offset whose processing produced the result.
+    pub offset: u64,
+    /// Position among the results of that input record.
+    pub seq: u32,
+}
+
+impl fmt::Display for ResultId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}@{}:{}:{}:{}",
+            self.reactor, self.version, self.partition, self.offset, self.seq
+        )
+    }
+}
+
+/// A string that is not a [`ResultId`].
+#[derive(Debug, thiserror::Error)]
+#[error("malformed result id {0:?}")]
+pub struct BadResultId(String);
+
+impl FromStr for ResultId {
+    type Err = BadResultId;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || BadResultId(text.to_owned());
+        // Parse from the right: a reactor name may itself contain '@' or ':'.
+        let mut parts = text.rsplitn(4, ':');
+        let seq = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let offset = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let partition = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let (reactor, version) = parts.next().and_then(|s| s.rsplit_once('@')).ok_or_else(bad)?;
+        Ok(ResultId {
+            reactor: reactor.to_owned(),
+            version: version.to_owned(),
+            partition,
+            offset,
+            seq,
+        })
+    }
+}
+
+/// One record of `weir.results`: the emitted event, its reactor and id,
+/// and for a notification the channel and its options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultRecord {
+    /// Deterministic id.
+    pub id: ResultId,
+    /// `{"channel": "log" | "email" | "webhook", ...options}` for a notification.
+    pub notify: Option<Value>,
+    /// The emitted event.
+    pub event: Event,
+}
+
+impl ResultRecord {
+    /// Encodes the record as one JSON line (no newline).
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads only the `id` of an encoded record, skipping everything else.
+    pub fn peek_id(value: &[u8]) -> Option<ResultId> {
+        #[derive(Deserialize)]
+        struct IdOnly<'a> {
+            #[serde(borrow)]
+            id: Cow<'a, str>,
+        }
+        let only: IdOnly = serde_json::from_slice(value).ok()?;
+        only.id.parse().ok()
+    }
+}
+
+impl Serialize for ResultRecord {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("id", &self.id.to_string())?;
+        map.serialize_entry("reactor", &self.id.reactor)?;
+        if let Some(notify) = &self.notify {
+            map.serialize_entry("notify", notify)?;
+        }
+        self.event.serialize_fields(&mut map)?;
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip() {
+        let tick = Entry::Tick(1732280000.25);
+        assert_eq!(Entry::decode(&tick.encode()).unwrap(), tick);
+        let event = Entry::Event(Event::new("h", 3.0));
+        assert_eq!(Entry::decode(&event.encode()).unwrap(), event);
+    }
+
+    #[test]
+    fn result_ids_parse_back_even_with_separators_in_names() {
+        let id = ResultId {
+            reactor: "a:b@c".into(),
+            version: "00ff".into(),
+            partition: 3,
+            offset: 99,
+            seq: 2,
+        };
+        assert_eq!(id.to_string().parse::<ResultId>().unwrap(), id);
+        assert!("nonsense".parse::<ResultId>().is_err());
+    }
+
+    #[test]
+    fn peek_id_reads_the_id_of_an_encoded_record() {
+        let record = ResultRecord {
+            id: "r@1:0:5:0".parse().unwrap(),
+            notify: Some(serde_json::json!({"channel":"log"})),
+            event: Event::new("h", 1.0),
+        };
+        let bytes = record.encode();
+        assert!(String::from_utf8_lossy(&bytes).starts_with(r#"{"id":"r@1:0:5:0","reactor":"r","notify""#));
+        assert_eq!(ResultRecord::peek_id(&bytes), Some(record.id));
+    }
+}
