@@ -1,0 +1,415 @@
+//! The embedded log: topics as directories of partitions, partitions as
+//! directories of segments, consumer-group offsets as small files.
+//!
+//! ```text
+//! DIR/topics/TOPIC/partitions          partition count
+//! DIR/topics/TOPIC/P/{base}.log|.index segments (see segment.rs)
+//! DIR/groups/GROUP/TOPIC-P.json        committed offset + metadata
+//! ```
+//!
+//! Each partition has one writer at a time (appends are serialized by a
+//! mutex) and any number of readers, who wait on a condition variable to
+//! follow the tail.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::metrics::{APPENDED_BYTES, APPENDS, FSYNC_SECONDS, SEGMENTS_DELETED};
+use crate::segment::Segment;
+use crate::{io_err, Committed, EmbeddedConfig, FsyncPolicy, Log, LogError, Produce, Record};
+
+/// The default log backend: segment files on local disk.
+pub struct EmbeddedLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    config: EmbeddedConfig,
+    topics: RwLock<HashMap<String, Arc<Vec<Partition>>>>,
+}
+
+struct Partition {
+    /// `topic/partition`, for errors.
+    name: String,
+    /// Topic name, for metric labels.
+    topic: String,
+    dir: PathBuf,
+    state: Mutex<State>,
+    /// Signalled after every append, for readers following the tail.
+    appended: Condvar,
+    /// Appended since the last fsync (the `interval` policy).
+    dirty: AtomicBool,
+}
+
+struct State {
+    /// Ascending by base offset; the last one is written to.
+    segments: Vec<Arc<Segment>>,
+    /// Set by a failed write: the partition refuses work until reopened.
+    poisoned: bool,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl EmbeddedLog {
+    /// Opens (or creates) the log under `dir`, recovering every partition.
+    pub fn open(dir: &Path, config: EmbeddedConfig) -> Result<EmbeddedLog, LogError> {
+        fs::create_dir_all(dir.join("topics")).map_err(io_err("create", dir))?;
+        fs::create_dir_all(dir.join("groups")).map_err(io_err("create", dir))?;
+        let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
+            config,
+            topics: RwLock::new(HashMap::new()),
+        });
+        if inner.config.fsync == FsyncPolicy::Interval {
+            let weak = Arc::downgrade(&inner);
+            let period = Duration::from_millis(inner.config.fsync_interval_ms.max(1));
+            std::thread::Builder::new()
+                .name("weir-log-fsync".into())
+                .spawn(move || flush_periodically(weak, period))
+                .map_err(io_err("spawn fsync thread", dir))?;
+        }
+        Ok(EmbeddedLog { inner })
+    }
+
+    /// Opens `topic`, creating it with `partitions` partitions if it does
+    /// not exist. A topic may grow; it never shrinks.
+    pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), LogError> {
+        let mut topics = self.inner.topics.write().unwrap_or_else(|e| e.into_inner());
+        let dir = self.inner.dir.join("topics").join(topic);
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let count_path = dir.join("partitions");
+        let existing = match fs::read_to_string(&count_path) {
+            Ok(text) => text.trim().parse::<u32>().map_err(|_| LogError::Corrupt {
+                path: count_path.clone(),
+                detail: format!("expected a partition count, found {text:?}"),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(io_err("read", &count_path)(e)),
+        };
+        let count = existing.max(partitions);
+        if count != existing {
+            write_atomically(&count_path, count.to_string().as_bytes())?;
+        }
+        let parts = (0..count)
+            .map(|p| Partition::open(topic, p, &dir.join(p.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        topics.insert(topic.to_owned(), Arc::new(parts));
+        Ok(())
+    }
+
+    fn topic(&self, topic: &str) -> Result<Arc<Vec<Partition>>, LogError> {
+        self.inner
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+            .cloned()
+            .ok_or_else(|| LogError::UnknownTopic(topic.to_owned()))
+    }
+
+    fn with_partition<T>(
+        &self,
+        topic: &str,
+        partition: u32,
+        f: impl FnOnce(&Partition) -> Result<T, LogError>,
+    ) -> Result<T, LogError> {
+        let parts = self.topic(topic)?;
+        let part = parts
+            .get(partition as usize)
+            .ok_or_else(|| LogError::NoSuchPartition {
+                topic: topic.to_owned(),
+                partition,
+                count: parts.len() as u32,
+            })?;
+        f(part)
+    }
+
+    fn group_path(&self, group: &str, topic: &str, partition: u32) -> Result<PathBuf, LogError> {
+        let safe = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        };
+        if !safe(group) || !safe(topic) {
+            return Err(LogError::Corrupt {
+                path: self.inner.dir.join("groups"),
+                detail: format!("group {group:?} / topic {topic:?} must be [A-Za-z0-9._-]+"),
+            });
+        }
+        Ok(self
+            .inner
+            .dir
+            .join("groups")
+            .join(group)
+            .join(format!("{topic}-{partition}.json")))
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
+    let tmp = path.with_extension("tmp");
+    let mut file = fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
+    file.write_all(bytes).map_err(io_err("write", &tmp))?;
+    file.sync_all().map_err(io_err("fsync", &tmp))?;
+    fs::rename(&tmp, path).map_err(io_err("rename", path))?;
+    if let Some(parent) = path.parent() {
+        fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("fsync", parent))?;
+    }
+    Ok(())
+}
+
+fn flush_periodically(inner: Weak<Inner>, period: Duration) {
+    loop {
+        std::thread::sleep(period);
+        let Some(inner) = inner.upgrade() else { return };
+        let topics: Vec<_> = inner
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for part in topics.iter().flat_map(|parts| parts.iter()) {
+            if part.dirty.swap(false, Ordering::AcqRel) {
+                let active = part.lock().segments.last().cloned();
+                if let Some(segment) = active {
+                    if let Err(error) = timed_sync(&segment) {
+                        tracing::error!(partition = %part.name, %error, "periodic fsync failed");
+                        part.lock().poisoned = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn timed_sync(segment: &Segment) -> Result<(), LogError> {
+    let started = Instant::now();
+    let result = segment.sync();
+    FSYNC_SECONDS.observe(started.elapsed().as_secs_f64());
+    result
+}
+
+impl Partition {
+    fn open(topic: &str, partition: u32, dir: &Path) -> Result<Partition, LogError> {
+        fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        let mut bases = Vec::new();
+        for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
+            let entry = entry.map_err(io_err("list", dir))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(base) = name.strip_suffix(".log").and_then(|b| b.parse::<u64>().ok()) {
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        for (i, &base) in bases.iter().enumerate() {
+            let newest = i + 1 == bases.len();
+            segments.push(Arc::new(Segment::open(dir, base, newest)?));
+        }
+        if segments.is_empty() {
+            segments.push(Arc::new(Segment::create(dir, 0)?));
+        }
+        Ok(Partition {
+            name: format!("{topic}/{partition}"),
+            topic: topic.to_owned(),
+            dir: dir.to_path_buf(),
+            state: Mutex::new(State {
+                segments,
+                poisoned: false,
+            }),
+            appended: Condvar::new(),
+            dirty: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn append(&self, config: &EmbeddedConfig, records: &[Produce]) -> Result<u64, LogError> {
+        let mut state = self.lock();
+        if state.poisoned {
+            return Err(LogError::Poisoned(self.name.clone()));
+        }
+        let result = self.append_locked(&mut state, config, records);
+        if result.is_err() {
+            state.poisoned = true;
+        }
+        drop(state);
+        self.appended.notify_all();
+        result
+    }
+
+    fn append_locked(
+        &self,
+        state: &mut State,
+        config: &EmbeddedConfig,
+        records: &[Produce],
+    ) -> Result<u64, LogError> {
+        let mut active = state.segments.last().cloned().ok_or_else(|| LogError::Corrupt {
+            path: self.dir.clone(),
+            detail: "partition has no segment".into(),
+        })?;
+        if active.size() >= config.segment_bytes {
+            // Seal the full segment durably before starting the next one.
+            timed_sync(&active)?;
+            let next = Arc::new(Segment::create(&self.dir, active.next_offset())?);
+            state.segments.push(next.clone());
+            active = next;
+            self.apply_retention(state, config)?;
+        }
+        let bytes = active.append(records, now_ms())?;
+        APPENDS.with_label_values(&[&self.topic]).inc_by(records.len() as u64);
+        APPENDED_BYTES.with_label_values(&[&self.topic]).inc_by(bytes);
+        match config.fsync {
+            FsyncPolicy::Batch => timed_sync(&active)?,
+            FsyncPolicy::Interval => self.dirty.store(true, Ordering::Release),
+            FsyncPolicy::Never => {}
+        }
+        Ok(active.next_offset())
+    }
+
+    /// Deletes the oldest sealed segments beyond the size or age limit.
+    fn apply_retention(&self, state: &mut State, config: &EmbeddedConfig) -> Result<(), LogError> {
+        let max_age = Duration::from_secs(config.retention_secs);
+        let now = SystemTime::now();
+        loop {
+            let total: u64 = state.segments.iter().map(|s| s.size()).sum();
+            let Some(oldest) = state.segments.first() else { break };
+            if state.segments.len() < 2 {
+                break;
+            }
+            let too_old = oldest
+                .modified()
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age > max_age);
+            if total <= config.retention_bytes && !too_old {
+                break;
+            }
+            let oldest = state.segments.remove(0);
+            tracing::info!(partition = %self.name, base = oldest.base, "retention deletes segment");
+            SEGMENTS_DELETED.with_label_values(&[&self.topic]).inc();
+            // Readers may still hold the segment open; on Unix its data stays
+            // readable to them until they drop it.
+            let (log, index) = crate::segment::paths(&self.dir, oldest.base);
+            fs::remove_file(&log).map_err(io_err("remove", &log))?;
+            fs::remove_file(&index).map_err(io_err("remove", &index))?;
+        }
+        Ok(())
+    }
+
+    fn read(&self, from: u64, max_bytes: usize, wait: Duration) -> Result<Vec<Record>, LogError> {
+        let deadline = Instant::now() + wait;
+        let mut from = from;
+        loop {
+            let segment = {
+                let mut state = self.lock();
+                loop {
+                    let end = state.segments.last().map_or(0, |s| s.next_offset());
+                    if from < end {
+                        break;
+                    }
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(Vec::new());
+                    }
+                    state = self
+                        .appended
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                let start = state.segments.first().map_or(0, |s| s.base);
+                from = from.max(start);
+                let at = state.segments.partition_point(|s| s.base <= from);
+                state.segments[at.saturating_sub(1)].clone()
+            };
+            let records = segment.read(from, max_bytes)?;
+            if !records.is_empty() {
+                return Ok(records);
+            }
+            // `from` was the end of a sealed segment: continue in the next one.
+            from = from.max(segment.next_offset());
+        }
+    }
+
+    fn offsets(&self) -> (u64, u64) {
+        let state = self.lock();
+        let start = state.segments.first().map_or(0, |s| s.base);
+        let end = state.segments.last().map_or(0, |s| s.next_offset());
+        (start, end)
+    }
+}
+
+impl Log for EmbeddedLog {
+    fn partitions(&self, topic: &str) -> Result<u32, LogError> {
+        Ok(self.topic(topic)?.len() as u32)
+    }
+
+    fn append(&self, topic: &str, partition: u32, records: &[Produce]) -> Result<u64, LogError> {
+        let config = &self.inner.config;
+        self.with_partition(topic, partition, |p| p.append(config, records))
+    }
+
+    fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<Vec<Record>, LogError> {
+        self.with_partition(topic, partition, |p| p.read(from, max_bytes, wait))
+    }
+
+    fn offsets(&self, topic: &str, partition: u32) -> Result<(u64, u64), LogError> {
+        self.with_partition(topic, partition, |p| Ok(p.offsets()))
+    }
+
+    fn commit(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        committed: &Committed,
+    ) -> Result<(), LogError> {
+        let path = self.group_path(group, topic, partition)?;
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+        }
+        let bytes = serde_json::to_vec(committed).unwrap_or_default();
+        write_atomically(&path, &bytes)
+    }
+
+    fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<Committed>, LogError> {
+        let path = self.group_path(group, topic, partition)?;
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| LogError::Corrupt {
+                    path,
+                    detail: e.to_string(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("read", &path)(e)),
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! The log's Prometheus metrics, all in one place.
+
+use std::sync::LazyLock;
+
+use prometheus::{register_histogram, register_int_counter_vec, Histogram, IntCounterVec};
+
+/// Records appended, per topic.
+pub(crate) static APPENDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("weir_log_appended_records_total", "Records appended to the log", &["topic"])
+        .expect("metric registers once")
+});
+
+/// Bytes appended, per topic.
+pub(crate) static APPENDED_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("weir_log_appended_bytes_total", "Bytes appended to the log", &["topic"])
+        .expect("metric registers once")
+});
+
+/// Time spent in fsync.
+pub(crate) static FSYNC_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "weir_log_fsync_seconds",
+        "Duration of log fsyncs",
+        vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]
+    )
+    .expect("metric registers once")
+});
+
+/// Segments deleted by retention, per topic.
+pub(crate) static SEGMENTS_DELETED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("weir_log_segments_deleted_total", "Segments removed by retention", &["topic"])
+        .expect("metric registers once")
+});

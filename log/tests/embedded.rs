@@ -1,0 +1,263 @@
+//! Behaviour of the embedded log: reads from any offset, tail following,
+//! retention, group offsets, and recovery after torn writes and SIGKILL.
+
+use std::fs::{self, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use weir_log::{Committed, EmbeddedConfig, EmbeddedLog, FsyncPolicy, Log};
+
+const TOPIC: &str = "weir.events";
+const NO_WAIT: Duration = Duration::ZERO;
+
+fn config(segment_bytes: u64) -> EmbeddedConfig {
+    EmbeddedConfig {
+        partitions: 2,
+        segment_bytes,
+        ..EmbeddedConfig::default()
+    }
+}
+
+fn open(dir: &Path, config: EmbeddedConfig) -> EmbeddedLog {
+    let log = EmbeddedLog::open(dir, config).unwrap();
+    log.create_topic(TOPIC, 2).unwrap();
+    log
+}
+
+fn record(i: u64) -> (Vec<u8>, Vec<u8>) {
+    (format!("k{}", i % 7).into_bytes(), format!("value-{i}-{}", "x".repeat((i % 50) as usize)).into_bytes())
+}
+
+fn read_all(log: &EmbeddedLog, partition: u32, from: u64) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut next = from;
+    loop {
+        let batch = log.read(TOPIC, partition, next, 10_000, NO_WAIT).unwrap();
+        let Some(last) = batch.last() else { return out };
+        next = last.offset + 1;
+        out.extend(batch.into_iter().map(|r| (r.offset, r.value)));
+    }
+}
+
+fn segment_files(dir: &Path, partition: u32) -> Vec<PathBuf> {
+    let mut files: Vec<_> = fs::read_dir(dir.join("topics").join(TOPIC).join(partition.to_string()))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn reads_from_any_offset_across_segments_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), config(2_000));
+    for chunk in (0..500u64).collect::<Vec<_>>().chunks(37) {
+        let batch: Vec<_> = chunk.iter().map(|&i| record(i)).collect();
+        log.append(TOPIC, 1, &batch).unwrap();
+    }
+    assert!(segment_files(dir.path(), 1).len() > 5, "small segments roll");
+    for from in [0, 1, 36, 37, 250, 499] {
+        let got = read_all(&log, 1, from);
+        assert_eq!(got.len() as u64, 500 - from);
+        assert_eq!(got[0], (from, record(from).1));
+    }
+    assert!(read_all(&log, 0, 0).is_empty(), "partitions are independent");
+    drop(log);
+
+    let log = open(dir.path(), config(2_000));
+    assert_eq!(log.offsets(TOPIC, 1).unwrap(), (0, 500));
+    assert_eq!(log.append(TOPIC, 1, &[record(500)]).unwrap(), 501);
+    let got = read_all(&log, 1, 0);
+    assert_eq!(got.len(), 501);
+    assert!(got.iter().enumerate().all(|(i, (o, v))| *o == i as u64 && *v == record(i as u64).1));
+}
+
+#[test]
+fn a_torn_tail_is_truncated_and_every_complete_record_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), config(1 << 20));
+    let batch: Vec<_> = (0..100).map(record).collect();
+    log.append(TOPIC, 0, &batch).unwrap();
+    drop(log);
+    let file = segment_files(dir.path(), 0).pop().unwrap();
+    let full = fs::metadata(&file).unwrap().len();
+
+    // Cut the file at every length inside the last two records plus garbage.
+    for cut in (full - 120)..=full {
+        let copy = tempfile::tempdir().unwrap();
+        copy_tree(dir.path(), copy.path());
+        let target = segment_files(copy.path(), 0).pop().unwrap();
+        let f = OpenOptions::new().write(true).open(&target).unwrap();
+        f.set_len(cut).unwrap();
+        drop(f);
+        let log = open(copy.path(), config(1 << 20));
+        let got = read_all(&log, 0, 0);
+        let complete = got.len() as u64;
+        assert!((98..=100).contains(&complete), "cut {cut}: kept {complete}");
+        assert!(got.iter().all(|(o, v)| *v == record(*o).1));
+        assert_eq!(log.append(TOPIC, 0, &[record(complete)]).unwrap(), complete + 1);
+        assert_eq!(read_all(&log, 0, 0).len() as u64, complete + 1);
+    }
+}
+
+#[test]
+fn a_corrupt_frame_ends_the_recovered_log_at_the_record_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), config(1 << 20));
+    log.append(TOPIC, 0, &(0..10).map(record).collect::<Vec<_>>()).unwrap();
+    drop(log);
+    let file = segment_files(dir.path(), 0).pop().unwrap();
+    let mut bytes = fs::read(&file).unwrap();
+    let len = bytes.len();
+    bytes[len - 3] ^= 0xff; // flip a byte inside the last record's value
+    bytes.extend_from_slice(b"garbage after the tear");
+    fs::write(&file, bytes).unwrap();
+    let log = open(dir.path(), config(1 << 20));
+    assert_eq!(read_all(&log, 0, 0).len(), 9);
+}
+
+#[test]
+fn readers_follow_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::sync::Arc::new(open(dir.path(), config(1 << 20)));
+    let reader = {
+        let log = log.clone();
+        std::thread::spawn(move || log.read(TOPIC, 0, 0, 1000, Duration::from_secs(10)).unwrap())
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    log.append(TOPIC, 0, &[record(0)]).unwrap();
+    let got = reader.join().unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(log.read(TOPIC, 0, 1, 1000, Duration::from_millis(20)).unwrap().is_empty());
+}
+
+#[test]
+fn retention_by_size_drops_the_oldest_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig {
+        retention_bytes: 10_000,
+        ..config(2_000)
+    };
+    let log = open(dir.path(), config);
+    for i in 0..1000 {
+        log.append(TOPIC, 0, &[record(i)]).unwrap();
+    }
+    let (start, end) = log.offsets(TOPIC, 0).unwrap();
+    assert_eq!(end, 1000);
+    assert!(start > 500, "old segments deleted, start = {start}");
+    let total: u64 = segment_files(dir.path(), 0).iter().map(|f| fs::metadata(f).unwrap().len()).sum();
+    assert!(total <= 10_000 + 2_100, "total {total}");
+    let got = read_all(&log, 0, 0);
+    assert_eq!(got[0].0, start, "a read below the start begins at the start");
+}
+
+#[test]
+fn retention_by_age_drops_expired_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig {
+        retention_secs: 0,
+        ..config(500)
+    };
+    let log = open(dir.path(), config);
+    for i in 0..40 {
+        log.append(TOPIC, 0, &[record(i)]).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (start, end) = log.offsets(TOPIC, 0).unwrap();
+    assert_eq!(end, 40);
+    assert_eq!(segment_files(dir.path(), 0).len(), 1);
+    assert!(start > 30);
+}
+
+#[test]
+fn group_offsets_persist_with_their_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), config(1 << 20));
+    assert_eq!(log.committed("g", TOPIC, 1).unwrap(), None);
+    let committed = Committed {
+        offset: 42,
+        metadata: "file=a pos=7".into(),
+    };
+    log.commit("g", TOPIC, 1, &committed).unwrap();
+    drop(log);
+    let log = open(dir.path(), config(1 << 20));
+    assert_eq!(log.committed("g", TOPIC, 1).unwrap(), Some(committed));
+    assert_eq!(log.committed("g", TOPIC, 0).unwrap(), None);
+    assert!(log.committed("../evil", TOPIC, 0).is_err());
+}
+
+#[test]
+fn interval_fsync_policy_appends_and_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig {
+        fsync: FsyncPolicy::Interval,
+        fsync_interval_ms: 5,
+        ..config(1 << 20)
+    };
+    let log = open(dir.path(), config);
+    log.append(TOPIC, 0, &[record(0), record(1)]).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    assert_eq!(read_all(&log, 0, 0).len(), 2);
+}
+
+/// The child half of the SIGKILL test: appends acknowledged batches forever.
+#[test]
+fn sigkill_child() {
+    let Ok(dir) = std::env::var("WEIR_LOG_CRASH_DIR") else { return };
+    let log = open(Path::new(&dir), config(64 << 10));
+    let mut out = std::io::stdout().lock();
+    loop {
+        let start = log.offsets(TOPIC, 0).unwrap().1;
+        let batch: Vec<_> = (start..start + 10).map(record).collect();
+        let next = log.append(TOPIC, 0, &batch).unwrap();
+        writeln!(out, "acked {next}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+#[test]
+fn sigkill_during_appends_loses_no_acknowledged_record() {
+    let dir = tempfile::tempdir().unwrap();
+    for attempt in 0..3 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "sigkill_child", "--nocapture", "--test-threads=1"])
+            .env("WEIR_LOG_CRASH_DIR", dir.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut acked = 0u64;
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let stop_after = 200 * (attempt + 1) + 37 * attempt;
+        for line in lines.by_ref() {
+            if let Some(n) = line.unwrap().strip_prefix("acked ") {
+                acked = n.parse().unwrap();
+                if acked >= stop_after {
+                    break;
+                }
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let log = open(dir.path(), config(64 << 10));
+        let got = read_all(&log, 0, 0);
+        assert!(got.len() as u64 >= acked, "attempt {attempt}: {} < acked {acked}", got.len());
+        assert!(got.iter().enumerate().all(|(i, (o, v))| *o == i as u64 && *v == record(*o).1));
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            fs::create_dir_all(&target).unwrap();
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
