@@ -92,7 +92,10 @@ impl Rejection {
 /// Decodes and validates one line; `now` (epoch seconds) fills a missing `time`.
 pub fn decode_line(line: &[u8], options: &DecodeOptions, now: f64) -> Result<Event, Rejection> {
     let mut de = serde_json::Deserializer::from_slice(line);
-    let raw = match RawSeed.deserialize(&mut de).and_then(|raw| de.end().map(|_| raw)) {
+    let raw = match RawSeed
+        .deserialize(&mut de)
+        .and_then(|raw| de.end().map(|_| raw))
+    {
         Ok(raw) => raw,
         Err(error) => return Err(classify(line, &error)),
     };
@@ -194,7 +197,11 @@ impl Raw {
             if state.len() >= MAX_STATE_BYTES {
                 return Err(Rejection::new(
                     Reason::StateTooLong,
-                    format!("state is {} bytes, the limit is {}", state.len(), MAX_STATE_BYTES - 1),
+                    format!(
+                        "state is {} bytes, the limit is {}",
+                        state.len(),
+                        MAX_STATE_BYTES - 1
+                    ),
                 ));
             }
         }
@@ -379,9 +386,18 @@ mod tests {
         assert_eq!(reason(r#"{"host":"a","tags":[1]}"#), Reason::InvalidField);
         assert_eq!(reason(r#"{"host":"a","meta":[]}"#), Reason::InvalidField);
         assert_eq!(reason(r#"{"host":"a","metric":"7"}"#), Reason::InvalidField);
-        assert_eq!(reason(r#"{"host":"a","metric":NaN}"#), Reason::NonFiniteNumber);
-        assert_eq!(reason(r#"{"host":"a","metric":-Infinity}"#), Reason::NonFiniteNumber);
-        assert_eq!(reason(r#"{"host":"a","metric":1e400}"#), Reason::NonFiniteNumber);
+        assert_eq!(
+            reason(r#"{"host":"a","metric":NaN}"#),
+            Reason::NonFiniteNumber
+        );
+        assert_eq!(
+            reason(r#"{"host":"a","metric":-Infinity}"#),
+            Reason::NonFiniteNumber
+        );
+        assert_eq!(
+            reason(r#"{"host":"a","metric":1e400}"#),
+            Reason::NonFiniteNumber
+        );
         let long_state = format!(r#"{{"host":"a","state":"{}"}}"#, "s".repeat(255));
         assert_eq!(reason(&long_state), Reason::StateTooLong);
         let ok_state = format!(r#"{{"host":"a","state":"{}"}}"#, "s".repeat(254));

@@ -15,7 +15,7 @@ pub use decode::{decode_line, decode_value, DecodeOptions, Reason, Rejection, Tt
 pub use record::{Entry, ResultId, ResultRecord};
 
 use serde::ser::{SerializeMap, Serializer};
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 /// Largest allowed `state`, in bytes (exclusive): "string, < 255 bytes".
@@ -122,6 +122,15 @@ impl Serialize for Event {
         let mut map = serializer.serialize_map(None)?;
         self.serialize_fields(&mut map)?;
         map.end()
+    }
+}
+
+/// Reads an event written by its `Serialize` impl (checkpointed state);
+/// the same validation as ingest applies.
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        decode_value(value, &DecodeOptions::default(), 0.0).map_err(serde::de::Error::custom)
     }
 }
 

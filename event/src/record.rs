@@ -92,7 +92,10 @@ impl FromStr for ResultId {
         let seq = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
         let offset = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
         let partition = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-        let (reactor, version) = parts.next().and_then(|s| s.rsplit_once('@')).ok_or_else(bad)?;
+        let (reactor, version) = parts
+            .next()
+            .and_then(|s| s.rsplit_once('@'))
+            .ok_or_else(bad)?;
         Ok(ResultId {
             reactor: reactor.to_owned(),
             version: version.to_owned(),
@@ -179,7 +182,8 @@ mod tests {
             event: Event::new("h", 1.0),
         };
         let bytes = record.encode();
-        assert!(String::from_utf8_lossy(&bytes).starts_with(r#"{"id":"r@1:0:5:0","reactor":"r","notify""#));
+        assert!(String::from_utf8_lossy(&bytes)
+            .starts_with(r#"{"id":"r@1:0:5:0","reactor":"r","notify""#));
         assert_eq!(ResultRecord::peek_id(&bytes), Some(record.id));
     }
 }

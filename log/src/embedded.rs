@@ -209,7 +209,10 @@ impl Partition {
             let entry = entry.map_err(io_err("list", dir))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if let Some(base) = name.strip_suffix(".log").and_then(|b| b.parse::<u64>().ok()) {
+            if let Some(base) = name
+                .strip_suffix(".log")
+                .and_then(|b| b.parse::<u64>().ok())
+            {
                 bases.push(base);
             }
         }
@@ -259,10 +262,14 @@ impl Partition {
         config: &EmbeddedConfig,
         records: &[Produce],
     ) -> Result<u64, LogError> {
-        let mut active = state.segments.last().cloned().ok_or_else(|| LogError::Corrupt {
-            path: self.dir.clone(),
-            detail: "partition has no segment".into(),
-        })?;
+        let mut active = state
+            .segments
+            .last()
+            .cloned()
+            .ok_or_else(|| LogError::Corrupt {
+                path: self.dir.clone(),
+                detail: "partition has no segment".into(),
+            })?;
         if active.size() >= config.segment_bytes {
             // Seal the full segment durably before starting the next one.
             timed_sync(&active)?;
@@ -272,8 +279,12 @@ impl Partition {
             self.apply_retention(state, config)?;
         }
         let bytes = active.append(records, now_ms())?;
-        APPENDS.with_label_values(&[&self.topic]).inc_by(records.len() as u64);
-        APPENDED_BYTES.with_label_values(&[&self.topic]).inc_by(bytes);
+        APPENDS
+            .with_label_values(&[&self.topic])
+            .inc_by(records.len() as u64);
+        APPENDED_BYTES
+            .with_label_values(&[&self.topic])
+            .inc_by(bytes);
         match config.fsync {
             FsyncPolicy::Batch => timed_sync(&active)?,
             FsyncPolicy::Interval => self.dirty.store(true, Ordering::Release),
@@ -288,7 +299,9 @@ impl Partition {
         let now = SystemTime::now();
         loop {
             let total: u64 = state.segments.iter().map(|s| s.size()).sum();
-            let Some(oldest) = state.segments.first() else { break };
+            let Some(oldest) = state.segments.first() else {
+                break;
+            };
             if state.segments.len() < 2 {
                 break;
             }

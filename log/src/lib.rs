@@ -131,8 +131,12 @@ pub trait Log: Send + Sync + 'static {
     ) -> Result<(), LogError>;
 
     /// A consumer group's stored position, if it has one.
-    fn committed(&self, group: &str, topic: &str, partition: u32)
-        -> Result<Option<Committed>, LogError>;
+    fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<Committed>, LogError>;
 }
 
 /// When appended data is forced to disk.

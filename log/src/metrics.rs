@@ -6,14 +6,22 @@ use prometheus::{register_histogram, register_int_counter_vec, Histogram, IntCou
 
 /// Records appended, per topic.
 pub(crate) static APPENDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("weir_log_appended_records_total", "Records appended to the log", &["topic"])
-        .expect("metric registers once")
+    register_int_counter_vec!(
+        "weir_log_appended_records_total",
+        "Records appended to the log",
+        &["topic"]
+    )
+    .expect("metric registers once")
 });
 
 /// Bytes appended, per topic.
 pub(crate) static APPENDED_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("weir_log_appended_bytes_total", "Bytes appended to the log", &["topic"])
-        .expect("metric registers once")
+    register_int_counter_vec!(
+        "weir_log_appended_bytes_total",
+        "Bytes appended to the log",
+        &["topic"]
+    )
+    .expect("metric registers once")
 });
 
 /// Time spent in fsync.
@@ -28,6 +36,10 @@ pub(crate) static FSYNC_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
 
 /// Segments deleted by retention, per topic.
 pub(crate) static SEGMENTS_DELETED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("weir_log_segments_deleted_total", "Segments removed by retention", &["topic"])
-        .expect("metric registers once")
+    register_int_counter_vec!(
+        "weir_log_segments_deleted_total",
+        "Segments removed by retention",
+        &["topic"]
+    )
+    .expect("metric registers once")
 });

@@ -114,7 +114,15 @@ impl Segment {
         let (path, index_path) = paths(dir, base);
         let file = open_rw(&path, true)?;
         let index_file = open_rw(&index_path, true)?;
-        Ok(Segment::assemble(base, path, file, index_file, Vec::new(), 0, base))
+        Ok(Segment::assemble(
+            base,
+            path,
+            file,
+            index_file,
+            Vec::new(),
+            0,
+            base,
+        ))
     }
 
     /// Opens an existing segment. `recover` scans it (truncating a torn
@@ -136,8 +144,12 @@ impl Segment {
                 bytes.extend_from_slice(&offset.to_be_bytes());
                 bytes.extend_from_slice(&position.to_be_bytes());
             }
-            index_file.set_len(0).map_err(io_err("truncate", &index_path))?;
-            (&index_file).write_all(&bytes).map_err(io_err("write", &index_path))?;
+            index_file
+                .set_len(0)
+                .map_err(io_err("truncate", &index_path))?;
+            (&index_file)
+                .write_all(&bytes)
+                .map_err(io_err("write", &index_path))?;
             (index, size, next)
         } else {
             let index = read_index(&index_file, &index_path)?;
@@ -145,7 +157,9 @@ impl Segment {
             let next = last_offset_after(&file, &path, &index, size)?.unwrap_or(base);
             (index, size, next)
         };
-        Ok(Segment::assemble(base, path, file, index_file, index, size, next))
+        Ok(Segment::assemble(
+            base, path, file, index_file, index, size, next,
+        ))
     }
 
     fn assemble(
@@ -209,7 +223,10 @@ impl Segment {
             (&self.index_file)
                 .write_all(&bytes)
                 .map_err(io_err("append", &self.path))?;
-            self.index.lock().unwrap_or_else(|e| e.into_inner()).extend(new_index);
+            self.index
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(new_index);
             self.last_indexed.store(last_indexed, Ordering::Relaxed);
         }
         self.size.store(start + buf.len() as u64, Ordering::Release);
@@ -220,7 +237,9 @@ impl Segment {
     /// Forces appended data (and the index) to disk.
     pub fn sync(&self) -> Result<(), LogError> {
         self.file.sync_data().map_err(io_err("fsync", &self.path))?;
-        self.index_file.sync_data().map_err(io_err("fsync", &self.path))
+        self.index_file
+            .sync_data()
+            .map_err(io_err("fsync", &self.path))
     }
 
     /// Reads records with offset ≥ `from`, about `max_bytes` worth.
@@ -229,7 +248,11 @@ impl Segment {
         let mut position = {
             let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
             let at = index.partition_point(|&(offset, _)| offset <= from);
-            if at == 0 { 0 } else { index[at - 1].1 }
+            if at == 0 {
+                0
+            } else {
+                index[at - 1].1
+            }
         };
         let mut records = Vec::new();
         let mut taken = 0usize;
@@ -291,7 +314,9 @@ fn open_rw(path: &Path, create_new: bool) -> Result<File, LogError> {
 
 fn read_index(file: &File, path: &Path) -> Result<Vec<(u64, u64)>, LogError> {
     let mut bytes = Vec::new();
-    (&*file).read_to_end(&mut bytes).map_err(io_err("read", path))?;
+    (&*file)
+        .read_to_end(&mut bytes)
+        .map_err(io_err("read", path))?;
     Ok(bytes
         .chunks_exact(16)
         .map(|c| {
@@ -331,7 +356,9 @@ fn last_offset_after(
 /// Validates every frame; returns the index, the valid length and the next offset.
 fn scan(file: &File, path: &Path, base: u64) -> Result<(Vec<(u64, u64)>, u64, u64), LogError> {
     let mut bytes = Vec::new();
-    (&*file).read_to_end(&mut bytes).map_err(io_err("read", path))?;
+    (&*file)
+        .read_to_end(&mut bytes)
+        .map_err(io_err("read", path))?;
     let mut index = Vec::new();
     let mut position = 0usize;
     let mut next = base;

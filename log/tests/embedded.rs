@@ -27,7 +27,10 @@ fn open(dir: &Path, config: EmbeddedConfig) -> EmbeddedLog {
 }
 
 fn record(i: u64) -> (Vec<u8>, Vec<u8>) {
-    (format!("k{}", i % 7).into_bytes(), format!("value-{i}-{}", "x".repeat((i % 50) as usize)).into_bytes())
+    (
+        format!("k{}", i % 7).into_bytes(),
+        format!("value-{i}-{}", "x".repeat((i % 50) as usize)).into_bytes(),
+    )
 }
 
 fn read_all(log: &EmbeddedLog, partition: u32, from: u64) -> Vec<(u64, Vec<u8>)> {
@@ -42,11 +45,12 @@ fn read_all(log: &EmbeddedLog, partition: u32, from: u64) -> Vec<(u64, Vec<u8>)>
 }
 
 fn segment_files(dir: &Path, partition: u32) -> Vec<PathBuf> {
-    let mut files: Vec<_> = fs::read_dir(dir.join("topics").join(TOPIC).join(partition.to_string()))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
+    let mut files: Vec<_> =
+        fs::read_dir(dir.join("topics").join(TOPIC).join(partition.to_string()))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
     files.sort();
     files
 }
@@ -59,13 +63,19 @@ fn reads_from_any_offset_across_segments_and_restarts() {
         let batch: Vec<_> = chunk.iter().map(|&i| record(i)).collect();
         log.append(TOPIC, 1, &batch).unwrap();
     }
-    assert!(segment_files(dir.path(), 1).len() > 5, "small segments roll");
+    assert!(
+        segment_files(dir.path(), 1).len() > 5,
+        "small segments roll"
+    );
     for from in [0, 1, 36, 37, 250, 499] {
         let got = read_all(&log, 1, from);
         assert_eq!(got.len() as u64, 500 - from);
         assert_eq!(got[0], (from, record(from).1));
     }
-    assert!(read_all(&log, 0, 0).is_empty(), "partitions are independent");
+    assert!(
+        read_all(&log, 0, 0).is_empty(),
+        "partitions are independent"
+    );
     drop(log);
 
     let log = open(dir.path(), config(2_000));
@@ -73,7 +83,10 @@ fn reads_from_any_offset_across_segments_and_restarts() {
     assert_eq!(log.append(TOPIC, 1, &[record(500)]).unwrap(), 501);
     let got = read_all(&log, 1, 0);
     assert_eq!(got.len(), 501);
-    assert!(got.iter().enumerate().all(|(i, (o, v))| *o == i as u64 && *v == record(i as u64).1));
+    assert!(got
+        .iter()
+        .enumerate()
+        .all(|(i, (o, v))| *o == i as u64 && *v == record(i as u64).1));
 }
 
 #[test]
@@ -99,7 +112,10 @@ fn a_torn_tail_is_truncated_and_every_complete_record_kept() {
         let complete = got.len() as u64;
         assert!((98..=100).contains(&complete), "cut {cut}: kept {complete}");
         assert!(got.iter().all(|(o, v)| *v == record(*o).1));
-        assert_eq!(log.append(TOPIC, 0, &[record(complete)]).unwrap(), complete + 1);
+        assert_eq!(
+            log.append(TOPIC, 0, &[record(complete)]).unwrap(),
+            complete + 1
+        );
         assert_eq!(read_all(&log, 0, 0).len() as u64, complete + 1);
     }
 }
@@ -108,7 +124,8 @@ fn a_torn_tail_is_truncated_and_every_complete_record_kept() {
 fn a_corrupt_frame_ends_the_recovered_log_at_the_record_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), config(1 << 20));
-    log.append(TOPIC, 0, &(0..10).map(record).collect::<Vec<_>>()).unwrap();
+    log.append(TOPIC, 0, &(0..10).map(record).collect::<Vec<_>>())
+        .unwrap();
     drop(log);
     let file = segment_files(dir.path(), 0).pop().unwrap();
     let mut bytes = fs::read(&file).unwrap();
@@ -126,13 +143,19 @@ fn readers_follow_the_tail() {
     let log = std::sync::Arc::new(open(dir.path(), config(1 << 20)));
     let reader = {
         let log = log.clone();
-        std::thread::spawn(move || log.read(TOPIC, 0, 0, 1000, Duration::from_secs(10)).unwrap())
+        std::thread::spawn(move || {
+            log.read(TOPIC, 0, 0, 1000, Duration::from_secs(10))
+                .unwrap()
+        })
     };
     std::thread::sleep(Duration::from_millis(50));
     log.append(TOPIC, 0, &[record(0)]).unwrap();
     let got = reader.join().unwrap();
     assert_eq!(got.len(), 1);
-    assert!(log.read(TOPIC, 0, 1, 1000, Duration::from_millis(20)).unwrap().is_empty());
+    assert!(log
+        .read(TOPIC, 0, 1, 1000, Duration::from_millis(20))
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -149,10 +172,16 @@ fn retention_by_size_drops_the_oldest_segments() {
     let (start, end) = log.offsets(TOPIC, 0).unwrap();
     assert_eq!(end, 1000);
     assert!(start > 500, "old segments deleted, start = {start}");
-    let total: u64 = segment_files(dir.path(), 0).iter().map(|f| fs::metadata(f).unwrap().len()).sum();
+    let total: u64 = segment_files(dir.path(), 0)
+        .iter()
+        .map(|f| fs::metadata(f).unwrap().len())
+        .sum();
     assert!(total <= 10_000 + 2_100, "total {total}");
     let got = read_all(&log, 0, 0);
-    assert_eq!(got[0].0, start, "a read below the start begins at the start");
+    assert_eq!(
+        got[0].0, start,
+        "a read below the start begins at the start"
+    );
 }
 
 #[test]
@@ -207,7 +236,9 @@ fn interval_fsync_policy_appends_and_reads() {
 /// The child half of the SIGKILL test: appends acknowledged batches forever.
 #[test]
 fn sigkill_child() {
-    let Ok(dir) = std::env::var("WEIR_LOG_CRASH_DIR") else { return };
+    let Ok(dir) = std::env::var("WEIR_LOG_CRASH_DIR") else {
+        return;
+    };
     let log = open(Path::new(&dir), config(64 << 10));
     let mut out = std::io::stdout().lock();
     loop {
@@ -224,7 +255,12 @@ fn sigkill_during_appends_loses_no_acknowledged_record() {
     let dir = tempfile::tempdir().unwrap();
     for attempt in 0..3 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "sigkill_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "sigkill_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("WEIR_LOG_CRASH_DIR", dir.path())
             .stdout(Stdio::piped())
             .spawn()
@@ -244,8 +280,15 @@ fn sigkill_during_appends_loses_no_acknowledged_record() {
         child.wait().unwrap();
         let log = open(dir.path(), config(64 << 10));
         let got = read_all(&log, 0, 0);
-        assert!(got.len() as u64 >= acked, "attempt {attempt}: {} < acked {acked}", got.len());
-        assert!(got.iter().enumerate().all(|(i, (o, v))| *o == i as u64 && *v == record(*o).1));
+        assert!(
+            got.len() as u64 >= acked,
+            "attempt {attempt}: {} < acked {acked}",
+            got.len()
+        );
+        assert!(got
+            .iter()
+            .enumerate()
+            .all(|(i, (o, v))| *o == i as u64 && *v == record(*o).1));
     }
 }
 

@@ -1,0 +1,85 @@
+//! The processor's Prometheus metrics, all in one place. Labels are
+//! bounded: reactor names come from the config, partitions from the log.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_histogram, register_int_counter, register_int_counter_vec, register_int_gauge_vec,
+    Histogram, IntCounter, IntCounterVec, IntGaugeVec,
+};
+
+/// Entries processed, per partition.
+pub static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "weir_processor_events_total",
+        "Log entries processed",
+        &["partition"]
+    )
+    .expect("metric registers once")
+});
+
+/// Results emitted, per reactor.
+pub static EMITS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "weir_processor_emits_total",
+        "Results emitted",
+        &["reactor"]
+    )
+    .expect("metric registers once")
+});
+
+/// Entries behind the end of the log, per partition.
+pub static LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "weir_processor_lag",
+        "Entries not yet processed",
+        &["partition"]
+    )
+    .expect("metric registers once")
+});
+
+/// Events older than the clock minus the allowed lateness.
+pub static LATE_EVENTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "weir_processor_late_events_total",
+        "Events later than the allowed lateness"
+    )
+    .expect("metric registers once")
+});
+
+/// Records in the log that are not valid entries (skipped).
+pub static UNDECODABLE: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "weir_processor_undecodable_total",
+        "Log records that failed to decode"
+    )
+    .expect("metric registers once")
+});
+
+/// Checkpoint duration.
+pub static CHECKPOINT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "weir_processor_checkpoint_seconds",
+        "Duration of a partition checkpoint"
+    )
+    .expect("metric registers once")
+});
+
+/// Size of the last checkpoint, per partition.
+pub static CHECKPOINT_BYTES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "weir_processor_checkpoint_bytes",
+        "Size of the last checkpoint",
+        &["partition"]
+    )
+    .expect("metric registers once")
+});
+
+/// Checkpoints that could not be restored (state rebuilt from the log).
+pub static RESTORE_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "weir_processor_restore_failures_total",
+        "Checkpoints that could not be restored"
+    )
+    .expect("metric registers once")
+});

@@ -1,0 +1,270 @@
+//! Reactors (a named pipeline with its output) and the per-partition
+//! [`Engine`] that runs every reactor over a partition's entries on event
+//! time.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use weir_event::{Entry, Event, ResultId, ResultRecord};
+
+use crate::lang::{self, Literal, ParseError, StageSpec};
+use crate::metrics::LATE_EVENTS;
+use crate::stage::{Chain, Stage, StateError};
+
+/// A reactor as written in the config (`[[reactor]]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReactorConfig {
+    /// Unique name; part of every result id.
+    pub name: String,
+    /// The pipeline text.
+    pub pipeline: String,
+}
+
+/// A reactor that failed to build, with its name and the position.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("pipeline \"{reactor}\", {error}")]
+pub struct ReactorError {
+    /// The reactor's name.
+    pub reactor: String,
+    /// What is wrong, and where.
+    pub error: ParseError,
+}
+
+/// Where a reactor's results go.
+#[derive(Debug, Clone, PartialEq)]
+enum Output {
+    /// Plain results (`emit`, implicit).
+    Emit,
+    /// Notification records: `{"channel": …, options…}`.
+    Notify(Value),
+}
+
+const CHANNELS: &[&str] = &["log", "email", "webhook"];
+
+/// A built reactor.
+pub struct Reactor {
+    name: String,
+    version: String,
+    chain: Chain,
+    output: Output,
+}
+
+/// FNV-1a over the pipeline text: a version that is stable across builds.
+fn version_of(pipeline: &str) -> String {
+    let hash = pipeline.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+fn output_of(spec: &StageSpec) -> Result<Output, ParseError> {
+    if spec.name == "emit" {
+        if !spec.args.is_empty() {
+            return Err(spec.error("takes no arguments"));
+        }
+        return Ok(Output::Emit);
+    }
+    let channel = match spec.positional(0) {
+        Some(Literal::Word(w)) if CHANNELS.contains(&w.as_str()) => w.clone(),
+        other => {
+            let found = other.map_or("nothing".to_owned(), |o| o.to_string());
+            return Err(spec.error(format!(
+                "needs a channel (log, email or webhook), found {found}"
+            )));
+        }
+    };
+    let mut options = Map::new();
+    options.insert("channel".into(), Value::String(channel));
+    for arg in &spec.args {
+        if let lang::Arg::Named(key, value) = arg {
+            options.insert(key.clone(), value.to_json());
+        }
+    }
+    Ok(Output::Notify(Value::Object(options)))
+}
+
+impl Reactor {
+    /// Parses and builds a reactor.
+    pub fn build(config: &ReactorConfig) -> Result<Reactor, ReactorError> {
+        let wrap = |error| ReactorError {
+            reactor: config.name.clone(),
+            error,
+        };
+        let mut specs = lang::parse(&config.pipeline).map_err(wrap)?;
+        let output = match specs.last() {
+            Some(last) if last.name == "emit" || last.name == "notify" => {
+                let output = output_of(last).map_err(wrap)?;
+                specs.pop();
+                output
+            }
+            _ => Output::Emit,
+        };
+        Ok(Reactor {
+            name: config.name.clone(),
+            version: version_of(&config.pipeline),
+            chain: Chain::build(&specs).map_err(wrap)?,
+            output,
+        })
+    }
+
+    /// `name@version`, the key of this reactor's state.
+    pub fn identity(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+}
+
+/// Runs every reactor over one partition's entries, in log order.
+pub struct Engine {
+    partition: u32,
+    reactors: Vec<Reactor>,
+    /// The partition's event-time clock: the largest time seen.
+    clock: f64,
+    /// Events older than `clock - lateness` are counted as late.
+    lateness: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EngineState {
+    clock: f64,
+    reactors: Map<String, Value>,
+}
+
+impl Engine {
+    /// An engine for `partition` with fresh state.
+    pub fn new(partition: u32, reactors: Vec<Reactor>, lateness: f64) -> Engine {
+        Engine {
+            partition,
+            reactors,
+            clock: f64::NEG_INFINITY,
+            lateness,
+        }
+    }
+
+    /// The event-time clock (−∞ before the first entry).
+    pub fn clock(&self) -> f64 {
+        self.clock
+    }
+
+    /// Processes the entry at `offset` and appends its results to `out`.
+    pub fn process(&mut self, offset: u64, entry: Entry, out: &mut Vec<ResultRecord>) {
+        let event = match entry {
+            Entry::Tick(time) => {
+                self.advance(time, offset, out);
+                return;
+            }
+            Entry::Event(event) => event,
+        };
+        if event.time < self.clock - self.lateness {
+            // Late events are processed at the current clock (timers never
+            // run backwards); the metric makes them visible.
+            LATE_EVENTS.inc();
+        }
+        self.advance(event.time, offset, out);
+        let now = self.clock;
+        let mut emitted = Vec::new();
+        for reactor in &mut self.reactors {
+            reactor.chain.event(event.clone(), now, &mut emitted);
+            Self::collect(reactor, self.partition, offset, &mut emitted, out);
+        }
+    }
+
+    /// Moves the clock to `time` (if later) and fires due timers.
+    pub fn advance(&mut self, time: f64, offset: u64, out: &mut Vec<ResultRecord>) {
+        if time <= self.clock {
+            return;
+        }
+        self.clock = time;
+        let mut fired = Vec::new();
+        for reactor in &mut self.reactors {
+            // Fire timers in deadline order, each at its own time, so a jump
+            // of the clock gives the same results as a steady one.
+            let mut previous = f64::NEG_INFINITY;
+            while let Some(deadline) = reactor.chain.deadline().filter(|d| *d <= time) {
+                if deadline <= previous {
+                    // A deadline that does not move after its tick: fire the rest at `time`.
+                    reactor.chain.tick(time, &mut fired);
+                    break;
+                }
+                reactor.chain.tick(deadline, &mut fired);
+                previous = deadline;
+            }
+            Self::collect(reactor, self.partition, offset, &mut fired, out);
+        }
+    }
+
+    /// Turns a reactor's emitted events into result records with ids
+    /// numbered after the ones this input offset already produced.
+    fn collect(
+        reactor: &Reactor,
+        partition: u32,
+        offset: u64,
+        emitted: &mut Vec<Event>,
+        out: &mut Vec<ResultRecord>,
+    ) {
+        if emitted.is_empty() {
+            return;
+        }
+        crate::metrics::EMITS
+            .with_label_values(&[&reactor.name])
+            .inc_by(emitted.len() as u64);
+        let first_seq = out
+            .iter()
+            .rev()
+            .take_while(|r| r.id.offset == offset)
+            .filter(|r| r.id.reactor == reactor.name)
+            .count() as u32;
+        for (i, event) in emitted.drain(..).enumerate() {
+            out.push(ResultRecord {
+                id: ResultId {
+                    reactor: reactor.name.clone(),
+                    version: reactor.version.clone(),
+                    partition,
+                    offset,
+                    seq: first_seq + i as u32,
+                },
+                notify: match &reactor.output {
+                    Output::Emit => None,
+                    Output::Notify(options) => Some(options.clone()),
+                },
+                event,
+            });
+        }
+    }
+
+    /// The state of every reactor and the clock, for a checkpoint.
+    pub fn save(&self) -> Value {
+        let reactors = self
+            .reactors
+            .iter()
+            .map(|r| (r.identity(), r.chain.save()))
+            .collect();
+        serde_json::to_value(EngineState {
+            clock: if self.clock.is_finite() {
+                self.clock
+            } else {
+                f64::MIN
+            },
+            reactors,
+        })
+        .unwrap_or(Value::Null)
+    }
+
+    /// Restores a checkpoint. A reactor whose `name@version` is absent (new
+    /// or changed pipeline) starts fresh; the names of those are returned.
+    pub fn load(&mut self, state: Value) -> Result<Vec<String>, StateError> {
+        let mut saved: EngineState = serde_json::from_value(state)?;
+        self.clock = if saved.clock == f64::MIN {
+            f64::NEG_INFINITY
+        } else {
+            saved.clock
+        };
+        let mut fresh = Vec::new();
+        for reactor in &mut self.reactors {
+            match saved.reactors.remove(&reactor.identity()) {
+                Some(state) => reactor.chain.load(state)?,
+                None => fresh.push(reactor.name.clone()),
+            }
+        }
+        Ok(fresh)
+    }
+}

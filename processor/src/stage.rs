@@ -1,0 +1,183 @@
+//! The stage interface and the pipeline that chains stages.
+//!
+//! A stage receives events in log order together with the partition's
+//! event-time clock, and pushes what it emits into `out`. Timers never read
+//! the wall clock: a stage reports its next deadline and is ticked once the
+//! clock reaches it. State is saved and loaded as JSON for checkpoints.
+//!
+//! Adding a stage is one file in `stages/` plus one line in [`build`].
+
+use serde_json::Value;
+use weir_event::Event;
+
+use crate::lang::{suggest, ParseError, StageSpec};
+use crate::stages;
+
+/// One step of a reactor pipeline.
+pub trait Stage: Send {
+    /// Handles one event at clock `now` (≥ every earlier `now`).
+    fn event(&mut self, event: Event, now: f64, out: &mut Vec<Event>);
+
+    /// The earliest event time at which [`Stage::tick`] has work, if any.
+    fn deadline(&self) -> Option<f64> {
+        None
+    }
+
+    /// The clock reached `now`: fire every timer due at or before it.
+    fn tick(&mut self, _now: f64, _out: &mut Vec<Event>) {}
+
+    /// The stage's state, for a checkpoint.
+    fn save(&self) -> Value {
+        Value::Null
+    }
+
+    /// Restores state written by [`Stage::save`].
+    fn load(&mut self, _state: Value) -> Result<(), StateError> {
+        Ok(())
+    }
+}
+
+/// A checkpointed state that does not fit the stage.
+#[derive(Debug, thiserror::Error)]
+#[error("stage state does not match: {0}")]
+pub struct StateError(pub String);
+
+impl From<serde_json::Error> for StateError {
+    fn from(e: serde_json::Error) -> Self {
+        StateError(e.to_string())
+    }
+}
+
+/// Stage names, for suggestions in errors.
+pub const STAGE_NAMES: &[&str] = &[
+    "where", "over", "under", "expire", "count", "ewma", "by", "throttle", "emit", "notify",
+];
+
+/// Builds one stage from its spec. `rest` is the remainder of the
+/// pipeline, which `by` takes as its per-key pipeline when it has no
+/// nested one; the returned count says how many of `rest` it consumed.
+pub fn build(spec: &StageSpec, rest: &[StageSpec]) -> Result<(Box<dyn Stage>, usize), ParseError> {
+    let stage: Box<dyn Stage> = match spec.name.as_str() {
+        "where" => Box::new(stages::filter::Where::from_spec(spec)?),
+        "over" => Box::new(stages::threshold::Threshold::over(spec)?),
+        "under" => Box::new(stages::threshold::Threshold::under(spec)?),
+        "expire" => Box::new(stages::expire::Expire::from_spec(spec)?),
+        "count" => Box::new(stages::count::Count::from_spec(spec)?),
+        "ewma" => Box::new(stages::ewma::Ewma::from_spec(spec)?),
+        "throttle" => Box::new(stages::throttle::Throttle::from_spec(spec)?),
+        "by" => {
+            let (by, consumed) = stages::by::By::from_spec(spec, rest)?;
+            return Ok((Box::new(by), consumed));
+        }
+        "emit" | "notify" => {
+            return Err(spec.error("must be the last stage of the pipeline"));
+        }
+        other => {
+            let hint = suggest(other, STAGE_NAMES)
+                .map(|s| format!(", did you mean \"{s}\"?"))
+                .unwrap_or_default();
+            return Err(ParseError::new(
+                spec.column,
+                format!("unknown stage \"{other}\"{hint}"),
+            ));
+        }
+    };
+    Ok((stage, 0))
+}
+
+/// Stages run in sequence: each one's output is the next one's input.
+pub struct Chain {
+    stages: Vec<Box<dyn Stage>>,
+}
+
+impl Chain {
+    /// Builds the stages of `specs` in order.
+    pub fn build(specs: &[StageSpec]) -> Result<Chain, ParseError> {
+        let mut stages = Vec::new();
+        let mut i = 0;
+        while i < specs.len() {
+            let (stage, consumed) = build(&specs[i], &specs[i + 1..])?;
+            stages.push(stage);
+            i += 1 + consumed;
+        }
+        Ok(Chain { stages })
+    }
+
+    /// Feeds `input` through stages `from..`, appending the results to `out`.
+    fn run_from(&mut self, from: usize, input: Vec<Event>, now: f64, out: &mut Vec<Event>) {
+        let mut current = input;
+        for stage in &mut self.stages[from..] {
+            if current.is_empty() {
+                return;
+            }
+            let mut next = Vec::new();
+            for event in current {
+                stage.event(event, now, &mut next);
+            }
+            current = next;
+        }
+        out.append(&mut current);
+    }
+}
+
+impl Stage for Chain {
+    fn event(&mut self, event: Event, now: f64, out: &mut Vec<Event>) {
+        match self.stages.as_mut_slice() {
+            [] => return out.push(event),
+            [only] => return only.event(event, now, out),
+            _ => {}
+        }
+        self.run_from(0, vec![event], now, out);
+    }
+
+    fn deadline(&self) -> Option<f64> {
+        self.stages
+            .iter()
+            .filter_map(|s| s.deadline())
+            .reduce(f64::min)
+    }
+
+    fn tick(&mut self, now: f64, out: &mut Vec<Event>) {
+        for i in 0..self.stages.len() {
+            if self.stages[i].deadline().is_some_and(|d| d <= now) {
+                let mut fired = Vec::new();
+                self.stages[i].tick(now, &mut fired);
+                self.run_from(i + 1, fired, now, out);
+            }
+        }
+    }
+
+    fn save(&self) -> Value {
+        Value::Array(self.stages.iter().map(|s| s.save()).collect())
+    }
+
+    fn load(&mut self, state: Value) -> Result<(), StateError> {
+        let Value::Array(states) = state else {
+            return Err(StateError("expected a list of stage states".into()));
+        };
+        if states.len() != self.stages.len() {
+            return Err(StateError(format!(
+                "{} stage states for {} stages",
+                states.len(),
+                self.stages.len()
+            )));
+        }
+        for (stage, state) in self.stages.iter_mut().zip(states) {
+            stage.load(state)?;
+        }
+        Ok(())
+    }
+}
+
+/// Saves a serializable state struct.
+pub fn save_json<T: serde::Serialize>(state: &T) -> Value {
+    serde_json::to_value(state).unwrap_or(Value::Null)
+}
+
+/// Loads a state struct saved by [`save_json`]; `null` keeps the default.
+pub fn load_json<T: serde::de::DeserializeOwned + Default>(state: Value) -> Result<T, StateError> {
+    if state.is_null() {
+        return Ok(T::default());
+    }
+    Ok(serde_json::from_value(state)?)
+}

@@ -1,0 +1,71 @@
+//! `expire [TTL]`: heartbeat expiry. Each event re-arms a timer for
+//! `event.time + TTL` (without TTL: the event's own `ttl`, or 300s); when
+//! the clock passes it with no newer event, the last event is emitted once
+//! with `state = "expired"` and `time` = the expiry time. The next event
+//! re-arms it. godot's expire fires once ever and runs on the wall clock.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use weir_event::Event;
+
+use crate::lang::{ParseError, StageSpec};
+use crate::stage::{load_json, save_json, Stage, StateError};
+
+/// Default validity of an event that has no `ttl` (seconds).
+const DEFAULT_TTL_SECS: f64 = 300.0;
+
+/// Emits the last event as expired after a silence.
+pub struct Expire {
+    ttl: Option<f64>,
+    state: ExpireState,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct ExpireState {
+    last: Option<Event>,
+    deadline: Option<f64>,
+}
+
+impl Expire {
+    /// Builds `expire 60s` or `expire` (per-event ttl).
+    pub fn from_spec(spec: &StageSpec) -> Result<Expire, ParseError> {
+        spec.only_named(&["ttl"])?;
+        Ok(Expire {
+            ttl: spec.duration("ttl", Some(0))?,
+            state: ExpireState::default(),
+        })
+    }
+}
+
+impl Stage for Expire {
+    fn event(&mut self, event: Event, _now: f64, _out: &mut Vec<Event>) {
+        let ttl = self.ttl.or(event.ttl).unwrap_or(DEFAULT_TTL_SECS);
+        self.state.deadline = Some(event.time + ttl);
+        self.state.last = Some(event);
+    }
+
+    fn deadline(&self) -> Option<f64> {
+        self.state.deadline
+    }
+
+    fn tick(&mut self, now: f64, out: &mut Vec<Event>) {
+        let Some(deadline) = self.state.deadline.filter(|d| *d <= now) else {
+            return;
+        };
+        self.state.deadline = None;
+        if let Some(mut last) = self.state.last.take() {
+            last.state = Some("expired".into());
+            last.time = deadline;
+            out.push(last);
+        }
+    }
+
+    fn save(&self) -> Value {
+        save_json(&self.state)
+    }
+
+    fn load(&mut self, state: Value) -> Result<(), StateError> {
+        self.state = load_json(state)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,255 @@
+//! Stage semantics: recorded inputs, exact expected outputs.
+
+use serde_json::{json, Value};
+use weir_event::{decode_value, DecodeOptions, Event};
+use weir_processor::eval::eval;
+use weir_processor::{Engine, Reactor, ReactorConfig};
+
+fn events(values: Value) -> Vec<Event> {
+    values
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| decode_value(v.clone(), &DecodeOptions::default(), 0.0).unwrap())
+        .collect()
+}
+
+fn run(pipeline: &str, input: Value, until: Option<f64>) -> Vec<Value> {
+    eval(pipeline, events(input), until)
+        .unwrap()
+        .into_iter()
+        .map(|r| serde_json::to_value(&r.event).unwrap())
+        .collect()
+}
+
+#[test]
+fn where_over_under() {
+    let input = json!([
+        {"host":"a","service":"cpu","metric":95,"time":1},
+        {"host":"b","service":"cpu","metric":50,"time":2},
+        {"host":"c","service":"mem","metric":99,"time":3},
+        {"host":"d","service":"cpu","time":4}
+    ]);
+    assert_eq!(
+        run(r#"where service = "cpu" | over 90"#, input.clone(), None),
+        vec![json!({"host":"a","service":"cpu","time":1.0,"metric":95.0})]
+    );
+    let hosts: Vec<_> = run("under 96", input, None)
+        .iter()
+        .map(|e| e["host"].clone())
+        .collect();
+    assert_eq!(
+        hosts,
+        vec![json!("a"), json!("b")],
+        "no metric never passes"
+    );
+}
+
+#[test]
+fn expire_fires_once_per_silence_on_event_time() {
+    let input = json!([
+        {"host":"a","service":"hb","time":0},
+        {"host":"b","service":"hb","time":10},
+        {"host":"a","service":"hb","time":30},
+        {"host":"b","service":"hb","time":100},
+        {"host":"b","service":"hb","time":200}
+    ]);
+    let out = run("by host | expire 60s", input, Some(1000.0));
+    assert_eq!(
+        out,
+        vec![
+            json!({"host":"b","service":"hb","state":"expired","time":70.0}),
+            json!({"host":"a","service":"hb","state":"expired","time":90.0}),
+            json!({"host":"b","service":"hb","state":"expired","time":160.0}),
+            json!({"host":"b","service":"hb","state":"expired","time":260.0})
+        ]
+    );
+}
+
+#[test]
+fn expire_without_argument_uses_the_event_ttl() {
+    let input = json!([{"host":"a","ttl":5,"time":0}, {"host":"a","time":1}]);
+    // The second event has no ttl: the 300s default applies from then on.
+    let out = run("expire", input, Some(1000.0));
+    assert_eq!(
+        out,
+        vec![json!({"host":"a","state":"expired","time":301.0})]
+    );
+}
+
+#[test]
+fn count_emits_per_window_and_skips_empty_ones() {
+    let input = json!([
+        {"host":"a","time":0},{"host":"a","time":3},{"host":"a","time":9.5},
+        {"host":"a","time":10},
+        {"host":"a","time":35}
+    ]);
+    let out = run("count 10s", input, Some(100.0));
+    let counts: Vec<_> = out
+        .iter()
+        .map(|e| (e["time"].clone(), e["metric"].clone(), e["tags"].clone()))
+        .collect();
+    assert_eq!(
+        counts,
+        vec![
+            (json!(10.0), json!(3.0), json!(["per 10s"])),
+            (json!(20.0), json!(1.0), json!(["per 10s"])),
+            (json!(40.0), json!(1.0), json!(["per 10s"]))
+        ]
+    );
+}
+
+#[test]
+fn ewma_averages_the_values() {
+    let input = json!([{"host":"a","metric":10,"time":1},{"host":"a","metric":20,"time":2},{"host":"a","time":3},{"host":"a","metric":20,"time":4}]);
+    let metrics: Vec<_> = run("ewma alpha=0.5", input, None)
+        .iter()
+        .map(|e| e["metric"].as_f64().unwrap())
+        .collect();
+    assert_eq!(metrics, vec![10.0, 15.0, 17.5]);
+}
+
+#[test]
+fn throttle_limits_per_window() {
+    let input = json!([
+        {"host":"a","time":0},{"host":"a","time":1},{"host":"a","time":2},
+        {"host":"a","time":60},{"host":"a","time":61},{"host":"a","time":121}
+    ]);
+    let times: Vec<_> = run("throttle 2 per 1m", input, None)
+        .iter()
+        .map(|e| e["time"].as_f64().unwrap())
+        .collect();
+    assert_eq!(times, vec![0.0, 1.0, 60.0, 61.0, 121.0]);
+}
+
+#[test]
+fn by_keeps_state_per_key_and_nested_pipelines_recombine() {
+    let input = json!([
+        {"host":"a","metric":100,"time":1},
+        {"host":"b","metric":0,"time":2},
+        {"host":"a","metric":0,"time":3},
+        {"host":"b","metric":100,"time":4}
+    ]);
+    let out = run(
+        "by host (ewma alpha=0.5 | over 40) | notify log",
+        input,
+        None,
+    );
+    let pairs: Vec<_> = out
+        .iter()
+        .map(|e| (e["host"].clone(), e["metric"].clone()))
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![
+            (json!("a"), json!(100.0)),
+            (json!("a"), json!(50.0)),
+            (json!("b"), json!(50.0))
+        ]
+    );
+}
+
+#[test]
+fn notify_marks_results_and_ids_are_deterministic() {
+    let input = json!([{"host":"a","metric":95,"time":1}, {"host":"a","metric":96,"time":2}]);
+    let records = eval(
+        r#"over 90 | notify email to="ops@example.com""#,
+        events(input.clone()),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        records[0].notify,
+        Some(json!({"channel":"email","to":"ops@example.com"}))
+    );
+    let ids: Vec<_> = records.iter().map(|r| r.id.to_string()).collect();
+    let again: Vec<_> = eval(
+        r#"over 90 | notify email to="ops@example.com""#,
+        events(input),
+        None,
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.id.to_string())
+    .collect();
+    assert_eq!(ids, again);
+    assert!(
+        ids[0].starts_with("eval@") && ids[0].ends_with(":0:0:0"),
+        "{}",
+        ids[0]
+    );
+    assert!(ids[1].ends_with(":0:1:0"));
+}
+
+#[test]
+fn build_errors_name_the_reactor_and_column() {
+    let error = Reactor::build(&ReactorConfig {
+        name: "cpu".into(),
+        pipeline: "where service = cpu | ovr 50".into(),
+    })
+    .err()
+    .unwrap();
+    assert_eq!(
+        error.to_string(),
+        "pipeline \"cpu\", column 23: unknown stage \"ovr\", did you mean \"over\"?"
+    );
+    for bad in [
+        "expire 60",
+        "ewma alpha=2",
+        "throttle 0 per 1m",
+        "notify pager",
+        "count",
+        "by",
+        "emit | over 1",
+        "over 1 extra=2",
+    ] {
+        assert!(
+            Reactor::build(&ReactorConfig {
+                name: "x".into(),
+                pipeline: bad.into()
+            })
+            .is_err(),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn saved_state_restores_to_the_same_future() {
+    let pipeline = "by host | count 10s | over 1";
+    let all = events(json!([
+        {"host":"a","time":0},{"host":"b","time":1},{"host":"a","time":5},
+        {"host":"b","time":12},{"host":"a","time":14},{"host":"a","time":25},{"host":"b","time":40}
+    ]));
+    let build = || {
+        let reactor = Reactor::build(&ReactorConfig {
+            name: "r".into(),
+            pipeline: pipeline.into(),
+        })
+        .unwrap();
+        Engine::new(0, vec![reactor], 60.0)
+    };
+    let mut whole = Vec::new();
+    let mut engine = build();
+    for (i, e) in all.iter().enumerate() {
+        engine.process(i as u64, weir_event::Entry::Event(e.clone()), &mut whole);
+    }
+    for split in 0..all.len() {
+        let mut out = Vec::new();
+        let mut first = build();
+        for (i, e) in all[..split].iter().enumerate() {
+            first.process(i as u64, weir_event::Entry::Event(e.clone()), &mut out);
+        }
+        let saved = serde_json::to_string(&first.save()).unwrap();
+        let mut second = build();
+        assert!(second
+            .load(serde_json::from_str(&saved).unwrap())
+            .unwrap()
+            .is_empty());
+        for (i, e) in all.iter().enumerate().skip(split) {
+            second.process(i as u64, weir_event::Entry::Event(e.clone()), &mut out);
+        }
+        assert_eq!(out, whole, "split at {split}");
+    }
+    assert!(!whole.is_empty());
+}
