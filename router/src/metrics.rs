@@ -1,0 +1,24 @@
+//! The router's Prometheus metrics, all in one place.
+
+use std::sync::LazyLock;
+
+use prometheus::{register_histogram, register_int_counter, Histogram, IntCounter};
+
+/// Events appended to `weir.events`.
+pub(crate) static ROUTED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "weir_router_events_total",
+        "Events appended to the events topic"
+    )
+    .expect("metric registers once")
+});
+
+/// Time for one round of appends (produce latency).
+pub(crate) static APPEND_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "weir_router_append_seconds",
+        "Duration of one round of appends to the log",
+        vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]
+    )
+    .expect("metric registers once")
+});

@@ -1,0 +1,162 @@
+//! The service registry: host → application uid (the seed's `uids`),
+//! uid → hosts (`hosts`), and uid → partition (`partitions`, sticky).
+//!
+//! The seed file has the seed's format:
+//! `{"uids": {"10.0.0.1": "app-1"}, "hosts": {"app-1": ["10.0.0.1"]}}`.
+//! A uid's partition is pinned the first time it is seen (murmur2 over the
+//! partition count at that moment) and persisted as a record of
+//! `weir.registry` (key uid, value `{"partition": N}`), so the placement
+//! survives restarts and adding partitions never moves an application.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use weir_log::{Log, LogError};
+
+use crate::murmur2::partition_for;
+
+/// Errors loading the registry.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The seed file could not be read.
+    #[error("registry file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The seed file is not in the seed format.
+    #[error("registry file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: serde_json::Error,
+    },
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// The seed file's shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Seed {
+    #[serde(default)]
+    uids: HashMap<String, String>,
+    #[serde(default)]
+    hosts: HashMap<String, Vec<String>>,
+    #[serde(default)]
+    partitions: HashMap<String, u32>,
+}
+
+#[derive(Deserialize)]
+struct Placement {
+    partition: u32,
+}
+
+/// The registry as one router sees it: a local cache of the whole state.
+#[derive(Debug, Default)]
+pub struct Registry {
+    uids: HashMap<String, String>,
+    hosts: HashMap<String, Vec<String>>,
+    partitions: HashMap<String, u32>,
+    /// Placements made since the last [`Registry::take_new_placements`].
+    new_placements: Vec<(String, u32)>,
+}
+
+impl Registry {
+    /// Loads the seed file (if any), then every placement in the registry topic.
+    pub fn load(
+        seed: Option<&Path>,
+        log: &dyn Log,
+        registry_topic: &str,
+    ) -> Result<Registry, RegistryError> {
+        let seed = match seed {
+            None => Seed::default(),
+            Some(path) => {
+                let text = std::fs::read(path).map_err(|source| RegistryError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                serde_json::from_slice(&text).map_err(|source| RegistryError::Parse {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+            }
+        };
+        let mut registry = Registry {
+            uids: seed.uids,
+            hosts: seed.hosts,
+            partitions: seed.partitions,
+            new_placements: Vec::new(),
+        };
+        // `hosts` also names hosts of a uid; fill `uids` from it.
+        for (uid, hosts) in &registry.hosts {
+            for host in hosts {
+                registry
+                    .uids
+                    .entry(host.clone())
+                    .or_insert_with(|| uid.clone());
+            }
+        }
+        let mut next = 0;
+        loop {
+            let batch = log.read(registry_topic, 0, next, 1 << 20, Duration::ZERO)?;
+            let Some(last) = batch.last() else { break };
+            next = last.offset + 1;
+            for record in batch {
+                let uid = String::from_utf8_lossy(&record.key).into_owned();
+                match serde_json::from_slice::<Placement>(&record.value) {
+                    Ok(placement) => {
+                        registry.partitions.insert(uid, placement.partition);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%uid, %error, "skipping malformed registry record")
+                    }
+                }
+            }
+        }
+        Ok(registry)
+    }
+
+    /// The application uid of `host`: its registered uid, or the host itself.
+    pub fn uid<'a>(&'a self, host: &'a str) -> &'a str {
+        self.uids.get(host).map_or(host, String::as_str)
+    }
+
+    /// The hosts registered for `uid`.
+    pub fn hosts(&self, uid: &str) -> &[String] {
+        self.hosts.get(uid).map_or(&[], Vec::as_slice)
+    }
+
+    /// The partition of `uid`, placing it by murmur2 if it has none yet.
+    pub fn partition(&mut self, uid: &str, partitions: u32) -> u32 {
+        if let Some(&p) = self.partitions.get(uid) {
+            if p < partitions {
+                return p;
+            }
+        }
+        let p = partition_for(uid.as_bytes(), partitions);
+        self.partitions.insert(uid.to_owned(), p);
+        self.new_placements.push((uid.to_owned(), p));
+        p
+    }
+
+    /// Placements not yet persisted, as registry-topic records.
+    pub fn take_new_placements(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.new_placements
+            .drain(..)
+            .map(|(uid, p)| {
+                (
+                    uid.into_bytes(),
+                    format!("{{\"partition\":{p}}}").into_bytes(),
+                )
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,128 @@
+//! Routing through a real embedded log: registry lookups, sticky placement,
+//! ticks, and acknowledgement after the append.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use weir_event::{Entry, Event};
+use weir_log::{EmbeddedConfig, EmbeddedLog, Log, Topics};
+use weir_router::murmur2::partition_for;
+use weir_router::registry::Registry;
+use weir_router::{start, RouterConfig};
+
+fn open(dir: &std::path::Path, partitions: u32) -> Arc<EmbeddedLog> {
+    let topics = Topics::new("");
+    let log = EmbeddedLog::open(dir, EmbeddedConfig::default()).unwrap();
+    log.create_topic(&topics.events, partitions).unwrap();
+    log.create_topic(&topics.registry, 1).unwrap();
+    Arc::new(log)
+}
+
+fn entries(log: &EmbeddedLog, partition: u32) -> Vec<(String, Entry)> {
+    log.read("weir.events", partition, 0, 1 << 20, Duration::ZERO)
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                String::from_utf8(r.key).unwrap(),
+                Entry::decode(&r.value).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_one_application_share_a_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("registry.json");
+    std::fs::write(
+        &seed,
+        r#"{"uids":{"10.0.0.1":"shop"},"hosts":{"shop":["10.0.0.1","10.0.0.2"]}}"#,
+    )
+    .unwrap();
+    let log = open(&dir.path().join("log"), 4);
+    let config = RouterConfig {
+        registry_file: Some(seed),
+        tick_interval_ms: 3_600_000,
+        ..RouterConfig::default()
+    };
+    let (router, thread) = start(log.clone(), Topics::new(""), &config).unwrap();
+    let events = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+        .map(|h| Event::new(h, 1.0))
+        .to_vec();
+    router.send_durable(events).await.unwrap();
+    drop(router);
+    tokio::task::spawn_blocking(move || thread.join().unwrap())
+        .await
+        .unwrap();
+
+    let shop = partition_for(b"shop", 4);
+    let hosts: Vec<_> = entries(&log, shop)
+        .into_iter()
+        .filter(|(key, _)| key == "shop")
+        .map(|(_, e)| match e {
+            Entry::Event(e) => e.host,
+            Entry::Tick(_) => unreachable!("no tick within the hour"),
+        })
+        .collect();
+    assert_eq!(hosts, vec!["10.0.0.1", "10.0.0.2"]);
+    let own = partition_for(b"10.0.0.3", 4);
+    assert!(
+        entries(&log, own).iter().any(|(key, _)| key == "10.0.0.3"),
+        "unknown host is its own uid"
+    );
+}
+
+#[test]
+fn placement_is_sticky_when_partitions_are_added() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), 4);
+    let mut registry = Registry::load(None, log.as_ref(), "weir.registry").unwrap();
+    let before: Vec<_> = (0..50)
+        .map(|i| registry.partition(&format!("app-{i}"), 4))
+        .collect();
+    log.append("weir.registry", 0, &registry.take_new_placements())
+        .unwrap();
+    drop(registry);
+
+    let mut registry = Registry::load(None, log.as_ref(), "weir.registry").unwrap();
+    let after: Vec<_> = (0..50)
+        .map(|i| registry.partition(&format!("app-{i}"), 8))
+        .collect();
+    assert_eq!(before, after);
+    assert!(registry.take_new_placements().is_empty());
+    // A new uid is placed over the new count.
+    let new = registry.partition("fresh-app", 8);
+    assert_eq!(new, partition_for(b"fresh-app", 8));
+}
+
+#[test]
+fn a_malformed_seed_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir.path().join("log"), 1);
+    let seed = dir.path().join("bad.json");
+    std::fs::write(&seed, r#"{"uids": ["not", "a", "map"]}"#).unwrap();
+    let error = Registry::load(Some(&seed), log.as_ref(), "weir.registry").unwrap_err();
+    assert!(error.to_string().contains("bad.json"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticks_reach_every_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), 3);
+    let config = RouterConfig {
+        tick_interval_ms: 20,
+        ..RouterConfig::default()
+    };
+    let (router, _thread) = start(log.clone(), Topics::new(""), &config).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for p in 0..3 {
+        assert!(
+            entries(&log, p)
+                .iter()
+                .any(|(_, e)| matches!(e, Entry::Tick(_))),
+            "partition {p}"
+        );
+    }
+    drop(router);
+}
