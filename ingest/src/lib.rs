@@ -1,1 +1,112 @@
-//! placeholder
+//! Ingest: terminates producer connections, decodes each protocol into
+//! events, validates them line by line, and hands batches to the router.
+//!
+//! - [`ndjson`] decodes a byte stream of NDJSON lines with a line limit;
+//!   TCP, Unix sockets and UDP datagrams all go through it.
+//! - [`listeners`] accepts connections with a connection limit.
+//! - [`http`] serves `POST /events` (JSON array or NDJSON).
+//!
+//! Backpressure: a connection awaits the router's bounded queue before it
+//! reads more, so a slow log stops socket reads instead of growing memory.
+
+pub mod http;
+pub mod listeners;
+pub mod metrics;
+pub mod ndjson;
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use weir_event::TtlUnit;
+
+/// One NDJSON listener.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// `host:port` (TCP, UDP, HTTP) or a socket path (Unix).
+    pub listen: String,
+    /// Unit of `ttl` on this listener: `s` or `ms` (godot's client).
+    #[serde(default)]
+    pub ttl_unit: TtlUnit,
+}
+
+impl Listener {
+    fn at(listen: &str) -> Self {
+        Listener {
+            listen: listen.into(),
+            ttl_unit: TtlUnit::S,
+        }
+    }
+}
+
+/// Ingest settings (`[ingest]` in the config).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// NDJSON over TCP (godot's `tcp` client).
+    pub tcp: Option<Listener>,
+    /// NDJSON over UDP, one or more lines per datagram.
+    pub udp: Option<Listener>,
+    /// NDJSON over a Unix stream socket (godot's `unix` client).
+    pub unix: Option<Listener>,
+    /// HTTP: `POST /events`, `/metrics`, `/healthz`.
+    pub http: Option<Listener>,
+    /// Longest accepted line, in bytes.
+    pub max_line_bytes: usize,
+    /// Most simultaneous stream connections (TCP + Unix each).
+    pub max_connections: usize,
+    /// Largest HTTP request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Most events in one HTTP request.
+    pub max_batch_events: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            tcp: Some(Listener::at("127.0.0.1:9876")),
+            udp: Some(Listener::at("127.0.0.1:9876")),
+            unix: None,
+            http: Some(Listener::at("127.0.0.1:9877")),
+            max_line_bytes: 1 << 20,
+            max_connections: 1024,
+            max_body_bytes: 16 << 20,
+            max_batch_events: 100_000,
+        }
+    }
+}
+
+/// Errors starting ingest.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    /// A listener could not bind.
+    #[error("cannot listen on {protocol} {address}: {source}")]
+    Bind {
+        /// Which protocol.
+        protocol: &'static str,
+        /// The configured address.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Where each started listener actually listens (ports resolved).
+#[derive(Debug, Clone, Default)]
+pub struct Bound {
+    /// TCP address.
+    pub tcp: Option<std::net::SocketAddr>,
+    /// UDP address.
+    pub udp: Option<std::net::SocketAddr>,
+    /// Unix socket path.
+    pub unix: Option<PathBuf>,
+}
+
+/// Wall-clock seconds, for events that arrive without a `time`.
+pub(crate) fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

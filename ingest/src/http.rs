@@ -1,0 +1,140 @@
+//! `POST /events`: a JSON array of events or NDJSON. Valid events are
+//! appended and acknowledged only once durable; bad ones are reported
+//! without losing the good ones around them.
+//!
+//! Replies: `202 {"accepted": n, "rejected": 0}` when every event is valid;
+//! `400 {"accepted": n, "rejected": m, "error": {"line", "reason",
+//! "detail"}, "errors": [...]}` naming the first bad line (for an array,
+//! `line` is the 1-based element number) while the valid ones are still
+//! accepted; `413` above the batch or body limit; `503` if the log fails.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{json, Value};
+use weir_event::{decode_line, decode_value, DecodeOptions, Event, Reason, Rejection};
+use weir_router::RouterHandle;
+
+use crate::metrics::{reject, ACCEPTED};
+use crate::{now_secs, IngestConfig};
+
+/// At most this many rejected lines are listed in a reply.
+const MAX_LISTED_ERRORS: usize = 100;
+
+#[derive(Clone)]
+struct Ingest {
+    router: RouterHandle,
+    options: DecodeOptions,
+    max_line: usize,
+    max_events: usize,
+}
+
+#[derive(Serialize)]
+struct LineError {
+    line: usize,
+    reason: &'static str,
+    detail: String,
+}
+
+/// The `/events` route, ready to merge into the service's HTTP router.
+pub fn routes(config: &IngestConfig, router: RouterHandle) -> Router {
+    let ttl_unit = config.http.as_ref().map(|l| l.ttl_unit).unwrap_or_default();
+    let state = Ingest {
+        router,
+        options: DecodeOptions { ttl_unit },
+        max_line: config.max_line_bytes,
+        max_events: config.max_batch_events,
+    };
+    Router::new()
+        .route("/events", post(post_events))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .with_state(state)
+}
+
+fn decode_body(body: &[u8], ingest: &Ingest) -> Result<(Vec<Event>, Vec<LineError>), Rejection> {
+    let now = now_secs();
+    let mut events = Vec::new();
+    let mut errors = Vec::new();
+    let mut push = |line: usize, result: Result<Event, Rejection>| match result {
+        Ok(event) => events.push(event),
+        Err(rejection) => {
+            reject("http", &rejection);
+            errors.push(LineError {
+                line,
+                reason: rejection.reason.as_str(),
+                detail: rejection.detail,
+            });
+        }
+    };
+    let trimmed = body.trim_ascii_start();
+    if trimmed.starts_with(b"[") {
+        let items: Vec<Value> = serde_json::from_slice(trimmed)
+            .map_err(|e| Rejection::new(Reason::InvalidJson, format!("body is not a JSON array: {e}")))?;
+        if items.len() > ingest.max_events {
+            return Err(too_many(items.len(), ingest.max_events));
+        }
+        for (i, item) in items.into_iter().enumerate() {
+            push(i + 1, decode_value(item, &ingest.options, now));
+        }
+    } else {
+        let lines = body.split(|b| *b == b'\n').filter(|l| !l.trim_ascii().is_empty()).count();
+        if lines > ingest.max_events {
+            return Err(too_many(lines, ingest.max_events));
+        }
+        for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+            let line = line.trim_ascii();
+            if line.is_empty() {
+                continue;
+            }
+            let result = if line.len() > ingest.max_line {
+                Err(Rejection::new(Reason::LineTooLong, format!("line of {} bytes exceeds {}", line.len(), ingest.max_line)))
+            } else {
+                decode_line(line, &ingest.options, now)
+            };
+            push(i + 1, result);
+        }
+    }
+    Ok((events, errors))
+}
+
+fn too_many(count: usize, max: usize) -> Rejection {
+    Rejection::new(Reason::BatchTooLarge, format!("{count} events in one request; the limit is {max}"))
+}
+
+async fn post_events(State(ingest): State<Ingest>, body: Bytes) -> (StatusCode, Json<Value>) {
+    let (events, errors) = match decode_body(&body, &ingest) {
+        Ok(decoded) => decoded,
+        Err(rejection) => {
+            reject("http", &rejection);
+            let status = if rejection.reason == Reason::BatchTooLarge {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            let body = json!({"accepted": 0, "error": {"reason": rejection.reason.as_str(), "detail": rejection.detail}});
+            return (status, Json(body));
+        }
+    };
+    let accepted = events.len();
+    if !events.is_empty() {
+        if let Err(error) = ingest.router.send_durable(events).await {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"accepted": 0, "error": {"reason": "log_unavailable", "detail": error.to_string()}})),
+            );
+        }
+        ACCEPTED.with_label_values(&["http"]).inc_by(accepted as u64);
+    }
+    if errors.is_empty() {
+        return (StatusCode::ACCEPTED, Json(json!({"accepted": accepted, "rejected": 0})));
+    }
+    let rejected = errors.len();
+    let listed: Vec<_> = errors.into_iter().take(MAX_LISTED_ERRORS).collect();
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"accepted": accepted, "rejected": rejected, "error": &listed[0], "errors": listed})),
+    )
+}

@@ -1,0 +1,145 @@
+//! Socket listeners: TCP and Unix stream sockets (a task per connection,
+//! capped by a semaphore) and UDP (one task reading datagrams).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncRead;
+use tokio::net::{TcpListener, UdpSocket, UnixListener};
+use tokio::sync::Semaphore;
+use weir_event::DecodeOptions;
+use weir_router::RouterHandle;
+
+use crate::metrics::{ACCEPTED, CONNECTIONS};
+use crate::ndjson::{decode_lines, read_stream};
+use crate::{Bound, IngestConfig, IngestError, Listener};
+
+/// Binds every configured socket listener and spawns its accept loop on
+/// the current runtime. Returns where each one listens.
+pub async fn start(config: &IngestConfig, router: RouterHandle) -> Result<Bound, IngestError> {
+    let mut bound = Bound::default();
+    if let Some(listener) = &config.tcp {
+        let socket = TcpListener::bind(&listener.listen)
+            .await
+            .map_err(bind_err("tcp", listener))?;
+        bound.tcp = socket.local_addr().ok();
+        let (options, limits) = settings(config, listener);
+        let router = router.clone();
+        tokio::spawn(async move {
+            accept_loop("tcp", limits, router, options, || async {
+                socket.accept().await.map(|(stream, _)| stream)
+            })
+            .await
+        });
+    }
+    if let Some(listener) = &config.unix {
+        // A socket file left by a previous run would make bind fail.
+        let _ = std::fs::remove_file(&listener.listen);
+        let socket = UnixListener::bind(&listener.listen).map_err(bind_err("unix", listener))?;
+        bound.unix = Some(listener.listen.clone().into());
+        let (options, limits) = settings(config, listener);
+        let router = router.clone();
+        tokio::spawn(async move {
+            accept_loop("unix", limits, router, options, || async {
+                socket.accept().await.map(|(stream, _)| stream)
+            })
+            .await
+        });
+    }
+    if let Some(listener) = &config.udp {
+        let socket = UdpSocket::bind(&listener.listen)
+            .await
+            .map_err(bind_err("udp", listener))?;
+        bound.udp = socket.local_addr().ok();
+        let (options, limits) = settings(config, listener);
+        tokio::spawn(udp_loop(socket, options, limits.max_line, router));
+    }
+    Ok(bound)
+}
+
+#[derive(Clone, Copy)]
+struct Limits {
+    max_line: usize,
+    max_connections: usize,
+}
+
+fn settings(config: &IngestConfig, listener: &Listener) -> (DecodeOptions, Limits) {
+    (
+        DecodeOptions {
+            ttl_unit: listener.ttl_unit,
+        },
+        Limits {
+            max_line: config.max_line_bytes,
+            max_connections: config.max_connections,
+        },
+    )
+}
+
+fn bind_err<'a>(protocol: &'static str, listener: &'a Listener) -> impl FnOnce(std::io::Error) -> IngestError + 'a {
+    move |source| IngestError::Bind {
+        protocol,
+        address: listener.listen.clone(),
+        source,
+    }
+}
+
+/// Accepts connections while fewer than `max_connections` are open; an
+/// accept error is retried with backoff instead of ending the listener.
+async fn accept_loop<S, F, Fut>(protocol: &'static str, limits: Limits, router: RouterHandle, options: DecodeOptions, accept: F)
+where
+    S: AsyncRead + Unpin + Send + 'static,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<S>>,
+{
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let gauge = CONNECTIONS.with_label_values(&[protocol]);
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let stream = match accept().await {
+            Ok(stream) => {
+                backoff = Duration::from_millis(10);
+                stream
+            }
+            Err(error) => {
+                tracing::warn!(protocol, %error, "accept failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let router = router.clone();
+        let gauge = gauge.clone();
+        gauge.inc();
+        tokio::spawn(async move {
+            if let Err(error) = read_stream(stream, protocol, options, limits.max_line, &router).await {
+                tracing::debug!(protocol, %error, "connection ended with an error");
+            }
+            gauge.dec();
+            drop(permit);
+        });
+    }
+}
+
+async fn udp_loop(socket: UdpSocket, options: DecodeOptions, max_line: usize, router: RouterHandle) {
+    let mut datagram = vec![0u8; 65_536];
+    let accepted = ACCEPTED.with_label_values(&["udp"]);
+    loop {
+        let len = match socket.recv(&mut datagram).await {
+            Ok(len) => len,
+            Err(error) => {
+                tracing::warn!(%error, "udp receive failed");
+                continue;
+            }
+        };
+        let mut events = Vec::new();
+        decode_lines(&datagram[..len], "udp", &options, max_line, &mut events);
+        if events.is_empty() {
+            continue;
+        }
+        accepted.inc_by(events.len() as u64);
+        if router.send(events).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! NDJSON framing: splits a byte stream into lines, enforces the line
+//! limit, and decodes each line on its own so one bad line never takes
+//! the good ones around it down.
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use weir_event::{decode_line, DecodeOptions, Event, Reason, Rejection};
+use weir_router::{RouteError, RouterHandle};
+
+use crate::metrics::{reject, ACCEPTED};
+use crate::now_secs;
+
+/// Decodes the complete lines of `text` into `events`, counting rejects.
+pub fn decode_lines(text: &[u8], protocol: &str, options: &DecodeOptions, max_line: usize, events: &mut Vec<Event>) {
+    let now = now_secs();
+    for line in text.split(|b| *b == b'\n') {
+        decode_one(line, protocol, options, max_line, now, events);
+    }
+}
+
+fn decode_one(line: &[u8], protocol: &str, options: &DecodeOptions, max_line: usize, now: f64, events: &mut Vec<Event>) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return;
+    }
+    if line.len() > max_line {
+        let rejection = Rejection::new(Reason::LineTooLong, format!("line of {} bytes exceeds {max_line}", line.len()));
+        return reject(protocol, &rejection);
+    }
+    match decode_line(line, options, now) {
+        Ok(event) => events.push(event),
+        Err(rejection) => reject(protocol, &rejection),
+    }
+}
+
+/// Reads NDJSON from `reader` until EOF, sending each read's valid events
+/// to the router before reading on (backpressure).
+pub async fn read_stream<R: AsyncRead + Unpin>(
+    mut reader: R,
+    protocol: &'static str,
+    options: DecodeOptions,
+    max_line: usize,
+    router: &RouterHandle,
+) -> std::io::Result<()> {
+    let mut buf = BytesMut::with_capacity(64 << 10);
+    let mut events = Vec::new();
+    // Inside a line longer than the limit: drop bytes until its newline.
+    let mut discarding = false;
+    let accepted = ACCEPTED.with_label_values(&[protocol]);
+    loop {
+        let read = reader.read_buf(&mut buf).await?;
+        let now = now_secs();
+        if discarding {
+            match buf.iter().position(|b| *b == b'\n') {
+                Some(end) => {
+                    buf.advance(end + 1);
+                    discarding = false;
+                }
+                None => buf.clear(),
+            }
+        }
+        if !discarding {
+            if let Some(last_newline) = buf.iter().rposition(|b| *b == b'\n') {
+                let complete = buf.split_to(last_newline + 1);
+                for line in complete[..last_newline].split(|b| *b == b'\n') {
+                    decode_one(line, protocol, &options, max_line, now, &mut events);
+                }
+            }
+            if buf.len() > max_line {
+                let rejection = Rejection::new(Reason::LineTooLong, format!("line exceeds {max_line} bytes"));
+                reject(protocol, &rejection);
+                buf.clear();
+                discarding = true;
+            }
+        }
+        if read == 0 {
+            // EOF: a last line without a newline still counts.
+            if !discarding {
+                decode_one(&buf, protocol, &options, max_line, now, &mut events);
+            }
+        }
+        if !events.is_empty() {
+            accepted.inc_by(events.len() as u64);
+            match router.send(std::mem::take(&mut events)).await {
+                Ok(()) => {}
+                Err(RouteError::Closed) => return Ok(()),
+                Err(error) => tracing::warn!(%error, "router refused a batch"),
+            }
+        }
+        if read == 0 {
+            return Ok(());
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 << 10);
+        }
+    }
+}
