@@ -71,8 +71,12 @@ fn decode_body(body: &[u8], ingest: &Ingest) -> Result<(Vec<Event>, Vec<LineErro
     };
     let trimmed = body.trim_ascii_start();
     if trimmed.starts_with(b"[") {
-        let items: Vec<Value> = serde_json::from_slice(trimmed)
-            .map_err(|e| Rejection::new(Reason::InvalidJson, format!("body is not a JSON array: {e}")))?;
+        let items: Vec<Value> = serde_json::from_slice(trimmed).map_err(|e| {
+            Rejection::new(
+                Reason::InvalidJson,
+                format!("body is not a JSON array: {e}"),
+            )
+        })?;
         if items.len() > ingest.max_events {
             return Err(too_many(items.len(), ingest.max_events));
         }
@@ -80,7 +84,10 @@ fn decode_body(body: &[u8], ingest: &Ingest) -> Result<(Vec<Event>, Vec<LineErro
             push(i + 1, decode_value(item, &ingest.options, now));
         }
     } else {
-        let lines = body.split(|b| *b == b'\n').filter(|l| !l.trim_ascii().is_empty()).count();
+        let lines = body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.trim_ascii().is_empty())
+            .count();
         if lines > ingest.max_events {
             return Err(too_many(lines, ingest.max_events));
         }
@@ -90,7 +97,10 @@ fn decode_body(body: &[u8], ingest: &Ingest) -> Result<(Vec<Event>, Vec<LineErro
                 continue;
             }
             let result = if line.len() > ingest.max_line {
-                Err(Rejection::new(Reason::LineTooLong, format!("line of {} bytes exceeds {}", line.len(), ingest.max_line)))
+                Err(Rejection::new(
+                    Reason::LineTooLong,
+                    format!("line of {} bytes exceeds {}", line.len(), ingest.max_line),
+                ))
             } else {
                 decode_line(line, &ingest.options, now)
             };
@@ -101,7 +111,10 @@ fn decode_body(body: &[u8], ingest: &Ingest) -> Result<(Vec<Event>, Vec<LineErro
 }
 
 fn too_many(count: usize, max: usize) -> Rejection {
-    Rejection::new(Reason::BatchTooLarge, format!("{count} events in one request; the limit is {max}"))
+    Rejection::new(
+        Reason::BatchTooLarge,
+        format!("{count} events in one request; the limit is {max}"),
+    )
 }
 
 async fn post_events(State(ingest): State<Ingest>, body: Bytes) -> (StatusCode, Json<Value>) {
@@ -123,18 +136,27 @@ async fn post_events(State(ingest): State<Ingest>, body: Bytes) -> (StatusCode, 
         if let Err(error) = ingest.router.send_durable(events).await {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"accepted": 0, "error": {"reason": "log_unavailable", "detail": error.to_string()}})),
+                Json(
+                    json!({"accepted": 0, "error": {"reason": "log_unavailable", "detail": error.to_string()}}),
+                ),
             );
         }
-        ACCEPTED.with_label_values(&["http"]).inc_by(accepted as u64);
+        ACCEPTED
+            .with_label_values(&["http"])
+            .inc_by(accepted as u64);
     }
     if errors.is_empty() {
-        return (StatusCode::ACCEPTED, Json(json!({"accepted": accepted, "rejected": 0})));
+        return (
+            StatusCode::ACCEPTED,
+            Json(json!({"accepted": accepted, "rejected": 0})),
+        );
     }
     let rejected = errors.len();
     let listed: Vec<_> = errors.into_iter().take(MAX_LISTED_ERRORS).collect();
     (
         StatusCode::BAD_REQUEST,
-        Json(json!({"accepted": accepted, "rejected": rejected, "error": &listed[0], "errors": listed})),
+        Json(
+            json!({"accepted": accepted, "rejected": rejected, "error": &listed[0], "errors": listed}),
+        ),
     )
 }

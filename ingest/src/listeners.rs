@@ -75,7 +75,10 @@ fn settings(config: &IngestConfig, listener: &Listener) -> (DecodeOptions, Limit
     )
 }
 
-fn bind_err<'a>(protocol: &'static str, listener: &'a Listener) -> impl FnOnce(std::io::Error) -> IngestError + 'a {
+fn bind_err<'a>(
+    protocol: &'static str,
+    listener: &'a Listener,
+) -> impl FnOnce(std::io::Error) -> IngestError + 'a {
     move |source| IngestError::Bind {
         protocol,
         address: listener.listen.clone(),
@@ -85,8 +88,13 @@ fn bind_err<'a>(protocol: &'static str, listener: &'a Listener) -> impl FnOnce(s
 
 /// Accepts connections while fewer than `max_connections` are open; an
 /// accept error is retried with backoff instead of ending the listener.
-async fn accept_loop<S, F, Fut>(protocol: &'static str, limits: Limits, router: RouterHandle, options: DecodeOptions, accept: F)
-where
+async fn accept_loop<S, F, Fut>(
+    protocol: &'static str,
+    limits: Limits,
+    router: RouterHandle,
+    options: DecodeOptions,
+    accept: F,
+) where
     S: AsyncRead + Unpin + Send + 'static,
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = std::io::Result<S>>,
@@ -95,7 +103,9 @@ where
     let gauge = CONNECTIONS.with_label_values(&[protocol]);
     let mut backoff = Duration::from_millis(10);
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
         let stream = match accept().await {
             Ok(stream) => {
                 backoff = Duration::from_millis(10);
@@ -112,7 +122,9 @@ where
         let gauge = gauge.clone();
         gauge.inc();
         tokio::spawn(async move {
-            if let Err(error) = read_stream(stream, protocol, options, limits.max_line, &router).await {
+            if let Err(error) =
+                read_stream(stream, protocol, options, limits.max_line, &router).await
+            {
                 tracing::debug!(protocol, %error, "connection ended with an error");
             }
             gauge.dec();
@@ -121,7 +133,12 @@ where
     }
 }
 
-async fn udp_loop(socket: UdpSocket, options: DecodeOptions, max_line: usize, router: RouterHandle) {
+async fn udp_loop(
+    socket: UdpSocket,
+    options: DecodeOptions,
+    max_line: usize,
+    router: RouterHandle,
+) {
     let mut datagram = vec![0u8; 65_536];
     let accepted = ACCEPTED.with_label_values(&["udp"]);
     loop {

@@ -8,20 +8,32 @@ use weir_event::Rejection;
 
 /// Events accepted, per protocol.
 pub static ACCEPTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("weir_ingest_accepted_total", "Events accepted", &["protocol"])
-        .expect("metric registers once")
+    register_int_counter_vec!(
+        "weir_ingest_accepted_total",
+        "Events accepted",
+        &["protocol"]
+    )
+    .expect("metric registers once")
 });
 
 /// Lines rejected, per protocol and reason.
 pub static REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("weir_ingest_rejected_total", "Lines rejected", &["protocol", "reason"])
-        .expect("metric registers once")
+    register_int_counter_vec!(
+        "weir_ingest_rejected_total",
+        "Lines rejected",
+        &["protocol", "reason"]
+    )
+    .expect("metric registers once")
 });
 
 /// Open connections, per protocol.
 pub static CONNECTIONS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    register_int_gauge_vec!("weir_ingest_connections", "Open producer connections", &["protocol"])
-        .expect("metric registers once")
+    register_int_gauge_vec!(
+        "weir_ingest_connections",
+        "Open producer connections",
+        &["protocol"]
+    )
+    .expect("metric registers once")
 });
 
 /// Counts and logs one rejected line.

@@ -11,20 +11,36 @@ use crate::metrics::{reject, ACCEPTED};
 use crate::now_secs;
 
 /// Decodes the complete lines of `text` into `events`, counting rejects.
-pub fn decode_lines(text: &[u8], protocol: &str, options: &DecodeOptions, max_line: usize, events: &mut Vec<Event>) {
+pub fn decode_lines(
+    text: &[u8],
+    protocol: &str,
+    options: &DecodeOptions,
+    max_line: usize,
+    events: &mut Vec<Event>,
+) {
     let now = now_secs();
     for line in text.split(|b| *b == b'\n') {
         decode_one(line, protocol, options, max_line, now, events);
     }
 }
 
-fn decode_one(line: &[u8], protocol: &str, options: &DecodeOptions, max_line: usize, now: f64, events: &mut Vec<Event>) {
+fn decode_one(
+    line: &[u8],
+    protocol: &str,
+    options: &DecodeOptions,
+    max_line: usize,
+    now: f64,
+    events: &mut Vec<Event>,
+) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.iter().all(u8::is_ascii_whitespace) {
         return;
     }
     if line.len() > max_line {
-        let rejection = Rejection::new(Reason::LineTooLong, format!("line of {} bytes exceeds {max_line}", line.len()));
+        let rejection = Rejection::new(
+            Reason::LineTooLong,
+            format!("line of {} bytes exceeds {max_line}", line.len()),
+        );
         return reject(protocol, &rejection);
     }
     match decode_line(line, options, now) {
@@ -67,7 +83,10 @@ pub async fn read_stream<R: AsyncRead + Unpin>(
                 }
             }
             if buf.len() > max_line {
-                let rejection = Rejection::new(Reason::LineTooLong, format!("line exceeds {max_line} bytes"));
+                let rejection = Rejection::new(
+                    Reason::LineTooLong,
+                    format!("line exceeds {max_line} bytes"),
+                );
                 reject(protocol, &rejection);
                 buf.clear();
                 discarding = true;

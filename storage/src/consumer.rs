@@ -1,0 +1,217 @@
+//! The shared consumer loop of every results sink.
+//!
+//! Per partition: restore the committed position, whose metadata holds the
+//! handler's own resume point and the de-duplication watermarks; read a
+//! batch; drop every result whose id is not newer than the watermark of its
+//! (reactor version, input partition) — a processor that re-runs after a
+//! crash re-emits the same ids in the same order; hand the rest to the
+//! handler; let the handler make them durable; then commit. A failure
+//! restarts the partition from its last commit after a backoff, so an
+//! outage loses nothing: the log is the buffer.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use weir_event::ResultRecord;
+use weir_log::{Committed, Log, LogError};
+
+use crate::metrics::{DUPLICATES, ERRORS, LAG, WRITTEN};
+
+/// Errors of a sink.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// Writing to the destination failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The committed metadata is not what this sink writes.
+    #[error("committed position of {group} is unreadable: {detail}")]
+    Metadata {
+        /// The consumer group.
+        group: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// What a sink does with results; the consumer loop does the rest.
+pub trait ResultHandler: Send {
+    /// The metric label and the name in logs.
+    fn kind(&self) -> &'static str;
+
+    /// Resumes from the handler's part of the last commit (`None`: fresh).
+    fn restore(&mut self, resume: Option<Value>) -> Result<(), StorageError>;
+
+    /// Takes one new result, as its encoded JSON line.
+    fn handle(&mut self, record: &[u8]) -> Result<(), StorageError>;
+
+    /// Makes everything handled so far durable; returns the resume point.
+    fn flush(&mut self) -> Result<Value, StorageError>;
+}
+
+/// The newest (input offset, sequence) applied, per reactor version and input partition.
+type Watermarks = BTreeMap<String, (u64, u32)>;
+
+#[derive(Serialize, Deserialize)]
+struct Metadata {
+    resume: Value,
+    watermarks: Watermarks,
+}
+
+/// Where the consumers read from.
+#[derive(Clone)]
+pub struct Source {
+    /// The log.
+    pub log: Arc<dyn Log>,
+    /// The results topic.
+    pub topic: String,
+    /// The consumer group.
+    pub group: String,
+}
+
+/// Starts one consumer thread per partition of the results topic, each
+/// with the handler `make(partition)` returns. They stop when `shutdown` is set.
+pub fn spawn_consumers<H, F>(
+    source: &Source,
+    make: F,
+    shutdown: Arc<AtomicBool>,
+) -> Result<Vec<JoinHandle<()>>, StorageError>
+where
+    H: ResultHandler + 'static,
+    F: Fn(u32) -> H,
+{
+    let partitions = source.log.partitions(&source.topic)?;
+    let mut threads = Vec::new();
+    for partition in 0..partitions {
+        let mut handler = make(partition);
+        let source = source.clone();
+        let shutdown = shutdown.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("weir-{}-{partition}", handler.kind()))
+            .spawn(move || supervise(&source, partition, &mut handler, &shutdown))
+            .map_err(|source| StorageError::Io {
+                what: "spawn consumer thread",
+                path: Default::default(),
+                source,
+            })?;
+        threads.push(thread);
+    }
+    Ok(threads)
+}
+
+fn supervise(
+    source: &Source,
+    partition: u32,
+    handler: &mut dyn ResultHandler,
+    shutdown: &AtomicBool,
+) {
+    let mut backoff = Duration::from_millis(100);
+    while !shutdown.load(Ordering::Relaxed) {
+        match consume(source, partition, handler, shutdown) {
+            Ok(()) => return,
+            Err(error) => {
+                ERRORS.with_label_values(&[handler.kind()]).inc();
+                tracing::warn!(sink = handler.kind(), partition, %error, retry_in = ?backoff, "sink failed; resuming from the last commit");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+fn consume(
+    source: &Source,
+    partition: u32,
+    handler: &mut dyn ResultHandler,
+    shutdown: &AtomicBool,
+) -> Result<(), StorageError> {
+    let kind = handler.kind();
+    let committed = source
+        .log
+        .committed(&source.group, &source.topic, partition)?;
+    let (mut next, mut watermarks) = match committed {
+        None => {
+            handler.restore(None)?;
+            (0, Watermarks::new())
+        }
+        Some(committed) => {
+            let metadata: Metadata =
+                serde_json::from_str(&committed.metadata).map_err(|e| StorageError::Metadata {
+                    group: source.group.clone(),
+                    detail: e.to_string(),
+                })?;
+            handler.restore(Some(metadata.resume))?;
+            (committed.offset, metadata.watermarks)
+        }
+    };
+    let written = WRITTEN.with_label_values(&[kind]);
+    let duplicates = DUPLICATES.with_label_values(&[kind]);
+    let lag = LAG.with_label_values(&[kind, &partition.to_string()]);
+    while !shutdown.load(Ordering::Relaxed) {
+        let batch = source.log.read(
+            &source.topic,
+            partition,
+            next,
+            1 << 20,
+            Duration::from_millis(100),
+        )?;
+        if batch.is_empty() {
+            continue;
+        }
+        for record in &batch {
+            next = record.offset + 1;
+            let Some(id) = ResultRecord::peek_id(&record.value) else {
+                tracing::warn!(
+                    sink = kind,
+                    partition,
+                    offset = record.offset,
+                    "skipping a result without a valid id"
+                );
+                continue;
+            };
+            let key = format!("{}@{}:{}", id.reactor, id.version, id.partition);
+            let position = (id.offset, id.seq);
+            if watermarks.get(&key).is_some_and(|seen| position <= *seen) {
+                duplicates.inc();
+                continue;
+            }
+            handler.handle(&record.value)?;
+            watermarks.insert(key, position);
+            written.inc();
+        }
+        let resume = handler.flush()?;
+        let metadata = serde_json::to_string(&Metadata {
+            resume,
+            watermarks: watermarks.clone(),
+        })
+        .unwrap_or_default();
+        // Commit only after the handler made everything before `next` durable.
+        source.log.commit(
+            &source.group,
+            &source.topic,
+            partition,
+            &Committed {
+                offset: next,
+                metadata,
+            },
+        )?;
+        let (_, end) = source.log.offsets(&source.topic, partition)?;
+        lag.set(end.saturating_sub(next) as i64);
+    }
+    Ok(())
+}
