@@ -1,1 +1,80 @@
-fn main() {}
+//! `weir`: a durable, replayable monitoring event processor.
+//!
+//! Subcommands: `run` (every stage in one process over the embedded log),
+//! `send` (godot's producer), `check` (validate a config), `eval` (run a
+//! pipeline over recorded events), `bench` (load generator).
+
+mod bench;
+mod config;
+mod eval;
+mod run;
+mod send;
+mod telemetry;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "weir", version, about = "Durable, replayable monitoring event processor")]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run ingest, router, processor and storage in one process on the embedded log.
+    Run(run::RunArgs),
+    /// Send one event, or repeat it (heartbeats), like godot's producer.
+    Send(send::SendArgs),
+    /// Validate a config file and every reactor in it.
+    Check {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run one pipeline over NDJSON events and print what it emits.
+    Eval(eval::EvalArgs),
+    /// Generate load against a running weir and report throughput.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init_logging(cli.log_json);
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Send(args) => send::send(args),
+        Command::Check { config } => check(&config),
+        Command::Eval(args) => eval::eval(args),
+        Command::Bench(args) => bench::bench(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = config::Config::load(Some(path))?;
+    match weir_processor::Processor::check(&config.reactor) {
+        Ok(reactors) => {
+            println!("{}: ok, {} reactors", path.display(), reactors.len());
+            Ok(())
+        }
+        Err(errors) => {
+            for error in &errors {
+                eprintln!("{}: {error}", path.display());
+            }
+            anyhow::bail!("{} of {} reactors have errors", errors.len(), config.reactor.len())
+        }
+    }
+}

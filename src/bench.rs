@@ -1,0 +1,142 @@
+//! `weir bench`: a load generator in the spirit of godot's `pummel.js`.
+//! It opens `--connections` TCP connections to a running weir, sends
+//! generated events for `--duration` (optionally at `--rate` events/s in
+//! total), and reports the send rate. Then it watches the target's
+//! `/metrics` until the processor has taken every event and reports the
+//! end-to-end rate: events processed per second from the first send to the
+//! last event processed.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::send::parse_duration;
+
+/// Arguments of `weir bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// NDJSON TCP address of the weir under test.
+    #[arg(long, default_value = "127.0.0.1:9876")]
+    target: String,
+    /// HTTP address of its /metrics.
+    #[arg(long, default_value = "127.0.0.1:9877")]
+    metrics: String,
+    /// Parallel producer connections.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// How long to send.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Total events per second across connections (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Distinct hosts in the generated events.
+    #[arg(long, default_value_t = 1000)]
+    hosts: usize,
+}
+
+/// Events written per socket write.
+const EVENTS_PER_WRITE: usize = 512;
+
+/// Runs the benchmark and prints its report.
+pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let before = processed(&args.metrics)?;
+    let sent = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut producers = Vec::new();
+    for connection in 0..args.connections {
+        let mut stream = TcpStream::connect(&args.target).with_context(|| format!("connecting to {}", args.target))?;
+        let (sent, stop) = (sent.clone(), stop.clone());
+        let hosts = args.hosts;
+        let per_connection = args.rate.map(|r| r as f64 / args.connections as f64);
+        producers.push(std::thread::spawn(move || -> std::io::Result<()> {
+            let mut chunk = Vec::with_capacity(EVENTS_PER_WRITE * 160);
+            let mut n = 0u64;
+            let begun = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(rate) = per_connection {
+                    let due = begun.elapsed().as_secs_f64() * rate;
+                    if (n as f64) >= due {
+                        std::thread::sleep(Duration::from_millis(1));
+                        continue;
+                    }
+                }
+                chunk.clear();
+                let time = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                for i in 0..EVENTS_PER_WRITE as u64 {
+                    let host = (n + i) as usize % hosts;
+                    writeln!(
+                        chunk,
+                        r#"{{"host":"bench-{connection}-{host}","service":"bench/load","state":"ok","time":{time:.3},"metric":{},"ttl":60,"tags":["bench"]}}"#,
+                        (n + i) % 100
+                    )?;
+                }
+                stream.write_all(&chunk)?;
+                n += EVENTS_PER_WRITE as u64;
+                sent.fetch_add(EVENTS_PER_WRITE as u64, Ordering::Relaxed);
+            }
+            Ok(())
+        }));
+    }
+    let bar = ProgressBar::new(args.duration.as_secs());
+    bar.set_style(ProgressStyle::with_template("sending {bar:30} {pos}/{len}s {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    while started.elapsed() < args.duration {
+        std::thread::sleep(Duration::from_millis(250));
+        bar.set_position(started.elapsed().as_secs());
+        let rate = sent.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+        bar.set_message(format!("{rate:.0} events/s sent"));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for producer in producers {
+        producer.join().map_err(|_| anyhow::anyhow!("a producer panicked"))??;
+    }
+    let send_secs = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let total = sent.load(Ordering::Relaxed);
+    println!("sent      {total} events in {send_secs:.2}s: {:.0} events/s", total as f64 / send_secs);
+
+    let bar = ProgressBar::new(total);
+    bar.set_style(ProgressStyle::with_template("processing {bar:30} {pos}/{len} events").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let mut last_change = Instant::now();
+    let mut last = 0;
+    loop {
+        let done = processed(&args.metrics)?.saturating_sub(before);
+        bar.set_position(done.min(total));
+        if done >= total {
+            break;
+        }
+        if done != last {
+            last = done;
+            last_change = Instant::now();
+        } else if last_change.elapsed() > Duration::from_secs(30) {
+            bail!("processing stalled at {done} of {total} events");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let end_to_end = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    println!("processed {total} events in {end_to_end:.2}s: {:.0} events/s end to end", total as f64 / end_to_end);
+    Ok(())
+}
+
+/// The target's count of processed log entries (events and ticks).
+fn processed(metrics: &str) -> anyhow::Result<u64> {
+    let url = format!("http://{metrics}/metrics");
+    let text = reqwest::blocking::get(&url)
+        .and_then(|r| r.text())
+        .with_context(|| format!("reading {url}"))?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("weir_processor_events_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64)
+}

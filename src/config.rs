@@ -1,0 +1,98 @@
+//! The one TOML config file. Every key has a default; unknown keys are
+//! errors, so a typo never silently falls back to a default.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use weir_ingest::IngestConfig;
+use weir_log::EmbeddedConfig;
+use weir_processor::{ProcessorConfig, ReactorConfig};
+use weir_router::RouterConfig;
+use weir_storage::file::FileSinkConfig;
+
+/// The built-in example config used when `weir run` gets no `--config`.
+pub const DEFAULT_CONFIG: &str = include_str!("../examples/default.toml");
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the embedded log, checkpoints and file-sink output live.
+    pub data_dir: Option<PathBuf>,
+    /// The embedded log.
+    pub log: EmbeddedConfig,
+    /// Producer-facing listeners.
+    pub ingest: IngestConfig,
+    /// Registry and routing.
+    pub router: RouterConfig,
+    /// Reactor runtime.
+    pub processor: ProcessorConfig,
+    /// Sinks.
+    pub storage: StorageConfig,
+    /// The reactors.
+    pub reactor: Vec<ReactorConfig>,
+}
+
+/// `[storage]`: the sinks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The NDJSON file sink (always on in the embedded default).
+    pub file: FileSinkConfig,
+}
+
+impl Config {
+    /// Parses config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
+        toml::from_str(text).with_context(|| format!("config {origin}"))
+    }
+
+    /// Reads `path`, or the built-in example when `None`.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        match path {
+            None => Config::parse(DEFAULT_CONFIG, "(built-in example)"),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config {}", path.display()))?;
+                Config::parse(&text, &path.display().to_string())
+            }
+        }
+    }
+
+    /// The data directory: the command line, then the config, then `./weir-data`.
+    pub fn data_dir(&self, flag: Option<&Path>) -> PathBuf {
+        flag.map(Path::to_path_buf)
+            .or_else(|| self.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("weir-data"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_config_parses_and_its_reactors_build() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let config = Config::load(Some(&path)).unwrap();
+                weir_processor::Processor::check(&config.reactor)
+                    .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 2);
+        assert_eq!(Config::load(None).unwrap().reactor.len(), 2);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_a_location() {
+        let error = Config::parse("[ingest]\nmax_line = 5\n", "test.toml").unwrap_err();
+        let text = format!("{error:#}");
+        assert!(text.contains("test.toml") && text.contains("max_line"), "{text}");
+    }
+}
