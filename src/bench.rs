@@ -52,7 +52,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut producers = Vec::new();
     for connection in 0..args.connections {
-        let mut stream = TcpStream::connect(&args.target).with_context(|| format!("connecting to {}", args.target))?;
+        let mut stream = TcpStream::connect(&args.target)
+            .with_context(|| format!("connecting to {}", args.target))?;
         let (sent, stop) = (sent.clone(), stop.clone());
         let hosts = args.hosts;
         let per_connection = args.rate.map(|r| r as f64 / args.connections as f64);
@@ -88,7 +89,10 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }));
     }
     let bar = ProgressBar::new(args.duration.as_secs());
-    bar.set_style(ProgressStyle::with_template("sending {bar:30} {pos}/{len}s {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_style(
+        ProgressStyle::with_template("sending {bar:30} {pos}/{len}s {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     while started.elapsed() < args.duration {
         std::thread::sleep(Duration::from_millis(250));
         bar.set_position(started.elapsed().as_secs());
@@ -97,15 +101,23 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     stop.store(true, Ordering::Relaxed);
     for producer in producers {
-        producer.join().map_err(|_| anyhow::anyhow!("a producer panicked"))??;
+        producer
+            .join()
+            .map_err(|_| anyhow::anyhow!("a producer panicked"))??;
     }
     let send_secs = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let total = sent.load(Ordering::Relaxed);
-    println!("sent      {total} events in {send_secs:.2}s: {:.0} events/s", total as f64 / send_secs);
+    println!(
+        "sent      {total} events in {send_secs:.2}s: {:.0} events/s",
+        total as f64 / send_secs
+    );
 
     let bar = ProgressBar::new(total);
-    bar.set_style(ProgressStyle::with_template("processing {bar:30} {pos}/{len} events").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_style(
+        ProgressStyle::with_template("processing {bar:30} {pos}/{len} events")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let mut last_change = Instant::now();
     let mut last = 0;
     loop {
@@ -124,7 +136,10 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     let end_to_end = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    println!("processed {total} events in {end_to_end:.2}s: {:.0} events/s end to end", total as f64 / end_to_end);
+    println!(
+        "processed {total} events in {end_to_end:.2}s: {:.0} events/s end to end",
+        total as f64 / end_to_end
+    );
     Ok(())
 }
 

@@ -93,6 +93,9 @@ mod tests {
     fn unknown_keys_are_errors_with_a_location() {
         let error = Config::parse("[ingest]\nmax_line = 5\n", "test.toml").unwrap_err();
         let text = format!("{error:#}");
-        assert!(text.contains("test.toml") && text.contains("max_line"), "{text}");
+        assert!(
+            text.contains("test.toml") && text.contains("max_line"),
+            "{text}"
+        );
     }
 }

@@ -17,7 +17,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "weir", version, about = "Durable, replayable monitoring event processor")]
+#[command(
+    name = "weir",
+    version,
+    about = "Durable, replayable monitoring event processor"
+)]
 struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
@@ -74,7 +78,11 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
             for error in &errors {
                 eprintln!("{}: {error}", path.display());
             }
-            anyhow::bail!("{} of {} reactors have errors", errors.len(), config.reactor.len())
+            anyhow::bail!(
+                "{} of {} reactors have errors",
+                errors.len(),
+                config.reactor.len()
+            )
         }
     }
 }

@@ -43,9 +43,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         anyhow::bail!("the config has {} invalid reactors", errors.len());
     }
     let data_dir = config.data_dir(args.data_dir.as_deref());
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     let topics = Topics::new(&config.log.namespace);
-    let embedded = EmbeddedLog::open(&data_dir.join("log"), config.log.clone()).context("opening the log")?;
+    let embedded =
+        EmbeddedLog::open(&data_dir.join("log"), config.log.clone()).context("opening the log")?;
     embedded.create_topic(&topics.events, config.log.partitions)?;
     embedded.create_topic(&topics.results, config.log.partitions)?;
     embedded.create_topic(&topics.registry, 1)?;
@@ -61,7 +63,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let mut workers = processor.spawn(shutdown.clone())?;
 
-    let results_dir = config.storage.file.dir.clone().unwrap_or_else(|| data_dir.join("results"));
+    let results_dir = config
+        .storage
+        .file
+        .dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("results"));
     let max_file_bytes = config.storage.file.max_file_bytes;
     let source = |group: &str| Source {
         log: log.clone(),
@@ -73,7 +80,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         |p| FileSink::new(&results_dir, p, max_file_bytes),
         shutdown.clone(),
     )?;
-    consumers.extend(spawn_consumers(&source("weir.notifier"), |_| LogNotifier, shutdown.clone())?);
+    consumers.extend(spawn_consumers(
+        &source("weir.notifier"),
+        |_| LogNotifier,
+        shutdown.clone(),
+    )?);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -81,7 +92,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let router_thread = runtime.block_on(async {
-        let (router, router_thread) = weir_router::start(log.clone(), topics.clone(), &config.router)?;
+        let (router, router_thread) =
+            weir_router::start(log.clone(), topics.clone(), &config.router)?;
         let bound = weir_ingest::listeners::start(&config.ingest, router.clone()).await?;
         if let Some(addr) = bound.tcp {
             println!("listening tcp {addr} (NDJSON)");
@@ -97,13 +109,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
                 let socket = tokio::net::TcpListener::bind(&listener.listen)
                     .await
                     .with_context(|| format!("cannot listen on http {}", listener.listen))?;
-                println!("listening http {} (POST /events, GET /metrics, GET /healthz)", socket.local_addr()?);
-                let app = weir_ingest::http::routes(&config.ingest, router.clone()).merge(telemetry::routes());
+                println!(
+                    "listening http {} (POST /events, GET /metrics, GET /healthz)",
+                    socket.local_addr()?
+                );
+                let app = weir_ingest::http::routes(&config.ingest, router.clone())
+                    .merge(telemetry::routes());
                 Some(tokio::spawn(async move { axum::serve(socket, app).await }))
             }
             None => None,
         };
-        println!("data in {}, results in {}", data_dir.display(), results_dir.display());
+        println!(
+            "data in {}, results in {}",
+            data_dir.display(),
+            results_dir.display()
+        );
         wait_for_signal().await;
         println!("shutting down");
         if let Some(http) = http {

@@ -51,15 +51,23 @@ pub struct SendArgs {
 
 /// Parses `500ms`, `15s`, `5m`, `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 15s"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 15s"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" | "" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("unknown unit {unit:?} in {text:?} (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?} (use ms, s, m or h)"
+            ))
+        }
     };
     Ok(Duration::from_secs_f64(seconds))
 }
@@ -76,7 +84,10 @@ impl SendArgs {
     fn event(&self) -> anyhow::Result<Value> {
         let time = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
         let mut event = Map::new();
-        event.insert("host".into(), json!(self.host.clone().unwrap_or_else(hostname)));
+        event.insert(
+            "host".into(),
+            json!(self.host.clone().unwrap_or_else(hostname)),
+        );
         event.insert("time".into(), json!(time));
         let optional = [
             ("service", self.service.as_ref().map(|s| json!(s))),
@@ -97,7 +108,9 @@ impl SendArgs {
         if !self.meta.is_empty() {
             let mut meta = Map::new();
             for entry in &self.meta {
-                let (key, value) = entry.split_once('=').with_context(|| format!("--meta {entry:?} is not KEY=VALUE"))?;
+                let (key, value) = entry
+                    .split_once('=')
+                    .with_context(|| format!("--meta {entry:?} is not KEY=VALUE"))?;
                 let value = serde_json::from_str(value).unwrap_or_else(|_| json!(value));
                 meta.insert(key.into(), value);
             }
@@ -126,13 +139,17 @@ pub fn send(args: SendArgs) -> anyhow::Result<()> {
 
 fn deliver(to: &str, line: &str) -> anyhow::Result<()> {
     if let Some(addr) = to.strip_prefix("tcp://") {
-        let mut stream = std::net::TcpStream::connect(addr).with_context(|| format!("connecting to {to}"))?;
+        let mut stream =
+            std::net::TcpStream::connect(addr).with_context(|| format!("connecting to {to}"))?;
         stream.write_all(line.as_bytes())?;
     } else if let Some(addr) = to.strip_prefix("udp://") {
         let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
-        socket.send_to(line.as_bytes(), addr).with_context(|| format!("sending to {to}"))?;
+        socket
+            .send_to(line.as_bytes(), addr)
+            .with_context(|| format!("sending to {to}"))?;
     } else if let Some(path) = to.strip_prefix("unix://") {
-        let mut stream = std::os::unix::net::UnixStream::connect(path).with_context(|| format!("connecting to {to}"))?;
+        let mut stream = std::os::unix::net::UnixStream::connect(path)
+            .with_context(|| format!("connecting to {to}"))?;
         stream.write_all(line.as_bytes())?;
     } else if to.starts_with("http://") {
         let url = format!("{}/events", to.trim_end_matches('/'));
@@ -142,7 +159,11 @@ fn deliver(to: &str, line: &str) -> anyhow::Result<()> {
             .send()
             .with_context(|| format!("posting to {url}"))?;
         if !response.status().is_success() {
-            bail!("{url} answered {}: {}", response.status(), response.text().unwrap_or_default());
+            bail!(
+                "{url} answered {}: {}",
+                response.status(),
+                response.text().unwrap_or_default()
+            );
         }
     } else {
         bail!("--to {to:?} must start with tcp://, udp://, unix:// or http://");

@@ -1,0 +1,378 @@
+//! The whole pipeline through the real binary: every protocol, bad input
+//! mixed with good, heartbeat expiry, and SIGKILL under load.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::net::{TcpStream, UdpSocket};
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{bin, results, wait_until, Weir};
+use serde_json::{json, Value};
+
+fn config(extra: &str, unix: Option<&std::path::Path>) -> String {
+    let unix = unix.map_or(String::new(), |p| {
+        format!(
+            "[ingest.unix]\nlisten = {:?}\nttl_unit = \"ms\"\n",
+            p.display().to_string()
+        )
+    });
+    format!(
+        r#"
+[ingest]
+max_line_bytes = 1048576
+[ingest.tcp]
+listen = "127.0.0.1:0"
+[ingest.udp]
+listen = "127.0.0.1:0"
+[ingest.http]
+listen = "127.0.0.1:0"
+{unix}
+[router]
+tick_interval_ms = 200
+
+[[reactor]]
+name = "all"
+pipeline = 'where service ~ "e2e*"'
+
+[[reactor]]
+name = "heartbeats"
+pipeline = 'where service = "hb" | by host | expire | notify log'
+{extra}
+"#
+    )
+}
+
+fn hosts(data: &std::path::Path, reactor: &str) -> Vec<String> {
+    results(data)
+        .iter()
+        .filter(|r| r["reactor"] == reactor)
+        .map(|r| r["host"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn send(to: &str, host: &str) {
+    let status = Command::new(bin())
+        .args([
+            "send",
+            "--to",
+            to,
+            "--host",
+            host,
+            "--service",
+            "e2e/send",
+            "--metric",
+            "1",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "weir send --to {to}");
+}
+
+fn godot(kind: &str, target: &str, count: u32) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/godot/send.js");
+    let status = Command::new("node")
+        .args([script, kind, target, "e2e/godot", &count.to_string()])
+        .status()
+        .expect("node runs godot's client (README's test command installs it)");
+    assert!(status.success(), "godot {kind} client");
+}
+
+#[test]
+fn every_protocol_reaches_the_processor() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let socket = dir.path().join("weir.sock");
+    let weir = Weir::start(&config("", Some(&socket)), &data);
+
+    send(&format!("tcp://{}", weir.tcp), "send-tcp");
+    send(&format!("udp://{}", weir.udp), "send-udp");
+    send(&format!("unix://{}", socket.display()), "send-unix");
+    send(&format!("http://{}", weir.http), "send-http");
+    godot("tcp", &weir.tcp.port().to_string(), 3);
+    godot("udp", &weir.udp.port().to_string(), 3);
+    godot("unix", &socket.display().to_string(), 3);
+    // What nc and curl do: raw bytes on a socket, a JSON array over HTTP.
+    TcpStream::connect(weir.tcp)
+        .unwrap()
+        .write_all(b"{\"host\":\"raw-tcp\",\"service\":\"e2e/raw\"}\n")
+        .unwrap();
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(b"{\"host\":\"raw-udp-1\",\"service\":\"e2e/raw\"}\n{\"host\":\"raw-udp-2\",\"service\":\"e2e/raw\"}", weir.udp)
+        .unwrap();
+    UnixStream::connect(&socket)
+        .unwrap()
+        .write_all(b"{\"host\":\"raw-unix\",\"service\":\"e2e/raw\"}")
+        .unwrap();
+    let reply = reqwest::blocking::Client::new()
+        .post(format!("http://{}/events", weir.http))
+        .body(r#"[{"host":"http-array-1","service":"e2e/http"},{"host":"http-array-2","service":"e2e/http","meta":{"k":1},"custom":"kept"}]"#)
+        .send()
+        .unwrap();
+    assert_eq!(reply.status(), 202);
+    assert_eq!(
+        reply.json::<Value>().unwrap(),
+        json!({"accepted": 2, "rejected": 0})
+    );
+
+    let expected = [
+        "send-tcp",
+        "send-udp",
+        "send-unix",
+        "send-http",
+        "godot-tcp",
+        "godot-udp",
+        "godot-unix",
+        "raw-tcp",
+        "raw-udp-1",
+        "raw-udp-2",
+        "raw-unix",
+        "http-array-1",
+        "http-array-2",
+    ];
+    wait_until(
+        Duration::from_secs(20),
+        "every protocol's events in the results",
+        || {
+            let seen: HashSet<_> = hosts(&data, "all").into_iter().collect();
+            expected.iter().all(|h| seen.contains(*h))
+        },
+    );
+    let all = results(&data);
+    let godot_tcp: Vec<_> = all.iter().filter(|r| r["host"] == "godot-tcp").collect();
+    assert_eq!(godot_tcp.len(), 3);
+    assert_eq!(
+        godot_tcp[0]["ttl"],
+        json!(100.0),
+        "the default listener reads ttl in seconds"
+    );
+    let godot_unix = all.iter().find(|r| r["host"] == "godot-unix").unwrap();
+    assert_eq!(
+        godot_unix["ttl"],
+        json!(0.1),
+        "a ttl_unit=ms listener reads godot's milliseconds"
+    );
+    let time = godot_unix["time"].as_f64().unwrap();
+    assert!(
+        time > 1.7e9 && time < 1e11,
+        "godot's Date.now() milliseconds are read as seconds: {time}"
+    );
+    let array = all.iter().find(|r| r["host"] == "http-array-2").unwrap();
+    assert_eq!(
+        (array["custom"].clone(), array["meta"].clone()),
+        (json!("kept"), json!({"k": 1}))
+    );
+    weir.stop();
+}
+
+#[test]
+fn malformed_lines_are_rejected_with_reasons_and_the_good_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let weir = Weir::start(&config("", None), &data);
+    let good =
+        |n: u32| format!("{{\"host\":\"good-{n}\",\"service\":\"e2e/mixed\",\"metric\":{n}}}\n");
+    let mut stream = good(1);
+    stream.push_str("{\"host\": \"broken\n");
+    stream.push_str(&good(2));
+    stream.push_str("{\"service\":\"e2e/mixed\"}\n");
+    stream.push_str(&good(3));
+    stream.push_str(&format!(
+        "{{\"host\":\"long-state\",\"state\":\"{}\"}}\n",
+        "s".repeat(255)
+    ));
+    stream.push_str(&good(4));
+    stream.push_str("{\"host\":\"nan\",\"metric\":NaN}\n");
+    stream.push_str(&good(5));
+    stream.push_str(&format!(
+        "{{\"host\":\"huge\",\"description\":\"{}\"}}\n",
+        "x".repeat(10 << 20)
+    ));
+    stream.push_str(&good(6));
+    let mut tcp = TcpStream::connect(weir.tcp).unwrap();
+    tcp.write_all(stream.as_bytes()).unwrap();
+    drop(tcp);
+
+    let body = format!("{}not json at all\n{}", good(7), good(8));
+    let reply = reqwest::blocking::Client::new()
+        .post(format!("http://{}/events", weir.http))
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(reply.status(), 400);
+    let reply: Value = reply.json().unwrap();
+    assert_eq!(
+        (reply["accepted"].clone(), reply["rejected"].clone()),
+        (json!(2), json!(1))
+    );
+    assert_eq!(
+        (
+            reply["error"]["line"].clone(),
+            reply["error"]["reason"].clone()
+        ),
+        (json!(2), json!("invalid_json"))
+    );
+
+    wait_until(
+        Duration::from_secs(20),
+        "every good line in the results",
+        || {
+            let seen: HashSet<_> = hosts(&data, "all").into_iter().collect();
+            (1..=8).all(|n| seen.contains(&format!("good-{n}")))
+        },
+    );
+    for reason in [
+        "invalid_json",
+        "missing_host",
+        "state_too_long",
+        "non_finite_number",
+        "line_too_long",
+    ] {
+        let series = format!("weir_ingest_rejected_total{{protocol=\"tcp\",reason=\"{reason}\"}}");
+        assert_eq!(weir.metric(&series), 1.0, "{series}");
+    }
+    assert_eq!(
+        weir.metric("weir_ingest_rejected_total{protocol=\"http\",reason=\"invalid_json\"}"),
+        1.0
+    );
+    assert_eq!(
+        weir.metric("weir_ingest_accepted_total{protocol=\"tcp\"}"),
+        6.0
+    );
+    weir.stop();
+}
+
+#[test]
+fn an_expired_heartbeat_produces_an_expiry_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let weir = Weir::start(&config("", None), &data);
+    for host in ["alive", "dies"] {
+        let status = Command::new(bin())
+            .args([
+                "send",
+                "--to",
+                &format!("tcp://{}", weir.tcp),
+                "--host",
+                host,
+                "--service",
+                "hb",
+                "--ttl",
+            ])
+            .arg(if host == "dies" { "1" } else { "600" })
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    wait_until(Duration::from_secs(20), "an expiry result", || {
+        !hosts(&data, "heartbeats").is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let expired: Vec<_> = results(&data)
+        .into_iter()
+        .filter(|r| r["reactor"] == "heartbeats")
+        .collect();
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    assert_eq!(
+        (expired[0]["host"].clone(), expired[0]["state"].clone()),
+        (json!("dies"), json!("expired"))
+    );
+    assert_eq!(expired[0]["notify"], json!({"channel": "log"}));
+    weir.stop();
+}
+
+#[test]
+fn sigkill_under_load_loses_no_acknowledged_event_and_writes_no_result_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = config(
+        "[processor]\ncheckpoint_every = 300\ncheckpoint_interval_ms = 50\n",
+        None,
+    );
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let mut next = 0u64;
+    for round in 0..3 {
+        let weir = Weir::start(&config, &data);
+        let stop = Arc::new(AtomicBool::new(false));
+        let client = {
+            let (acked, stop, http) = (acked.clone(), stop.clone(), weir.http);
+            let first = next;
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                let mut n = first;
+                while !stop.load(Ordering::Relaxed) {
+                    let batch: Vec<_> = (n..n + 50).collect();
+                    let body: String = batch
+                        .iter()
+                        .map(|i| {
+                            format!(
+                                "{{\"host\":\"app-{}\",\"service\":\"e2e/load\",\"metric\":{i}}}\n",
+                                i % 20
+                            )
+                        })
+                        .collect();
+                    n += 50;
+                    match client
+                        .post(format!("http://{http}/events"))
+                        .body(body)
+                        .send()
+                    {
+                        Ok(reply) if reply.status() == 202 => acked.lock().unwrap().extend(batch),
+                        _ => break,
+                    }
+                }
+                n
+            })
+        };
+        let target = 2000 * (round + 1);
+        wait_until(Duration::from_secs(60), "load to be acknowledged", || {
+            acked.lock().unwrap().len() >= target
+        });
+        weir.kill();
+        stop.store(true, Ordering::Relaxed);
+        next = client.join().unwrap();
+    }
+    let weir = Weir::start(&config, &data);
+    let acked = acked.lock().unwrap().clone();
+    wait_until(
+        Duration::from_secs(60),
+        "every acknowledged event in the results",
+        || {
+            let seen: HashSet<u64> = results(&data)
+                .iter()
+                .filter(|r| r["reactor"] == "all")
+                .map(|r| r["metric"].as_f64().unwrap() as u64)
+                .collect();
+            acked.iter().all(|m| seen.contains(m))
+        },
+    );
+    weir.stop();
+    let all: Vec<_> = results(&data)
+        .into_iter()
+        .filter(|r| r["reactor"] == "all")
+        .collect();
+    let mut ids = HashMap::new();
+    let mut metrics = HashSet::new();
+    for result in &all {
+        *ids.entry(result["id"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+        assert!(
+            metrics.insert(result["metric"].as_f64().unwrap() as u64),
+            "event {} written twice",
+            result["metric"]
+        );
+    }
+    assert!(ids.values().all(|n| *n == 1));
+    assert!(
+        all.len() >= acked.len() && acked.len() >= 6000,
+        "{} results, {} acked",
+        all.len(),
+        acked.len()
+    );
+}
