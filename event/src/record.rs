@@ -17,6 +17,9 @@ const TICK_PREFIX: &[u8] = b"{\"tick\":";
 
 /// One record of `weir.events`.
 #[derive(Debug, Clone, PartialEq)]
+// Entries live only while one record is processed and ticks are rare:
+// boxing the event would cost an allocation per event for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Entry {
     /// A validated event.
     Event(Event),

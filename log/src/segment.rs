@@ -353,8 +353,11 @@ fn last_offset_after(
     Ok(last.or(Some(offset)))
 }
 
+/// Sparse `(offset, position)` index entries.
+type Index = Vec<(u64, u64)>;
+
 /// Validates every frame; returns the index, the valid length and the next offset.
-fn scan(file: &File, path: &Path, base: u64) -> Result<(Vec<(u64, u64)>, u64, u64), LogError> {
+fn scan(file: &File, path: &Path, base: u64) -> Result<(Index, u64, u64), LogError> {
     let mut bytes = Vec::new();
     (&*file)
         .read_to_end(&mut bytes)
