@@ -60,6 +60,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         producers.push(std::thread::spawn(move || -> std::io::Result<()> {
             let mut chunk = Vec::with_capacity(EVENTS_PER_WRITE * 160);
             let mut n = 0u64;
+            let mut chunk_second = 0;
             let begun = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 if let Some(rate) = per_connection {
@@ -69,17 +70,23 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
                         continue;
                     }
                 }
-                chunk.clear();
-                let time = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64());
-                for i in 0..EVENTS_PER_WRITE as u64 {
-                    let host = (n + i) as usize % hosts;
-                    writeln!(
-                        chunk,
-                        r#"{{"host":"bench-{connection}-{host}","service":"bench/load","state":"ok","time":{time:.3},"metric":{},"ttl":60,"tags":["bench"]}}"#,
-                        (n + i) % 100
-                    )?;
+                // Regenerate the payload once a second (fresh event times);
+                // formatting every event would make the client the bottleneck.
+                let second = begun.elapsed().as_secs();
+                if chunk.is_empty() || second != chunk_second {
+                    chunk_second = second;
+                    chunk.clear();
+                    let time = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64());
+                    for i in 0..EVENTS_PER_WRITE {
+                        let host = (connection * EVENTS_PER_WRITE + i) % hosts;
+                        writeln!(
+                            chunk,
+                            r#"{{"host":"bench-{host}","service":"bench/load","state":"ok","time":{time:.3},"metric":{},"ttl":60,"tags":["bench"]}}"#,
+                            i % 100
+                        )?;
+                    }
                 }
                 stream.write_all(&chunk)?;
                 n += EVENTS_PER_WRITE as u64;

@@ -29,7 +29,7 @@ pub enum Entry {
 }
 
 impl Entry {
-    /// Encodes the entry as a record value.
+    /// Encodes the entry as a record value (an event's value is its JSON).
     pub fn encode(&self) -> Vec<u8> {
         match self {
             Entry::Event(event) => event.to_json(),

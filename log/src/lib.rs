@@ -15,6 +15,7 @@ mod segment;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 pub use embedded::EmbeddedLog;
@@ -27,9 +28,9 @@ pub struct Record {
     /// Append time, milliseconds since the epoch.
     pub timestamp_ms: u64,
     /// Routing key (the app uid for weir's topics).
-    pub key: Vec<u8>,
+    pub key: Bytes,
     /// Payload.
-    pub value: Vec<u8>,
+    pub value: Bytes,
 }
 
 /// A record to append: key and value.

@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use bytes::Bytes;
+
 use crate::{io_err, LogError, Produce, Record};
 
 /// Bytes of log between two index entries.
@@ -56,7 +58,8 @@ enum Frame {
     Corrupt(&'static str),
 }
 
-fn parse_frame(buf: &[u8]) -> Frame {
+/// Parses the frame at the start of `buf`; key and value share `buf`'s memory.
+fn parse_frame(buf: &Bytes) -> Frame {
     if buf.len() < HEADER {
         return Frame::Incomplete(None);
     }
@@ -80,8 +83,8 @@ fn parse_frame(buf: &[u8]) -> Frame {
     let record = Record {
         offset,
         timestamp_ms,
-        key: body[BODY_FIXED..BODY_FIXED + key_len].to_vec(),
-        value: body[BODY_FIXED + key_len..].to_vec(),
+        key: buf.slice(HEADER + BODY_FIXED..HEADER + BODY_FIXED + key_len),
+        value: buf.slice(HEADER + BODY_FIXED + key_len..HEADER + len),
     };
     Frame::Complete(record, HEADER + len)
 }
@@ -258,13 +261,14 @@ impl Segment {
         let mut taken = 0usize;
         while position < size && taken < max_bytes {
             let want = ((size - position) as usize).min(max_bytes.max(64 << 10));
-            let mut buf = vec![0; want];
+            let mut bytes = vec![0; want];
             self.file
-                .read_exact_at(&mut buf, position)
+                .read_exact_at(&mut bytes, position)
                 .map_err(io_err("read", &self.path))?;
+            let mut buf = Bytes::from(bytes);
             let mut at = 0;
             loop {
-                match parse_frame(&buf[at..]) {
+                match parse_frame(&buf.slice(at..)) {
                     Frame::Complete(record, used) => {
                         at += used;
                         if record.offset >= from {
@@ -281,7 +285,7 @@ impl Segment {
                         self.file
                             .read_exact_at(&mut whole, position)
                             .map_err(io_err("read", &self.path))?;
-                        buf = whole;
+                        buf = Bytes::from(whole);
                     }
                     Frame::Incomplete(_) => break,
                     Frame::Corrupt(detail) => {
@@ -362,11 +366,12 @@ fn scan(file: &File, path: &Path, base: u64) -> Result<(Index, u64, u64), LogErr
     (&*file)
         .read_to_end(&mut bytes)
         .map_err(io_err("read", path))?;
+    let bytes = Bytes::from(bytes);
     let mut index = Vec::new();
     let mut position = 0usize;
     let mut next = base;
     let mut last_indexed = 0u64;
-    while let Frame::Complete(record, used) = parse_frame(&bytes[position..]) {
+    while let Frame::Complete(record, used) = parse_frame(&bytes.slice(position..)) {
         if record.offset != next {
             break;
         }

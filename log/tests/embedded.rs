@@ -40,7 +40,7 @@ fn read_all(log: &EmbeddedLog, partition: u32, from: u64) -> Vec<(u64, Vec<u8>)>
         let batch = log.read(TOPIC, partition, next, 10_000, NO_WAIT).unwrap();
         let Some(last) = batch.last() else { return out };
         next = last.offset + 1;
-        out.extend(batch.into_iter().map(|r| (r.offset, r.value)));
+        out.extend(batch.into_iter().map(|r| (r.offset, r.value.to_vec())));
     }
 }
 

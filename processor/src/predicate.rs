@@ -1,5 +1,7 @@
 //! Event fields and compiled predicates (the `where` stage, sink filters).
 
+use std::borrow::Cow;
+
 use regex::Regex;
 use serde_json::Value;
 use weir_event::Event;
@@ -98,12 +100,12 @@ impl Field {
     }
 
     /// The field as text for `by` keys; missing is the empty string.
-    pub fn key(&self, event: &Event) -> String {
+    pub fn key<'a>(&self, event: &'a Event) -> Cow<'a, str> {
         match self.get(event) {
-            FieldValue::Missing => String::new(),
-            FieldValue::Str(s) => s.to_owned(),
-            FieldValue::Num(n) => n.to_string(),
-            FieldValue::Json(v) => v.to_string(),
+            FieldValue::Missing => Cow::Borrowed(""),
+            FieldValue::Str(s) => Cow::Borrowed(s),
+            FieldValue::Num(n) => Cow::Owned(n.to_string()),
+            FieldValue::Json(v) => Cow::Owned(v.to_string()),
         }
     }
 }

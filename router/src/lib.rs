@@ -60,9 +60,12 @@ pub enum RouteError {
     Closed,
 }
 
+/// An event already encoded as its `weir.events` record value, with its host.
+type Encoded = (String, Vec<u8>);
+
 enum Message {
     Events {
-        events: Vec<Event>,
+        events: Vec<Encoded>,
         ack: Option<oneshot::Sender<Result<(), RouteError>>>,
     },
     Tick(f64),
@@ -76,9 +79,14 @@ pub struct RouterHandle {
 
 impl RouterHandle {
     /// Queues `events`; waits while the queue is full (backpressure).
+    /// Events are encoded here, on the caller's thread, so that the single
+    /// router thread only looks up and appends.
     pub async fn send(&self, events: Vec<Event>) -> Result<(), RouteError> {
         self.tx
-            .send(Message::Events { events, ack: None })
+            .send(Message::Events {
+                events: encode(events),
+                ack: None,
+            })
             .await
             .map_err(|_| RouteError::Closed)
     }
@@ -89,13 +97,23 @@ impl RouterHandle {
         let (ack, done) = oneshot::channel();
         self.tx
             .send(Message::Events {
-                events,
+                events: encode(events),
                 ack: Some(ack),
             })
             .await
             .map_err(|_| RouteError::Closed)?;
         done.await.map_err(|_| RouteError::Closed)?
     }
+}
+
+fn encode(events: Vec<Event>) -> Vec<Encoded> {
+    events
+        .into_iter()
+        .map(|event| {
+            let value = event.to_json();
+            (event.host, value)
+        })
+        .collect()
 }
 
 /// Starts the router thread and its tick thread. Both stop once every
@@ -192,13 +210,13 @@ impl Router {
                 }
                 Message::Events { events, ack } => {
                     routed += events.len();
-                    for event in events {
-                        let uid = self.registry.uid(&event.host).to_owned();
+                    for (host, value) in events {
+                        let uid = self.registry.uid(&host).to_owned();
                         let p = self.registry.partition(&uid, self.partitions);
                         by_partition
                             .entry(p)
                             .or_default()
-                            .push((uid.into_bytes(), Entry::Event(event).encode()));
+                            .push((uid.into_bytes(), value));
                     }
                     acks.extend(ack);
                 }

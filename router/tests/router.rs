@@ -24,7 +24,7 @@ fn entries(log: &EmbeddedLog, partition: u32) -> Vec<(String, Entry)> {
         .into_iter()
         .map(|r| {
             (
-                String::from_utf8(r.key).unwrap(),
+                String::from_utf8(r.key.to_vec()).unwrap(),
                 Entry::decode(&r.value).unwrap(),
             )
         })

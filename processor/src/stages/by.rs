@@ -6,6 +6,7 @@
 //! departed host does not hold memory forever (godot and Riemann never
 //! free them).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
@@ -70,13 +71,18 @@ impl By {
         Ok((by, consumed))
     }
 
-    fn key(&self, event: &Event) -> String {
-        let mut key = self.fields[0].key(event);
-        for field in &self.fields[1..] {
-            key.push('\u{1f}');
+    fn key<'a>(&self, event: &'a Event) -> Cow<'a, str> {
+        if let [field] = self.fields.as_slice() {
+            return field.key(event);
+        }
+        let mut key = String::new();
+        for (i, field) in self.fields.iter().enumerate() {
+            if i > 0 {
+                key.push('\u{1f}');
+            }
             key.push_str(&field.key(event));
         }
-        key
+        Cow::Owned(key)
     }
 
     fn new_chain(&self) -> Chain {
@@ -100,17 +106,15 @@ impl By {
 impl Stage for By {
     fn event(&mut self, event: Event, now: f64, out: &mut Vec<Event>) {
         let key = self.key(&event);
-        if !self.children.contains_key(&key) {
+        if !self.children.contains_key(key.as_ref()) {
             let chain = self.new_chain();
-            self.children.insert(
-                key.clone(),
-                Child {
-                    chain,
-                    last_seen: now,
-                },
-            );
+            let child = Child {
+                chain,
+                last_seen: now,
+            };
+            self.children.insert(key.clone().into_owned(), child);
         }
-        let Some(child) = self.children.get_mut(&key) else {
+        let Some(child) = self.children.get_mut(key.as_ref()) else {
             return;
         };
         child.last_seen = now;
