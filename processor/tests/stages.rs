@@ -153,25 +153,21 @@ fn by_keeps_state_per_key_and_nested_pipelines_recombine() {
 fn notify_marks_results_and_ids_are_deterministic() {
     let input = json!([{"host":"a","metric":95,"time":1}, {"host":"a","metric":96,"time":2}]);
     let records = eval(
-        r#"over 90 | notify email to="ops@example.com""#,
+        r#"over 90 | notify log level="warn""#,
         events(input.clone()),
         None,
     )
     .unwrap();
     assert_eq!(
         records[0].notify,
-        Some(json!({"channel":"email","to":"ops@example.com"}))
+        Some(json!({"channel":"log","level":"warn"}))
     );
     let ids: Vec<_> = records.iter().map(|r| r.id.to_string()).collect();
-    let again: Vec<_> = eval(
-        r#"over 90 | notify email to="ops@example.com""#,
-        events(input),
-        None,
-    )
-    .unwrap()
-    .iter()
-    .map(|r| r.id.to_string())
-    .collect();
+    let again: Vec<_> = eval(r#"over 90 | notify log level="warn""#, events(input), None)
+        .unwrap()
+        .iter()
+        .map(|r| r.id.to_string())
+        .collect();
     assert_eq!(ids, again);
     assert!(
         ids[0].starts_with("eval@") && ids[0].ends_with(":0:0:0"),

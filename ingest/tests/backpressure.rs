@@ -1,0 +1,141 @@
+//! A log that stops accepting appends makes ingest stop reading sockets:
+//! the producer's writes block instead of weir buffering without bound.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use weir_ingest::{IngestConfig, Listener};
+use weir_log::{Committed, EmbeddedConfig, EmbeddedLog, Log, LogError, Produce, Record, Topics};
+
+/// An embedded log whose appends wait while `closed` is set.
+struct GatedLog {
+    inner: EmbeddedLog,
+    closed: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Log for GatedLog {
+    fn partitions(&self, topic: &str) -> Result<u32, LogError> {
+        self.inner.partitions(topic)
+    }
+    fn append(&self, topic: &str, partition: u32, records: &[Produce]) -> Result<u64, LogError> {
+        let mut closed = self.closed.lock().unwrap();
+        while *closed {
+            closed = self.opened.wait(closed).unwrap();
+        }
+        drop(closed);
+        self.inner.append(topic, partition, records)
+    }
+    fn read(
+        &self,
+        t: &str,
+        p: u32,
+        from: u64,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Record>, LogError> {
+        self.inner.read(t, p, from, max, wait)
+    }
+    fn offsets(&self, topic: &str, partition: u32) -> Result<(u64, u64), LogError> {
+        self.inner.offsets(topic, partition)
+    }
+    fn commit(&self, g: &str, t: &str, p: u32, c: &Committed) -> Result<(), LogError> {
+        self.inner.commit(g, t, p, c)
+    }
+    fn committed(&self, g: &str, t: &str, p: u32) -> Result<Option<Committed>, LogError> {
+        self.inner.committed(g, t, p)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_log_stops_socket_reads_and_everything_arrives_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::new("");
+    let inner = EmbeddedLog::open(
+        dir.path(),
+        EmbeddedConfig {
+            fsync: weir_log::FsyncPolicy::Never,
+            ..EmbeddedConfig::default()
+        },
+    )
+    .unwrap();
+    inner.create_topic(&topics.events, 2).unwrap();
+    inner.create_topic(&topics.registry, 1).unwrap();
+    let log = Arc::new(GatedLog {
+        inner,
+        closed: Mutex::new(true),
+        opened: Condvar::new(),
+    });
+    let router_config = weir_router::RouterConfig {
+        queue_batches: 4,
+        tick_interval_ms: 3_600_000,
+        ..Default::default()
+    };
+    let (router, _thread) =
+        weir_router::start(log.clone(), topics.clone(), &router_config).unwrap();
+    let config = IngestConfig {
+        tcp: Some(Listener {
+            listen: "127.0.0.1:0".into(),
+            ttl_unit: Default::default(),
+        }),
+        udp: None,
+        http: None,
+        ..IngestConfig::default()
+    };
+    let bound = weir_ingest::listeners::start(&config, router)
+        .await
+        .unwrap();
+
+    let line = b"{\"host\":\"flood\",\"service\":\"x\",\"time\":1,\"metric\":1}\n";
+    let total_events = 2_000_000u64; // about 100 MiB
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (written, addr) = (written.clone(), bound.tcp.unwrap());
+        std::thread::spawn(move || {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            let chunk: Vec<u8> = line
+                .iter()
+                .copied()
+                .cycle()
+                .take(line.len() * 1000)
+                .collect();
+            for _ in 0..total_events / 1000 {
+                stream.write_all(&chunk).unwrap();
+                written.fetch_add(1000, Ordering::Relaxed);
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stalled_at = written.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        written.load(Ordering::Relaxed),
+        stalled_at,
+        "the producer is blocked"
+    );
+    assert!(
+        stalled_at < total_events / 4,
+        "only bounded buffers fill: {stalled_at} events written"
+    );
+
+    *log.closed.lock().unwrap() = false;
+    log.opened.notify_all();
+    tokio::task::spawn_blocking(move || writer.join().unwrap())
+        .await
+        .unwrap();
+    let appended = || {
+        (0..2)
+            .map(|p| log.offsets(&topics.events, p).unwrap().1)
+            .sum::<u64>()
+    };
+    for _ in 0..600 {
+        if appended() == total_events {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(appended(), total_events);
+}
