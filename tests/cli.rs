@@ -1,0 +1,90 @@
+//! The command-line tools: `weir check` and `weir eval`.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::bin;
+
+#[test]
+fn check_reports_every_bad_reactor_with_its_column_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weir.toml");
+    std::fs::write(
+        &config,
+        "[[reactor]]\nname = \"cpu\"\npipeline = 'where service = cpu | ovr 50'\n\
+         [[reactor]]\nname = \"ok\"\npipeline = 'over 1'\n\
+         [[reactor]]\nname = \"hb\"\npipeline = 'by host | expire 60'\n",
+    )
+    .unwrap();
+    let output = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr
+            .contains("pipeline \"cpu\", column 23: unknown stage \"ovr\", did you mean \"over\"?"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("pipeline \"hb\", column 11: expire: ttl must be a positive duration"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 of 3 reactors have errors"), "{stderr}");
+
+    let output = Command::new(bin())
+        .args(["check", "--config", "examples/default.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn eval_prints_exactly_what_the_pipeline_emits() {
+    let mut child = Command::new(bin())
+        .args([
+            "eval",
+            "--pipeline",
+            "by host | expire 10s",
+            "--until",
+            "100",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"host\":\"a\",\"time\":1}\nnot json\n{\"host\":\"b\",\"time\":5}\n{\"host\":\"a\",\"time\":8}\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<_> = stdout.lines().collect();
+    let version = lines[0].split(['@', ':']).nth(2).unwrap();
+    assert_eq!(
+        lines,
+        [
+            format!(
+                r#"{{"id":"eval@{version}:0:3:0","reactor":"eval","host":"b","state":"expired","time":15.0}}"#
+            ),
+            format!(
+                r#"{{"id":"eval@{version}:0:3:1","reactor":"eval","host":"a","state":"expired","time":18.0}}"#
+            ),
+        ]
+    );
+    assert!(String::from_utf8(output.stderr)
+        .unwrap()
+        .contains("line 2: rejected: invalid_json"));
+}
