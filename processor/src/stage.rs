@@ -50,21 +50,81 @@ impl From<serde_json::Error> for StateError {
 
 /// Stage names, for suggestions in errors.
 pub const STAGE_NAMES: &[&str] = &[
-    "where", "over", "under", "expire", "count", "ewma", "by", "throttle", "emit", "notify",
+    "where",
+    "over",
+    "under",
+    "within",
+    "expire",
+    "count",
+    "rate",
+    "percentiles",
+    "ewma",
+    "sma",
+    "wma",
+    "window-sum",
+    "window-max",
+    "window-min",
+    "sum",
+    "mean",
+    "change",
+    "changed",
+    "stable",
+    "by",
+    "around",
+    "split",
+    "throttle",
+    "set",
+    "map",
+    "default",
+    "scale",
+    "tag",
+    "meta",
+    "tagged",
+    "has-meta",
+    "any-meta",
+    "all-meta",
+    "over-meta",
+    "under-meta",
+    "emit",
+    "notify",
 ];
 
 /// Builds one stage from its spec. `rest` is the remainder of the
 /// pipeline, which `by` takes as its per-key pipeline when it has no
 /// nested one; the returned count says how many of `rest` it consumed.
 pub fn build(spec: &StageSpec, rest: &[StageSpec]) -> Result<(Box<dyn Stage>, usize), ParseError> {
+    use stages::moving::{Fold, Moving};
     let stage: Box<dyn Stage> = match spec.name.as_str() {
         "where" => Box::new(stages::filter::Where::from_spec(spec)?),
+        "tagged" | "has-meta" | "any-meta" | "all-meta" | "over-meta" | "under-meta" => {
+            Box::new(stages::filter::Where::named(spec)?)
+        }
         "over" => Box::new(stages::threshold::Threshold::over(spec)?),
         "under" => Box::new(stages::threshold::Threshold::under(spec)?),
+        "within" => Box::new(stages::threshold::Threshold::within(spec)?),
         "expire" => Box::new(stages::expire::Expire::from_spec(spec)?),
-        "count" => Box::new(stages::count::Count::from_spec(spec)?),
+        "count" => Box::new(stages::tumbling::Tumbling::count(spec)?),
+        "rate" => Box::new(stages::tumbling::Tumbling::rate(spec)?),
+        "percentiles" => Box::new(stages::tumbling::Tumbling::percentiles(spec)?),
         "ewma" => Box::new(stages::ewma::Ewma::from_spec(spec)?),
+        "sma" => Box::new(Moving::from_spec(spec, Fold::Mean)?),
+        "wma" => Box::new(Moving::from_spec(spec, Fold::Weighted)?),
+        "window-sum" => Box::new(Moving::from_spec(spec, Fold::Sum)?),
+        "window-max" => Box::new(Moving::from_spec(spec, Fold::Max)?),
+        "window-min" => Box::new(Moving::from_spec(spec, Fold::Min)?),
+        "sum" => Box::new(stages::running::Running::from_spec(spec, false)?),
+        "mean" => Box::new(stages::running::Running::from_spec(spec, true)?),
+        "change" => Box::new(stages::change::Change::any_change(spec)?),
+        "changed" => Box::new(stages::change::Change::changed(spec)?),
+        "stable" => Box::new(stages::stable::Stable::from_spec(spec)?),
+        "around" => Box::new(stages::fanout::Fanout::around(spec)?),
+        "split" => Box::new(stages::fanout::Fanout::split(spec)?),
         "throttle" => Box::new(stages::throttle::Throttle::from_spec(spec)?),
+        "set" | "map" => Box::new(stages::modify::Modify::set(spec)?),
+        "default" => Box::new(stages::modify::Modify::default(spec)?),
+        "scale" => Box::new(stages::modify::Modify::scale(spec)?),
+        "tag" => Box::new(stages::modify::Modify::tag(spec)?),
+        "meta" => Box::new(stages::modify::Modify::meta(spec)?),
         "by" => {
             let (by, consumed) = stages::by::By::from_spec(spec, rest)?;
             return Ok((Box::new(by), consumed));

@@ -249,3 +249,209 @@ fn saved_state_restores_to_the_same_future() {
     }
     assert!(!whole.is_empty());
 }
+
+fn metrics(pipeline: &str, input: Value, until: Option<f64>) -> Vec<f64> {
+    run(pipeline, input, until)
+        .iter()
+        .map(|e| e["metric"].as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn within_is_inclusive() {
+    let input = json!([{"host":"a","metric":9,"time":1},{"host":"a","metric":10,"time":2},{"host":"a","metric":20,"time":3},{"host":"a","metric":21,"time":4},{"host":"a","time":5}]);
+    assert_eq!(metrics("within 10 20", input, None), vec![10.0, 20.0]);
+}
+
+#[test]
+fn rate_is_per_second_over_the_interval_and_percentiles_use_nearest_rank() {
+    let input = json!([
+        {"host":"a","service":"lat","metric":10,"time":0},{"host":"a","service":"lat","metric":30,"time":4},
+        {"host":"a","service":"lat","time":5},
+        {"host":"a","service":"lat","metric":20,"time":9},{"host":"a","service":"lat","metric":40,"time":12}
+    ]);
+    let out = run("rate 10s", input.clone(), Some(30.0));
+    let pairs: Vec<_> = out
+        .iter()
+        .map(|e| (e["time"].clone(), e["metric"].clone()))
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![(json!(10.0), json!(6.0)), (json!(20.0), json!(4.0))]
+    );
+    let out = run("percentiles 10s [0.5, 1]", input, Some(30.0));
+    let rows: Vec<_> = out
+        .iter()
+        .map(|e| (e["service"].clone(), e["metric"].clone()))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (json!("lat 0.5"), json!(20.0)),
+            (json!("lat 1"), json!(30.0)),
+            (json!("lat 0.5"), json!(40.0)),
+            (json!("lat 1"), json!(40.0))
+        ]
+    );
+}
+
+#[test]
+fn moving_windows_by_count_and_by_time() {
+    let input = json!([{"host":"a","metric":1,"time":0},{"host":"a","metric":2,"time":1},{"host":"a","metric":3,"time":2},{"host":"a","time":2.5},{"host":"a","metric":6,"time":10}]);
+    assert_eq!(
+        metrics("sma 2", input.clone(), None),
+        vec![1.0, 1.5, 2.5, 4.5]
+    );
+    // weights 1, 2, 3: (1·1 + 2·2 + 3·3) / 6
+    assert_eq!(metrics("wma 3", input.clone(), None)[2], 14.0 / 6.0);
+    assert_eq!(
+        metrics("window-sum 5s", input.clone(), None),
+        vec![1.0, 3.0, 6.0, 6.0]
+    );
+    assert_eq!(
+        metrics("window-max 2", input.clone(), None),
+        vec![1.0, 2.0, 3.0, 6.0]
+    );
+    assert_eq!(
+        metrics("window-min 10s", input, None),
+        vec![1.0, 1.0, 1.0, 2.0]
+    );
+}
+
+#[test]
+fn running_sum_and_mean() {
+    let input = json!([{"host":"a","metric":2,"time":0},{"host":"a","time":1},{"host":"a","metric":4,"time":2}]);
+    assert_eq!(metrics("sum", input.clone(), None), vec![2.0, 6.0]);
+    assert_eq!(metrics("mean", input, None), vec![2.0, 3.0]);
+}
+
+#[test]
+fn change_and_changed() {
+    let input = json!([
+        {"host":"a","state":"ok","time":0},{"host":"a","state":"ok","time":1},{"host":"a","state":"critical","time":2},
+        {"host":"a","state":"ok","time":3},{"host":"a","state":"warning","time":4}
+    ]);
+    let times = |pipeline: &str| -> Vec<f64> {
+        run(pipeline, input.clone(), None)
+            .iter()
+            .map(|e| e["time"].as_f64().unwrap())
+            .collect()
+    };
+    assert_eq!(times("change state"), vec![2.0, 3.0, 4.0]);
+    assert_eq!(times(r#"change state from="critical" to="ok""#), vec![3.0]);
+    assert_eq!(times("changed"), vec![0.0, 2.0, 3.0, 4.0]);
+    assert_eq!(times(r#"changed state init="ok""#), vec![2.0, 3.0, 4.0]);
+}
+
+#[test]
+fn stable_holds_flaps_and_releases_lasting_states() {
+    let input = json!([
+        {"host":"a","state":"ok","time":0},{"host":"a","state":"critical","time":1},{"host":"a","state":"ok","time":2},
+        {"host":"a","state":"ok","time":5},{"host":"a","state":"ok","time":20},{"host":"a","state":"critical","time":21}
+    ]);
+    let out = run("stable 10s", input, Some(25.0));
+    let rows: Vec<_> = out
+        .iter()
+        .map(|e| (e["time"].clone(), e["state"].clone()))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (json!(2.0), json!("ok")),
+            (json!(5.0), json!("ok")),
+            (json!(20.0), json!("ok"))
+        ]
+    );
+}
+
+#[test]
+fn split_takes_the_first_matching_branch_and_around_takes_all() {
+    let input = json!([{"host":"a","metric":95,"time":0},{"host":"a","metric":75,"time":1},{"host":"a","metric":5,"time":2}]);
+    let pipeline = r#"split (where metric > 90 | set state="critical") (where metric > 70 | set state="warning") (set state="ok")"#;
+    let states: Vec<_> = run(pipeline, input.clone(), None)
+        .iter()
+        .map(|e| e["state"].clone())
+        .collect();
+    assert_eq!(
+        states,
+        vec![json!("critical"), json!("warning"), json!("ok")]
+    );
+    let around = metrics("around (over 50) (under 80 | scale 10)", input, None);
+    assert_eq!(around, vec![95.0, 75.0, 750.0, 50.0]);
+}
+
+#[test]
+fn set_default_tag_meta_and_scale() {
+    let input =
+        json!([{"host":"a","service":"x","metric":2,"time":0,"tags":["t"]},{"host":"b","time":1}]);
+    let out = run(
+        r#"default service="unknown" state="ok" | set meta.team="ops" ttl=30s | tag "t" "new" | meta region="eu" | scale 0.5"#,
+        input,
+        None,
+    );
+    assert_eq!(
+        out,
+        vec![
+            json!({"host":"a","service":"x","state":"ok","time":0.0,"tags":["t","new"],"meta":{"region":"eu","team":"ops"},"metric":1.0,"ttl":30.0}),
+            json!({"host":"b","service":"unknown","state":"ok","time":1.0,"tags":["t","new"],"meta":{"region":"eu","team":"ops"},"ttl":30.0})
+        ]
+    );
+}
+
+#[test]
+fn meta_and_tag_filters() {
+    let input = json!([
+        {"host":"a","meta":{"load":0.95,"zone":"x"},"tags":["web","prod"],"time":0},
+        {"host":"b","meta":{"load":0.2},"tags":["web"],"time":1},
+        {"host":"c","time":2}
+    ]);
+    let hosts = |pipeline: &str| -> Vec<String> {
+        run(pipeline, input.clone(), None)
+            .iter()
+            .map(|e| e["host"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(hosts("has-meta zone load"), ["a", "b"]);
+    assert_eq!(hosts("has-meta all [zone, load]"), ["a"]);
+    assert_eq!(hosts("all-meta zone load"), ["a"]);
+    assert_eq!(hosts("any-meta zone"), ["a"]);
+    assert_eq!(hosts("over-meta load 0.9"), ["a"]);
+    assert_eq!(hosts("under-meta load 0.9"), ["b"]);
+    assert_eq!(hosts("tagged web"), ["a", "b"]);
+    assert_eq!(hosts("tagged all [web, prod]"), ["a"]);
+    assert_eq!(hosts("tagged any [prod, none]"), ["a"]);
+}
+
+#[test]
+fn stage_argument_errors_are_caught_when_building() {
+    for bad in [
+        "within 5 1",
+        "sma",
+        "sma 0",
+        "wma 1.5",
+        "rate",
+        "percentiles 1m [2]",
+        "change",
+        "change state from=\"a\"",
+        "stable",
+        "split (over 1)",
+        "around over",
+        "set metric=\"x\"",
+        "set bogus=1",
+        "scale",
+        "tag",
+        "meta",
+        "has-meta",
+        "over-meta load",
+        "sum 1",
+    ] {
+        assert!(
+            Reactor::build(&ReactorConfig {
+                name: "x".into(),
+                pipeline: bad.into()
+            })
+            .is_err(),
+            "{bad}"
+        );
+    }
+}

@@ -2,8 +2,8 @@
 
 use weir_event::Event;
 
-use crate::lang::{ParseError, StageSpec};
-use crate::predicate::Predicate;
+use crate::lang::{Arg, Literal, Op, ParseError, StageSpec};
+use crate::predicate::{Field, Predicate};
 use crate::stage::Stage;
 
 /// Passes events matching a predicate.
@@ -30,4 +30,88 @@ impl Stage for Where {
             out.push(event);
         }
     }
+}
+
+/// The meta and tag filters of godot, as predicates:
+///
+/// - `has-meta [any|all] KEYS` (default any), `any-meta KEYS`, `all-meta KEYS`:
+///   events whose `meta` has any (all) of the keys.
+/// - `over-meta KEY N`, `under-meta KEY N`: `meta.KEY` strictly above (below) N.
+/// - `tagged [any|all] TAGS` (default any; godot means any, Riemann all).
+impl Where {
+    /// Builds one of the named filters above.
+    pub fn named(spec: &StageSpec) -> Result<Where, ParseError> {
+        spec.only_named(&[])?;
+        let predicate = match spec.name.as_str() {
+            "over-meta" | "under-meta" => {
+                let key = spec
+                    .positional(0)
+                    .and_then(Literal::as_text)
+                    .ok_or_else(|| {
+                        spec.error("needs a meta key and a number, e.g. over-meta load 0.9")
+                    })?;
+                let bound = spec.number("bound", Some(1))?.ok_or_else(|| {
+                    spec.error("needs a meta key and a number, e.g. over-meta load 0.9")
+                })?;
+                let op = if spec.name == "over-meta" {
+                    Op::Gt
+                } else {
+                    Op::Lt
+                };
+                Predicate::Numeric(Field::Meta(key.to_owned()), op, bound)
+            }
+            name => {
+                let (all, items) = quantified(spec, name == "all-meta")?;
+                if name == "tagged" {
+                    Predicate::Tagged { all, tags: items }
+                } else {
+                    items
+                        .into_iter()
+                        .map(|key| Predicate::Exists(Field::Meta(key)))
+                        .reduce(|a, b| {
+                            if all {
+                                Predicate::And(Box::new(a), Box::new(b))
+                            } else {
+                                Predicate::Or(Box::new(a), Box::new(b))
+                            }
+                        })
+                        .ok_or_else(|| spec.error("needs at least one key"))?
+                }
+            }
+        };
+        Ok(Where { predicate })
+    }
+}
+
+/// Reads `[any|all] ITEM…` (items may be lists); `all_default` when unquantified.
+fn quantified(spec: &StageSpec, all_default: bool) -> Result<(bool, Vec<String>), ParseError> {
+    let mut all = all_default;
+    let mut items = Vec::new();
+    for (i, arg) in spec.args.iter().enumerate() {
+        let Arg::Positional(literal) = arg else {
+            return Err(spec.error("takes names or lists of names"));
+        };
+        match literal {
+            Literal::Word(w) if i == 0 && (w == "any" || w == "all") => all = w == "all",
+            Literal::List(list) => {
+                for item in list {
+                    items.push(
+                        item.as_text()
+                            .ok_or_else(|| spec.error(format!("expected a name, found {item}")))?
+                            .to_owned(),
+                    );
+                }
+            }
+            other => items.push(
+                other
+                    .as_text()
+                    .ok_or_else(|| spec.error(format!("expected a name, found {other}")))?
+                    .to_owned(),
+            ),
+        }
+    }
+    if items.is_empty() {
+        return Err(spec.error("needs at least one name"));
+    }
+    Ok((all, items))
 }

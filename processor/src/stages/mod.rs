@@ -1,11 +1,17 @@
-//! One file per stage. Each has a `from_spec` that validates its
-//! arguments and a [`crate::stage::Stage`] impl; semantics are documented
-//! on the type and in docs/REACTORS.md.
+//! One file per stage (or family of stages). Each has a constructor that
+//! validates its arguments and a [`crate::stage::Stage`] impl; semantics
+//! are documented on the module and in docs/REACTORS.md.
 
 pub mod by;
-pub mod count;
+pub mod change;
 pub mod ewma;
 pub mod expire;
+pub mod fanout;
 pub mod filter;
+pub mod modify;
+pub mod moving;
+pub mod running;
+pub mod stable;
 pub mod threshold;
 pub mod throttle;
+pub mod tumbling;

@@ -1,43 +1,63 @@
-//! `over N` and `under N`: pass events whose metric is strictly above
-//! (below) a bound. Events without a metric never pass.
+//! Metric bounds. `over N` and `under N` pass events whose metric is
+//! strictly above (below) N; `within MIN MAX` passes MIN ≤ metric ≤ MAX.
+//! Events without a metric never pass.
 
 use weir_event::Event;
 
 use crate::lang::{ParseError, StageSpec};
 use crate::stage::Stage;
 
-/// A strict metric bound.
+/// A metric bound.
 pub struct Threshold {
-    bound: f64,
-    above: bool,
+    range: Range,
+}
+
+enum Range {
+    Above(f64),
+    Below(f64),
+    Within(f64, f64),
 }
 
 impl Threshold {
     /// Builds `over N`.
     pub fn over(spec: &StageSpec) -> Result<Threshold, ParseError> {
-        Self::build(spec, true)
+        Ok(Threshold {
+            range: Range::Above(Self::bound(spec, 0)?),
+        })
     }
 
     /// Builds `under N`.
     pub fn under(spec: &StageSpec) -> Result<Threshold, ParseError> {
-        Self::build(spec, false)
+        Ok(Threshold {
+            range: Range::Below(Self::bound(spec, 0)?),
+        })
     }
 
-    fn build(spec: &StageSpec, above: bool) -> Result<Threshold, ParseError> {
+    /// Builds `within MIN MAX`.
+    pub fn within(spec: &StageSpec) -> Result<Threshold, ParseError> {
+        let (min, max) = (Self::bound(spec, 0)?, Self::bound(spec, 1)?);
+        if min > max {
+            return Err(spec.error(format!("{min} is above {max}")));
+        }
+        Ok(Threshold {
+            range: Range::Within(min, max),
+        })
+    }
+
+    fn bound(spec: &StageSpec, i: usize) -> Result<f64, ParseError> {
         spec.only_named(&[])?;
-        let bound = spec
-            .number("bound", Some(0))?
-            .ok_or_else(|| spec.error("needs a number, e.g. over 90"))?;
-        Ok(Threshold { bound, above })
+        spec.number("bound", Some(i))?
+            .ok_or_else(|| spec.error("needs a number, e.g. over 90 or within 10 20"))
     }
 }
 
 impl Stage for Threshold {
     fn event(&mut self, event: Event, _now: f64, out: &mut Vec<Event>) {
-        let pass = match event.metric {
-            Some(metric) if self.above => metric > self.bound,
-            Some(metric) => metric < self.bound,
-            None => false,
+        let pass = match (event.metric, &self.range) {
+            (Some(metric), Range::Above(bound)) => metric > *bound,
+            (Some(metric), Range::Below(bound)) => metric < *bound,
+            (Some(metric), Range::Within(min, max)) => *min <= metric && metric <= *max,
+            (None, _) => false,
         };
         if pass {
             out.push(event);
