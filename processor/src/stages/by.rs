@@ -7,7 +7,9 @@
 //! free them).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 use serde_json::{json, Value};
 use weir_event::Event;
@@ -24,13 +26,36 @@ pub struct By {
     template: Vec<StageSpec>,
     idle: f64,
     children: BTreeMap<String, Child>,
-    /// A lower bound of every child's deadline and idle expiry; exact after a tick.
-    next_deadline: Option<f64>,
+    /// Every child's pending deadline, ordered by time then key, so the
+    /// children that are due are found without a scan.
+    timers: BTreeSet<(Time, String)>,
+    /// When idle children are next swept out (once per `idle` of event time).
+    next_sweep: Option<f64>,
 }
 
 struct Child {
     chain: Chain,
     last_seen: f64,
+    /// The deadline this child has in `timers`.
+    deadline: Option<f64>,
+}
+
+/// An event time with a total order, for the timer index.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Time(f64);
+
+impl Eq for Time {}
+
+impl PartialOrd for Time {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Time {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
 }
 
 impl By {
@@ -66,7 +91,8 @@ impl By {
             template,
             idle: spec.duration("idle", None)?.unwrap_or(DEFAULT_IDLE_SECS),
             children: BTreeMap::new(),
-            next_deadline: None,
+            timers: BTreeSet::new(),
+            next_sweep: None,
         };
         Ok((by, consumed))
     }
@@ -89,17 +115,27 @@ impl By {
         Chain::build(&self.template).expect("the template was built in from_spec")
     }
 
-    fn child_deadline(&self, child: &Child) -> f64 {
-        child
-            .chain
-            .deadline()
-            .map_or(child.last_seen + self.idle, |d| {
-                d.min(child.last_seen + self.idle)
-            })
+    /// Re-files `key`'s timer after its chain ran.
+    fn reschedule(timers: &mut BTreeSet<(Time, String)>, key: &str, child: &mut Child) {
+        let deadline = child.chain.deadline();
+        if deadline == child.deadline {
+            return;
+        }
+        if let Some(old) = child.deadline {
+            timers.remove(&(Time(old), key.to_owned()));
+        }
+        if let Some(new) = deadline {
+            timers.insert((Time(new), key.to_owned()));
+        }
+        child.deadline = deadline;
     }
 
-    fn lower_deadline(&mut self, deadline: f64) {
-        self.next_deadline = Some(self.next_deadline.map_or(deadline, |d| d.min(deadline)));
+    /// Drops children idle for `idle` with nothing pending.
+    fn sweep(&mut self, now: f64) {
+        let idle = self.idle;
+        self.children
+            .retain(|_, child| child.deadline.is_some() || child.last_seen + idle > now);
+        self.next_sweep = (!self.children.is_empty()).then_some(now + idle);
     }
 }
 
@@ -107,42 +143,50 @@ impl Stage for By {
     fn event(&mut self, event: Event, now: f64, out: &mut Vec<Event>) {
         let key = self.key(&event);
         if !self.children.contains_key(key.as_ref()) {
-            let chain = self.new_chain();
             let child = Child {
-                chain,
+                chain: self.new_chain(),
                 last_seen: now,
+                deadline: None,
             };
             self.children.insert(key.clone().into_owned(), child);
         }
-        let Some(child) = self.children.get_mut(key.as_ref()) else {
+        // The map's own key, so the event (which `key` borrows) can move on.
+        let range = (Bound::Included(key.as_ref()), Bound::Included(key.as_ref()));
+        let Some((key, child)) = self.children.range_mut::<str, _>(range).next() else {
             return;
         };
         child.last_seen = now;
         child.chain.event(event, now, out);
-        let deadline = child
-            .chain
-            .deadline()
-            .map_or(now + self.idle, |d| d.min(now + self.idle));
-        self.lower_deadline(deadline);
+        Self::reschedule(&mut self.timers, key, child);
+        self.next_sweep.get_or_insert(now + self.idle);
     }
 
     fn deadline(&self) -> Option<f64> {
-        self.next_deadline
+        let timer = self.timers.first().map(|(t, _)| t.0);
+        match (timer, self.next_sweep) {
+            (Some(t), Some(s)) => Some(t.min(s)),
+            (t, s) => t.or(s),
+        }
     }
 
     fn tick(&mut self, now: f64, out: &mut Vec<Event>) {
-        let idle = self.idle;
-        self.children.retain(|_, child| {
-            if child.chain.deadline().is_some_and(|d| d <= now) {
-                child.chain.tick(now, out);
+        while let Some((time, _)) = self.timers.first() {
+            if time.0 > now {
+                break;
             }
-            child.chain.deadline().is_some() || child.last_seen + idle > now
-        });
-        self.next_deadline = self
-            .children
-            .values()
-            .map(|child| self.child_deadline(child))
-            .reduce(f64::min);
+            let Some((_, key)) = self.timers.pop_first() else {
+                break;
+            };
+            let Some(child) = self.children.get_mut(&key) else {
+                continue;
+            };
+            child.deadline = None;
+            child.chain.tick(now, out);
+            Self::reschedule(&mut self.timers, &key, child);
+        }
+        if self.next_sweep.is_some_and(|s| s <= now) {
+            self.sweep(now);
+        }
     }
 
     fn save(&self) -> Value {
@@ -150,33 +194,34 @@ impl Stage for By {
             .children
             .iter()
             .map(|(key, child)| {
-                (
-                    key.clone(),
-                    json!({"last_seen": child.last_seen, "state": child.chain.save()}),
-                )
+                let saved = json!({"last_seen": child.last_seen, "state": child.chain.save()});
+                (key.clone(), saved)
             })
             .collect();
-        Value::Object(children)
+        json!({"children": children, "next_sweep": self.next_sweep})
     }
 
     fn load(&mut self, state: Value) -> Result<(), StateError> {
         self.children.clear();
-        let Value::Object(children) = state else {
+        self.timers.clear();
+        let Value::Object(children) = state["children"].clone() else {
             return Err(StateError("by: expected an object of keys".into()));
         };
+        self.next_sweep = state["next_sweep"].as_f64();
         for (key, saved) in children {
             let last_seen = saved["last_seen"]
                 .as_f64()
                 .ok_or_else(|| StateError(format!("by: key {key:?} has no last_seen")))?;
             let mut chain = self.new_chain();
             chain.load(saved["state"].clone())?;
-            self.children.insert(key, Child { chain, last_seen });
+            let mut child = Child {
+                chain,
+                last_seen,
+                deadline: None,
+            };
+            Self::reschedule(&mut self.timers, &key, &mut child);
+            self.children.insert(key, child);
         }
-        self.next_deadline = self
-            .children
-            .values()
-            .map(|child| self.child_deadline(child))
-            .reduce(f64::min);
         Ok(())
     }
 }
