@@ -2,6 +2,9 @@
 //! (`where | by host | ewma | over`) and a counting one, through the same
 //! `Engine` the runtime uses.
 
+// criterion's macros generate undocumented functions.
+#![allow(missing_docs)]
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use weir_event::{Entry, Event};
 use weir_processor::{Engine, Reactor, ReactorConfig};

@@ -162,10 +162,16 @@ impl Engine {
         self.advance(event.time, offset, out);
         let now = self.clock;
         let mut emitted = Vec::new();
-        for reactor in &mut self.reactors {
+        let Some((last, others)) = self.reactors.split_last_mut() else {
+            return;
+        };
+        for reactor in others {
             reactor.chain.event(event.clone(), now, &mut emitted);
             Self::collect(reactor, self.partition, offset, &mut emitted, out);
         }
+        // The last reactor takes the event itself: no copy in the common case.
+        last.chain.event(event, now, &mut emitted);
+        Self::collect(last, self.partition, offset, &mut emitted, out);
     }
 
     /// Moves the clock to `time` (if later) and fires due timers.
