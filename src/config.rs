@@ -10,6 +10,7 @@ use weir_log::EmbeddedConfig;
 use weir_processor::{ProcessorConfig, ReactorConfig};
 use weir_router::RouterConfig;
 use weir_storage::file::FileSinkConfig;
+use weir_storage::notify::NotifyConfig;
 
 /// The built-in example config used when `weir run` gets no `--config`.
 pub const DEFAULT_CONFIG: &str = include_str!("../examples/default.toml");
@@ -30,6 +31,8 @@ pub struct Config {
     pub processor: ProcessorConfig,
     /// Sinks.
     pub storage: StorageConfig,
+    /// Notification delivery.
+    pub notify: NotifyConfig,
     /// The reactors.
     pub reactor: Vec<ReactorConfig>,
 }

@@ -16,7 +16,7 @@ use weir_processor::checkpoint::CheckpointStore;
 use weir_processor::Processor;
 use weir_storage::consumer::Source;
 use weir_storage::file::FileSink;
-use weir_storage::notify::LogNotifier;
+use weir_storage::notify::Notifier;
 use weir_storage::spawn_consumers;
 
 use crate::config::Config;
@@ -80,9 +80,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         |p| FileSink::new(&results_dir, p, max_file_bytes),
         shutdown.clone(),
     )?;
+    let deliveries = config
+        .notify
+        .dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("notifications"));
     consumers.extend(spawn_consumers(
         &source("weir.notifier"),
-        |_| LogNotifier,
+        |p| Notifier::new(&config.notify, &deliveries, p),
         shutdown.clone(),
     )?);
 

@@ -39,8 +39,8 @@ enum Output {
     Notify(Value),
 }
 
-/// Channels the notifier delivers today; email and webhook come with the notifier issue.
-const CHANNELS: &[&str] = &["log"];
+/// Channels the notifier delivers.
+const CHANNELS: &[&str] = &["log", "email", "webhook"];
 
 /// A built reactor.
 pub struct Reactor {
@@ -73,6 +73,16 @@ fn output_of(spec: &StageSpec) -> Result<Output, ParseError> {
             return Err(spec.error(format!("needs a channel ({channels}), found {found}")));
         }
     };
+    let required = match channel.as_str() {
+        "email" => Some("to"),
+        "webhook" => Some("url"),
+        _ => None,
+    };
+    if let Some(key) = required {
+        if spec.named(key).and_then(Literal::as_text).is_none() {
+            return Err(spec.error(format!("{channel} needs {key}=\"…\"")));
+        }
+    }
     let mut options = Map::new();
     options.insert("channel".into(), Value::String(channel));
     for arg in &spec.args {

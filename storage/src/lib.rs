@@ -5,7 +5,7 @@
 //! partition, de-duplication by deterministic result id, and committing an
 //! offset only after the [`consumer::ResultHandler`] made everything
 //! before it durable. Handlers: the [`file`] sink and the [`notify`]
-//! (log channel) notifier.
+//! notifier (log, email, webhook).
 
 pub mod consumer;
 pub mod file;

@@ -54,3 +54,13 @@ pub static NOTIFICATIONS_SENT: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+/// Notifications given up on after every attempt, per channel.
+pub static NOTIFICATIONS_FAILED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "weir_notifications_failed_total",
+        "Notifications not delivered after every attempt",
+        &["channel"]
+    )
+    .expect("metric registers once")
+});

@@ -1,20 +1,96 @@
-//! The notifier for the `log` channel: every notification record is
-//! written to the service log (target `weir::notify`, level warn) once,
-//! thanks to the consumer's de-duplication by id.
+//! The notifier: delivers notification records (results with `notify`)
+//! once each — the consumer's de-duplication by id means a re-processed
+//! event never notifies twice.
+//!
+//! Channels:
+//! - `log`: a warning line with target `weir::notify`;
+//! - `email` (`to=` required, `subject=` optional): SMTP via lettre, to
+//!   `[notify.smtp]` (plain SMTP, no TLS yet);
+//! - `webhook` (`url=` required): HTTP POST of the result record as JSON;
+//!   any 2xx is success.
+//!
+//! A failed delivery is retried `max_attempts` times with exponential
+//! backoff, then recorded as failed so one dead endpoint cannot hold up
+//! every later notification. Every outcome is a line of the delivery log
+//! (`DIR/p{P}.ndjson`: id, channel, status, attempts, error).
 
-use serde::Deserialize;
-use serde_json::Value;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lettre::message::header::ContentType;
+use lettre::{Message, SmtpTransport, Transport};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
 use crate::consumer::{ResultHandler, StorageError};
-use crate::metrics::NOTIFICATIONS_SENT;
+use crate::metrics::{NOTIFICATIONS_FAILED, NOTIFICATIONS_SENT};
 
-/// Delivers `notify log` notifications.
-#[derive(Default)]
-pub struct LogNotifier;
+/// `[notify]` settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Delivery log directory; default `DATA_DIR/notifications`.
+    pub dir: Option<PathBuf>,
+    /// Attempts per notification before it is recorded as failed.
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubled on each further one.
+    pub backoff_ms: u64,
+    /// Timeout of one webhook request.
+    pub webhook_timeout_ms: u64,
+    /// The SMTP relay for `notify email`.
+    pub smtp: SmtpConfig,
+}
 
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            dir: None,
+            max_attempts: 5,
+            backoff_ms: 500,
+            webhook_timeout_ms: 10_000,
+            smtp: SmtpConfig::default(),
+        }
+    }
+}
+
+/// `[notify.smtp]`: where email goes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// Relay host.
+    pub host: String,
+    /// Relay port.
+    pub port: u16,
+    /// The From address.
+    pub from: String,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            host: "127.0.0.1".into(),
+            port: 25,
+            from: "weir@localhost".into(),
+        }
+    }
+}
+
+/// Delivers notifications of one results partition.
+pub struct Notifier {
+    config: NotifyConfig,
+    log_path: PathBuf,
+    deliveries: Option<File>,
+    smtp: SmtpTransport,
+    http: reqwest::blocking::Client,
+}
+
+/// The fields of a result record a notification needs.
 #[derive(Deserialize)]
 struct Notification {
     id: String,
+    reactor: String,
     notify: Option<Value>,
     host: String,
     service: Option<String>,
@@ -23,7 +99,140 @@ struct Notification {
     time: f64,
 }
 
-impl ResultHandler for LogNotifier {
+#[derive(Serialize)]
+struct Delivery<'a> {
+    id: &'a str,
+    channel: &'a str,
+    status: &'static str,
+    attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    at: f64,
+}
+
+impl Notifier {
+    /// A notifier for `partition`, logging deliveries under `dir`.
+    pub fn new(config: &NotifyConfig, dir: &Path, partition: u32) -> Notifier {
+        let timeout = Duration::from_millis(config.webhook_timeout_ms);
+        Notifier {
+            smtp: SmtpTransport::builder_dangerous(&config.smtp.host)
+                .port(config.smtp.port)
+                .timeout(Some(timeout))
+                .build(),
+            http: reqwest::blocking::Client::builder()
+                .timeout(timeout)
+                .build()
+                .unwrap_or_default(),
+            config: config.clone(),
+            log_path: dir.join(format!("p{partition}.ndjson")),
+            deliveries: None,
+        }
+    }
+
+    fn deliver(
+        &self,
+        channel: &str,
+        n: &Notification,
+        options: &Value,
+        record: &[u8],
+    ) -> Result<(), String> {
+        match channel {
+            "log" => {
+                tracing::warn!(target: "weir::notify", id = %n.id, host = %n.host,
+                    service = n.service.as_deref().unwrap_or(""), state = n.state.as_deref().unwrap_or(""),
+                    metric = ?n.metric, time = n.time, "notification");
+                Ok(())
+            }
+            "email" => {
+                let to = options["to"].as_str().ok_or("notify email has no to=")?;
+                let subject = options["subject"].as_str().map_or_else(
+                    || {
+                        format!(
+                            "[weir] {}: {} {} is {}",
+                            n.reactor,
+                            n.host,
+                            n.service.as_deref().unwrap_or(""),
+                            n.state.as_deref().unwrap_or("notified")
+                        )
+                    },
+                    str::to_owned,
+                );
+                let body = serde_json::from_slice::<Value>(record)
+                    .and_then(|v| serde_json::to_string_pretty(&v))
+                    .unwrap_or_default();
+                let message = Message::builder()
+                    .from(
+                        self.config
+                            .smtp
+                            .from
+                            .parse()
+                            .map_err(|e| format!("from address: {e}"))?,
+                    )
+                    .to(to.parse().map_err(|e| format!("to address {to:?}: {e}"))?)
+                    .subject(subject)
+                    .header(ContentType::TEXT_PLAIN)
+                    .body(body)
+                    .map_err(|e| e.to_string())?;
+                self.smtp
+                    .send(&message)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+            "webhook" => {
+                let url = options["url"]
+                    .as_str()
+                    .ok_or("notify webhook has no url=")?;
+                let response = self
+                    .http
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(record.to_vec())
+                    .send()
+                    .map_err(|e| e.to_string())?;
+                if response.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("{url} answered {}", response.status()))
+                }
+            }
+            other => Err(format!("unknown channel {other:?}")),
+        }
+    }
+
+    fn record(&mut self, delivery: &Delivery) -> Result<(), StorageError> {
+        let mut line = serde_json::to_vec(delivery).unwrap_or_default();
+        line.push(b'\n');
+        if self.deliveries.is_none() {
+            if let Some(dir) = self.log_path.parent() {
+                std::fs::create_dir_all(dir).map_err(|source| StorageError::Io {
+                    what: "create",
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+            }
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log_path)
+                .map_err(|source| StorageError::Io {
+                    what: "open",
+                    path: self.log_path.clone(),
+                    source,
+                })?;
+            self.deliveries = Some(file);
+        }
+        if let Some(file) = &mut self.deliveries {
+            file.write_all(&line).map_err(|source| StorageError::Io {
+                what: "write",
+                path: self.log_path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl ResultHandler for Notifier {
     fn kind(&self) -> &'static str {
         "notify"
     }
@@ -36,19 +245,56 @@ impl ResultHandler for LogNotifier {
         let Ok(n) = serde_json::from_slice::<Notification>(record) else {
             return Ok(());
         };
-        let Some(channel) = n.notify.as_ref().and_then(|v| v["channel"].as_str()) else {
+        let Some(options) = n.notify.clone() else {
             return Ok(());
         };
-        if channel == "log" {
-            tracing::warn!(target: "weir::notify", id = %n.id, host = %n.host,
-                service = n.service.as_deref().unwrap_or(""), state = n.state.as_deref().unwrap_or(""),
-                metric = ?n.metric, time = n.time, "notification");
-            NOTIFICATIONS_SENT.with_label_values(&["log"]).inc();
-        }
-        Ok(())
+        let channel = options["channel"].as_str().unwrap_or("").to_owned();
+        let mut attempts = 0;
+        let mut backoff = Duration::from_millis(self.config.backoff_ms);
+        let outcome = loop {
+            attempts += 1;
+            match self.deliver(&channel, &n, &options, record) {
+                Ok(()) => break Ok(()),
+                Err(error) if attempts >= self.config.max_attempts.max(1) => break Err(error),
+                Err(error) => {
+                    tracing::info!(id = %n.id, channel, attempts, %error, retry_in = ?backoff, "notification delivery failed");
+                    std::thread::sleep(backoff);
+                    backoff *= 2;
+                }
+            }
+        };
+        let (status, error) = match outcome {
+            Ok(()) => {
+                NOTIFICATIONS_SENT.with_label_values(&[&channel]).inc();
+                ("delivered", None)
+            }
+            Err(error) => {
+                NOTIFICATIONS_FAILED.with_label_values(&[&channel]).inc();
+                tracing::warn!(id = %n.id, channel, attempts, %error, "notification not delivered");
+                ("failed", Some(error))
+            }
+        };
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.record(&Delivery {
+            id: &n.id,
+            channel: &channel,
+            status,
+            attempts,
+            error,
+            at,
+        })
     }
 
     fn flush(&mut self) -> Result<Value, StorageError> {
-        Ok(Value::Null)
+        if let Some(file) = &self.deliveries {
+            file.sync_data().map_err(|source| StorageError::Io {
+                what: "fsync",
+                path: self.log_path.clone(),
+                source,
+            })?;
+        }
+        Ok(json!(null))
     }
 }

@@ -1,0 +1,210 @@
+//! Notifications through the real binary to real servers: email to an SMTP
+//! server (Python's aiosmtpd, started by the test) and a webhook to a local
+//! HTTP server that fails the first attempt. Each notification arrives
+//! once, also across a SIGKILL and restart.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{bin, wait_until, Weir};
+use serde_json::Value;
+
+/// aiosmtpd writing every message into a Maildir.
+struct Smtp(Child);
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_smtp(maildir: &Path) -> (Smtp, u16) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            &format!("127.0.0.1:{port}"),
+            "-c",
+            "aiosmtpd.handlers.Mailbox",
+        ])
+        .arg(maildir)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 with aiosmtpd (README's test command installs it)");
+    let smtp = Smtp(child);
+    wait_until(Duration::from_secs(20), "the SMTP server", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (smtp, port)
+}
+
+/// A webhook receiver: answers 500 to the first request, 200 after; keeps the bodies it accepted.
+fn start_webhook() -> (u16, Arc<Mutex<Vec<Value>>>, Arc<Mutex<u32>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let requests = Arc::new(Mutex::new(0));
+    let (accepted2, requests2) = (accepted.clone(), requests.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line.trim().is_empty() {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let mut count = requests2.lock().unwrap();
+            *count += 1;
+            let status = if *count == 1 {
+                "500 Internal Server Error"
+            } else {
+                accepted2
+                    .lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                "200 OK"
+            };
+            write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            )
+            .unwrap();
+        }
+    });
+    (port, accepted, requests)
+}
+
+fn mails(maildir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(maildir.join("new")) else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect()
+}
+
+fn send(weir: &Weir, host: &str, metric: &str) {
+    let status = Command::new(bin())
+        .args([
+            "send",
+            "--to",
+            &format!("tcp://{}", weir.tcp),
+            "--host",
+            host,
+            "--service",
+            "disk",
+            "--metric",
+            metric,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn email_and_webhook_notifications_arrive_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let maildir = dir.path().join("maildir");
+    let (_smtp, smtp_port) = start_smtp(&maildir);
+    let (hook_port, hooks, requests) = start_webhook();
+    let data = dir.path().join("data");
+    let config = format!(
+        r#"
+[ingest.tcp]
+listen = "127.0.0.1:0"
+[ingest.udp]
+listen = "127.0.0.1:0"
+[ingest.http]
+listen = "127.0.0.1:0"
+[notify]
+backoff_ms = 50
+[notify.smtp]
+port = {smtp_port}
+from = "weir@example.com"
+
+[[reactor]]
+name = "disk-mail"
+pipeline = 'where service = "disk" | over 90 | notify email to="ops@example.com"'
+
+[[reactor]]
+name = "disk-hook"
+pipeline = 'where service = "disk" | over 95 | notify webhook url="http://127.0.0.1:{hook_port}/hook"'
+"#
+    );
+    let weir = Weir::start(&config, &data);
+    send(&weir, "db-1", "97");
+    send(&weir, "db-2", "92");
+    send(&weir, "db-3", "10");
+    wait_until(
+        Duration::from_secs(30),
+        "two emails and one webhook",
+        || mails(&maildir).len() == 2 && hooks.lock().unwrap().len() == 1,
+    );
+    weir.kill();
+    let weir = Weir::start(&config, &data);
+    std::thread::sleep(Duration::from_secs(3));
+    weir.stop();
+
+    let mails = mails(&maildir);
+    assert_eq!(mails.len(), 2, "no email twice");
+    let db1 = mails.iter().find(|m| m.contains("db-1")).unwrap();
+    assert!(
+        db1.contains("Subject: [weir] disk-mail: db-1 disk is notified"),
+        "{db1}"
+    );
+    assert!(
+        db1.contains("To: ops@example.com") && db1.contains("\"metric\": 97.0"),
+        "{db1}"
+    );
+    let hooks = hooks.lock().unwrap();
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(
+        (hooks[0]["host"].as_str(), hooks[0]["reactor"].as_str()),
+        (Some("db-1"), Some("disk-hook"))
+    );
+    assert_eq!(
+        *requests.lock().unwrap(),
+        2,
+        "one failed attempt, one retry"
+    );
+
+    let deliveries: Vec<Value> = std::fs::read_dir(data.join("notifications"))
+        .unwrap()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+            text.lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<Value>>()
+        })
+        .collect();
+    assert_eq!(deliveries.len(), 3, "{deliveries:?}");
+    assert!(deliveries.iter().all(|d| d["status"] == "delivered"));
+    let hook = deliveries
+        .iter()
+        .find(|d| d["channel"] == "webhook")
+        .unwrap();
+    assert_eq!(hook["attempts"], 2);
+}
