@@ -52,8 +52,16 @@ fn start_smtp(maildir: &Path) -> (Smtp, u16) {
     (smtp, port)
 }
 
-/// A webhook receiver: answers 500 to the first request, 200 after; keeps the bodies it accepted.
-fn start_webhook() -> (u16, Arc<Mutex<Vec<Value>>>, Arc<Mutex<u32>>) {
+/// A webhook receiver: answers 500 to the first request, 200 after.
+struct Webhook {
+    port: u16,
+    /// Bodies of the requests answered 200.
+    accepted: Arc<Mutex<Vec<Value>>>,
+    /// Every request, failed or not.
+    requests: Arc<Mutex<u32>>,
+}
+
+fn start_webhook() -> Webhook {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let accepted = Arc::new(Mutex::new(Vec::new()));
@@ -94,7 +102,11 @@ fn start_webhook() -> (u16, Arc<Mutex<Vec<Value>>>, Arc<Mutex<u32>>) {
             .unwrap();
         }
     });
-    (port, accepted, requests)
+    Webhook {
+        port,
+        accepted,
+        requests,
+    }
 }
 
 fn mails(maildir: &Path) -> Vec<String> {
@@ -129,7 +141,11 @@ fn email_and_webhook_notifications_arrive_once() {
     let dir = tempfile::tempdir().unwrap();
     let maildir = dir.path().join("maildir");
     let (_smtp, smtp_port) = start_smtp(&maildir);
-    let (hook_port, hooks, requests) = start_webhook();
+    let Webhook {
+        port: hook_port,
+        accepted: hooks,
+        requests,
+    } = start_webhook();
     let data = dir.path().join("data");
     let config = format!(
         r#"
