@@ -93,7 +93,8 @@ pub const STAGE_NAMES: &[&str] = &[
 /// pipeline, which `by` takes as its per-key pipeline when it has no
 /// nested one; the returned count says how many of `rest` it consumed.
 pub fn build(spec: &StageSpec, rest: &[StageSpec]) -> Result<(Box<dyn Stage>, usize), ParseError> {
-    use stages::moving::{Fold, Moving};
+    use stages::combine::Combine;
+    use stages::moving::Moving;
     let stage: Box<dyn Stage> = match spec.name.as_str() {
         "where" => Box::new(stages::filter::Where::from_spec(spec)?),
         "tagged" | "has-meta" | "any-meta" | "all-meta" | "over-meta" | "under-meta" => {
@@ -107,11 +108,18 @@ pub fn build(spec: &StageSpec, rest: &[StageSpec]) -> Result<(Box<dyn Stage>, us
         "rate" => Box::new(stages::tumbling::Tumbling::rate(spec)?),
         "percentiles" => Box::new(stages::tumbling::Tumbling::percentiles(spec)?),
         "ewma" => Box::new(stages::ewma::Ewma::from_spec(spec)?),
-        "sma" => Box::new(Moving::from_spec(spec, Fold::Mean)?),
-        "wma" => Box::new(Moving::from_spec(spec, Fold::Weighted)?),
-        "window-sum" => Box::new(Moving::from_spec(spec, Fold::Sum)?),
-        "window-max" => Box::new(Moving::from_spec(spec, Fold::Max)?),
-        "window-min" => Box::new(Moving::from_spec(spec, Fold::Min)?),
+        "sma" => Box::new(Moving::from_spec(spec, Combine::Mean)?),
+        "wma" => Box::new(Moving::from_spec(spec, Combine::Weighted)?),
+        "window-sum" => Box::new(Moving::from_spec(spec, Combine::Sum)?),
+        "window-max" => Box::new(Moving::from_spec(spec, Combine::Max)?),
+        "window-min" => Box::new(Moving::from_spec(spec, Combine::Min)?),
+        "moving-event-window" | "moving-time-window" | "fixed-event-window" => {
+            Box::new(Moving::riemann(spec)?)
+        }
+        "fixed-time-window" => Box::new(stages::tumbling::Tumbling::combined(spec)?),
+        "rollup" => Box::new(stages::rollup::Rollup::from_spec(spec)?),
+        "coalesce" => Box::new(stages::coalesce::Coalesce::from_spec(spec)?),
+        "index" => Box::new(stages::index::Index::from_spec(spec)?),
         "sum" => Box::new(stages::running::Running::from_spec(spec, false)?),
         "mean" => Box::new(stages::running::Running::from_spec(spec, true)?),
         "change" => Box::new(stages::change::Change::any_change(spec)?),
@@ -240,4 +248,22 @@ pub fn load_json<T: serde::de::DeserializeOwned + Default>(state: Value) -> Resu
         return Ok(T::default());
     }
     Ok(serde_json::from_value(state)?)
+}
+
+/// An event time with a total order, for timer indexes keyed by deadline.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Time(pub f64);
+
+impl Eq for Time {}
+
+impl PartialOrd for Time {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Time {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
 }

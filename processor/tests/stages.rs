@@ -455,3 +455,133 @@ fn stage_argument_errors_are_caught_when_building() {
         );
     }
 }
+
+#[test]
+fn riemann_windows_combine_their_events() {
+    let input = json!([
+        {"host":"a","metric":1,"time":0},{"host":"a","metric":2,"time":1},{"host":"a","metric":3,"time":2},
+        {"host":"a","time":3},{"host":"a","metric":4,"time":12}
+    ]);
+    assert_eq!(
+        metrics("fixed-event-window 2 combine=sum", input.clone(), None),
+        vec![3.0, 7.0]
+    );
+    assert_eq!(
+        metrics("moving-event-window 2 combine=max", input.clone(), None),
+        vec![1.0, 2.0, 3.0, 4.0]
+    );
+    // At time 12 the window (2, 12] holds only the last event.
+    assert_eq!(
+        metrics("moving-time-window 10s combine=first", input.clone(), None),
+        vec![1.0, 1.0, 1.0, 4.0]
+    );
+    let out = run(
+        "fixed-time-window 10s combine=count",
+        input.clone(),
+        Some(100.0),
+    );
+    let rows: Vec<_> = out
+        .iter()
+        .map(|e| (e["time"].clone(), e["metric"].clone()))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![(json!(10.0), json!(4.0)), (json!(20.0), json!(1.0))]
+    );
+    assert_eq!(
+        metrics("fixed-time-window 10s combine=mean", input, Some(100.0)),
+        vec![2.0, 4.0]
+    );
+}
+
+#[test]
+fn rollup_emits_digests_and_carries_the_overflow() {
+    let input = json!([
+        {"host":"a","state":"critical","time":0},{"host":"b","state":"critical","time":1},{"host":"c","state":"critical","time":2}
+    ]);
+    let out = run("rollup 1m limit=2", input, Some(1000.0));
+    assert_eq!(out.len(), 2);
+    assert_eq!(
+        (out[0]["time"].clone(), out[0]["metric"].clone()),
+        (json!(60.0), json!(2.0))
+    );
+    let hosts: Vec<_> = out[0]["meta"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["host"].clone())
+        .collect();
+    assert_eq!(hosts, vec![json!("a"), json!("b")]);
+    assert_eq!(out[0]["tags"], json!(["rollup"]));
+    assert_eq!(
+        (
+            out[1]["time"].clone(),
+            out[1]["metric"].clone(),
+            out[1]["host"].clone()
+        ),
+        (json!(120.0), json!(1.0), json!("c"))
+    );
+}
+
+#[test]
+fn coalesce_combines_the_latest_event_of_each_host_and_drops_expired_ones() {
+    let input = json!([
+        {"host":"a","service":"rps","metric":10,"time":0,"ttl":30},
+        {"host":"b","service":"rps","metric":5,"time":1,"ttl":30},
+        {"host":"a","service":"rps","metric":20,"time":2,"ttl":30},
+        {"host":"b","service":"rps","metric":1,"time":100,"ttl":30}
+    ]);
+    assert_eq!(
+        metrics("coalesce combine=sum", input, None),
+        vec![10.0, 15.0, 25.0, 1.0]
+    );
+}
+
+#[test]
+fn index_passes_events_and_expires_entries_by_ttl() {
+    let input = json!([
+        {"host":"a","service":"x","state":"ok","time":0,"ttl":10},
+        {"host":"b","service":"x","state":"ok","time":1},
+        {"host":"a","service":"x","state":"ok","time":5,"ttl":10},
+        {"host":"c","service":"x","state":"ok","time":6,"ttl":1}
+    ]);
+    let out = run("index", input, Some(100.0));
+    let rows: Vec<_> = out
+        .iter()
+        .map(|e| (e["host"].clone(), e["state"].clone(), e["time"].clone()))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (json!("a"), json!("ok"), json!(0.0)),
+            (json!("b"), json!("ok"), json!(1.0)),
+            (json!("a"), json!("ok"), json!(5.0)),
+            (json!("c"), json!("ok"), json!(6.0)),
+            (json!("c"), json!("expired"), json!(7.0)),
+            (json!("a"), json!("expired"), json!(15.0))
+        ]
+    );
+}
+
+#[test]
+fn window_stage_errors() {
+    for bad in [
+        "fixed-time-window 1m",
+        "moving-time-window 10 combine=sum",
+        "moving-event-window 5s combine=sum",
+        "coalesce",
+        "coalesce combine=median",
+        "rollup",
+        "rollup 1m limit=0",
+        "index 5",
+    ] {
+        assert!(
+            Reactor::build(&ReactorConfig {
+                name: "x".into(),
+                pipeline: bad.into()
+            })
+            .is_err(),
+            "{bad}"
+        );
+    }
+}

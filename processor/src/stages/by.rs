@@ -7,7 +7,6 @@
 //! free them).
 
 use std::borrow::Cow;
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
@@ -16,7 +15,7 @@ use weir_event::Event;
 
 use crate::lang::{Literal, ParseError, StageSpec};
 use crate::predicate::Field;
-use crate::stage::{Chain, Stage, StateError};
+use crate::stage::{Chain, Stage, StateError, Time};
 
 const DEFAULT_IDLE_SECS: f64 = 3600.0;
 
@@ -38,24 +37,6 @@ struct Child {
     last_seen: f64,
     /// The deadline this child has in `timers`.
     deadline: Option<f64>,
-}
-
-/// An event time with a total order, for the timer index.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Time(f64);
-
-impl Eq for Time {}
-
-impl PartialOrd for Time {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Time {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.0.total_cmp(&other.0)
-    }
 }
 
 impl By {

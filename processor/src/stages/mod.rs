@@ -4,12 +4,16 @@
 
 pub mod by;
 pub mod change;
+pub mod coalesce;
+pub mod combine;
 pub mod ewma;
 pub mod expire;
 pub mod fanout;
 pub mod filter;
+pub mod index;
 pub mod modify;
 pub mod moving;
+pub mod rollup;
 pub mod running;
 pub mod stable;
 pub mod threshold;

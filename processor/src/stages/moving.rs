@@ -6,8 +6,11 @@
 //! - `sma WINDOW`: simple moving average.
 //! - `wma WINDOW`: weighted moving average, weights 1, 2, …, n from the
 //!   oldest to the newest.
-//! - `window-sum WINDOW`: sum over the window.
-//! - `window-max WINDOW`, `window-min WINDOW`: extremes over the window.
+//! - `window-sum WINDOW`, `window-max WINDOW`, `window-min WINDOW`.
+//! - `moving-event-window N combine=F`, `moving-time-window D combine=F`:
+//!   Riemann's moving windows with any [`Combine`].
+//! - `fixed-event-window N combine=F`: every N events with a metric, one
+//!   combined event; the window then starts empty.
 
 use std::collections::VecDeque;
 
@@ -15,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use weir_event::Event;
 
+use super::combine::Combine;
 use crate::lang::{Literal, ParseError, StageSpec};
 use crate::stage::{load_json, save_json, Stage, StateError};
 
@@ -25,25 +29,12 @@ enum Window {
     Seconds(f64),
 }
 
-/// The fold of a sliding window.
-#[derive(Debug, Clone, Copy)]
-pub enum Fold {
-    /// Simple moving average.
-    Mean,
-    /// Linearly weighted moving average.
-    Weighted,
-    /// Sum.
-    Sum,
-    /// Largest value.
-    Max,
-    /// Smallest value.
-    Min,
-}
-
 /// A sliding-window fold of the metric.
 pub struct Moving {
     window: Window,
-    fold: Fold,
+    fold: Combine,
+    /// Emit once per full window, then empty it (`fixed-event-window`).
+    fixed: bool,
     state: MovingState,
 }
 
@@ -54,42 +45,49 @@ struct MovingState {
 }
 
 impl Moving {
-    /// Builds a moving stage with `fold` from `NAME WINDOW`.
-    pub fn from_spec(spec: &StageSpec, fold: Fold) -> Result<Moving, ParseError> {
+    /// Builds `sma`, `wma` and the `window-*` folds from `NAME WINDOW`.
+    pub fn from_spec(spec: &StageSpec, fold: Combine) -> Result<Moving, ParseError> {
         spec.only_named(&["window"])?;
-        let window = match spec.named("window").or_else(|| spec.positional(0)) {
-            Some(Literal::Number(n)) if *n >= 1.0 && n.fract() == 0.0 => {
+        Self::build(spec, fold, None, false)
+    }
+
+    /// Builds Riemann's `moving-event-window`, `moving-time-window` and
+    /// `fixed-event-window`, which take `combine=`.
+    pub fn riemann(spec: &StageSpec) -> Result<Moving, ParseError> {
+        spec.only_named(&["window", "combine"])?;
+        let by_time = spec.name == "moving-time-window";
+        let fixed = spec.name == "fixed-event-window";
+        Self::build(spec, Combine::from_spec(spec)?, Some(by_time), fixed)
+    }
+
+    /// `by_time`: `Some(true)` requires a duration, `Some(false)` a count.
+    fn build(
+        spec: &StageSpec,
+        fold: Combine,
+        by_time: Option<bool>,
+        fixed: bool,
+    ) -> Result<Moving, ParseError> {
+        let window = match (spec.named("window").or_else(|| spec.positional(0)), by_time) {
+            (Some(Literal::Number(n)), None | Some(false)) if *n >= 1.0 && n.fract() == 0.0 => {
                 Window::Events(*n as usize)
             }
-            Some(Literal::Duration(d)) if *d > 0.0 => Window::Seconds(*d),
-            other => {
+            (Some(Literal::Duration(d)), None | Some(true)) if *d > 0.0 => Window::Seconds(*d),
+            (other, by_time) => {
                 let found = other.map_or("nothing".to_owned(), |o| o.to_string());
-                return Err(spec.error(format!(
-                    "needs a window: a count of events (10) or a duration (5m), found {found}"
-                )));
+                let wanted = match by_time {
+                    Some(true) => "a duration (5m)",
+                    Some(false) => "a count of events (10)",
+                    None => "a count of events (10) or a duration (5m)",
+                };
+                return Err(spec.error(format!("needs a window: {wanted}, found {found}")));
             }
         };
         Ok(Moving {
             window,
             fold,
+            fixed,
             state: MovingState::default(),
         })
-    }
-
-    fn value(&self) -> f64 {
-        let points = &self.state.points;
-        let metrics = points.iter().map(|(_, m)| *m);
-        match self.fold {
-            Fold::Mean => metrics.sum::<f64>() / points.len() as f64,
-            Fold::Weighted => {
-                let weighted: f64 = metrics.enumerate().map(|(i, m)| (i + 1) as f64 * m).sum();
-                let n = points.len() as f64;
-                weighted / (n * (n + 1.0) / 2.0)
-            }
-            Fold::Sum => metrics.sum(),
-            Fold::Max => metrics.fold(f64::NEG_INFINITY, f64::max),
-            Fold::Min => metrics.fold(f64::INFINITY, f64::min),
-        }
     }
 }
 
@@ -99,6 +97,11 @@ impl Stage for Moving {
         let points = &mut self.state.points;
         points.push_back((event.time, metric));
         match self.window {
+            Window::Events(n) if self.fixed => {
+                if points.len() < n {
+                    return;
+                }
+            }
             Window::Events(n) => {
                 while points.len() > n {
                     points.pop_front();
@@ -110,7 +113,11 @@ impl Stage for Moving {
                 }
             }
         }
-        event.metric = Some(self.value());
+        let metrics: Vec<f64> = points.iter().map(|(_, m)| *m).collect();
+        event.metric = self.fold.apply(&metrics, metrics.len());
+        if self.fixed {
+            points.clear();
+        }
         out.push(event);
     }
 

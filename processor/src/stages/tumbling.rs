@@ -9,12 +9,16 @@
 //!   per-second rate (Riemann's meaning; godot's `rate` is really a mean).
 //! - `percentiles INTERVAL [Q, …]`: one event per quantile (0 ≤ Q ≤ 1,
 //!   nearest rank) with `service` = "SERVICE Q" and `metric` = the value.
-//!   Events without a metric are ignored by `rate` and `percentiles`.
+//! - `fixed-time-window INTERVAL combine=F` (Riemann): `metric` = the
+//!   window's metrics combined by F (see [`Combine`]).
+//!
+//! Events without a metric are ignored, except by `count` and `combine=count`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use weir_event::Event;
 
+use super::combine::Combine;
 use crate::lang::{Literal, ParseError, StageSpec};
 use crate::stage::{load_json, save_json, Stage, StateError};
 
@@ -24,6 +28,7 @@ enum Fold {
     Count,
     Rate,
     Percentiles(Vec<f64>),
+    Combine(Combine),
 }
 
 /// A windowed fold of events.
@@ -54,6 +59,12 @@ impl Tumbling {
         Self::build(spec, Fold::Rate)
     }
 
+    /// Builds `fixed-time-window INTERVAL combine=F`.
+    pub fn combined(spec: &StageSpec) -> Result<Tumbling, ParseError> {
+        let combine = Combine::from_spec(spec)?;
+        Self::build(spec, Fold::Combine(combine))
+    }
+
     /// Builds `percentiles INTERVAL [Q, …]` (default `[0.5, 0.95, 0.99]`).
     pub fn percentiles(spec: &StageSpec) -> Result<Tumbling, ParseError> {
         let quantiles = match spec.positional(1) {
@@ -75,7 +86,7 @@ impl Tumbling {
     }
 
     fn build(spec: &StageSpec, fold: Fold) -> Result<Tumbling, ParseError> {
-        spec.only_named(&["interval"])?;
+        spec.only_named(&["interval", "combine"])?;
         let interval = spec
             .duration("interval", Some(0))?
             .ok_or_else(|| spec.error("needs an interval, e.g. 10s"))?;
@@ -101,6 +112,11 @@ impl Tumbling {
                 out.push(event);
             }
             Fold::Rate => out.push(at(self.state.sum / self.interval)),
+            Fold::Combine(combine) => {
+                if let Some(value) = combine.apply(&self.state.values, self.state.count as usize) {
+                    out.push(at(value));
+                }
+            }
             Fold::Percentiles(quantiles) => {
                 let mut sorted = self.state.values.clone();
                 sorted.sort_by(f64::total_cmp);
@@ -121,7 +137,8 @@ impl Tumbling {
 
 impl Stage for Tumbling {
     fn event(&mut self, event: Event, now: f64, _out: &mut Vec<Event>) {
-        if self.fold != Fold::Count && event.metric.is_none() {
+        let counts_all = matches!(self.fold, Fold::Count | Fold::Combine(Combine::Count));
+        if !counts_all && event.metric.is_none() {
             return;
         }
         let end = match self.state.window_end {
@@ -136,7 +153,7 @@ impl Stage for Tumbling {
         self.state.count += 1;
         if let Some(metric) = event.metric {
             self.state.sum += metric;
-            if matches!(self.fold, Fold::Percentiles(_)) {
+            if matches!(self.fold, Fold::Percentiles(_) | Fold::Combine(_)) {
                 self.state.values.push(metric);
             }
         }
