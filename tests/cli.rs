@@ -88,3 +88,34 @@ fn eval_prints_exactly_what_the_pipeline_emits() {
         .unwrap()
         .contains("line 2: rejected: invalid_json"));
 }
+
+#[test]
+fn every_example_in_the_reactor_docs_passes_check() {
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/REACTORS.md")).unwrap();
+    let examples: Vec<&str> = docs
+        .lines()
+        .filter_map(|l| l.strip_prefix("Example: `")?.strip_suffix('`'))
+        .collect();
+    assert!(examples.len() >= 20, "found {} examples", examples.len());
+    let config: String = examples
+        .iter()
+        .enumerate()
+        .map(|(i, pipeline)| {
+            format!("[[reactor]]\nname = \"example-{i}\"\npipeline = '{pipeline}'\n")
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("examples.toml");
+    std::fs::write(&path, config).unwrap();
+    let output = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

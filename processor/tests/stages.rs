@@ -585,3 +585,17 @@ fn window_stage_errors() {
         );
     }
 }
+
+#[test]
+fn ewma_by_event_count_and_by_time() {
+    let input = json!([{"host":"a","metric":0,"time":0},{"host":"a","metric":30,"time":10},{"host":"a","metric":30,"time":10}]);
+    // N = 2 events: alpha = 2/3.
+    assert_eq!(
+        metrics("ewma 2", input.clone(), None),
+        vec![0.0, 20.0, 80.0 / 3.0]
+    );
+    // D = 10s: after 10s a new value weighs 1 - 1/e; at Δt = 0 it weighs nothing.
+    let by_time = metrics("ewma 10s", input, None);
+    let expected = 30.0 * (1.0 - (-1.0f64).exp());
+    assert_eq!(by_time, vec![0.0, expected, expected]);
+}

@@ -1,5 +1,12 @@
-//! `ewma alpha=A`: replaces the metric by its exponentially weighted
-//! moving average, `avg = A·x + (1−A)·avg`, seeded by the first value.
+//! `ewma alpha=A | ewma N | ewma D`: replaces the metric by its
+//! exponentially weighted moving average, seeded by the first value.
+//!
+//! - `alpha=A` (0 < A ≤ 1): `avg = A·x + (1−A)·avg` per event;
+//! - `N` events: the same with `A = 2 / (N + 1)` (the usual span rule);
+//! - `D` of time: time-decayed, `avg += (1 − e^(−Δt/D))·(x − avg)` with Δt
+//!   the event time since the previous value, so irregular events weigh by
+//!   the time they cover.
+//!
 //! Unlike godot's (which always yields 1) it averages the actual values.
 //! Events without a metric are dropped.
 
@@ -7,32 +14,44 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use weir_event::Event;
 
-use crate::lang::{ParseError, StageSpec};
+use crate::lang::{Literal, ParseError, StageSpec};
 use crate::stage::{load_json, save_json, Stage, StateError};
+
+/// How much a new value weighs.
+#[derive(Debug, Clone, Copy)]
+enum Weight {
+    Alpha(f64),
+    TimeConstant(f64),
+}
 
 /// Exponentially weighted moving average of the metric.
 pub struct Ewma {
-    alpha: f64,
+    weight: Weight,
     state: EwmaState,
 }
 
 #[derive(Default, Serialize, Deserialize)]
 struct EwmaState {
     average: Option<f64>,
+    time: f64,
 }
 
 impl Ewma {
-    /// Builds `ewma alpha=A` (or `ewma A`), 0 < A ≤ 1.
+    /// Builds `ewma alpha=A`, `ewma N` or `ewma D`.
     pub fn from_spec(spec: &StageSpec) -> Result<Ewma, ParseError> {
         spec.only_named(&["alpha"])?;
-        let alpha = spec
-            .number("alpha", Some(0))?
-            .ok_or_else(|| spec.error("needs alpha, e.g. ewma alpha=0.1"))?;
-        if !(alpha > 0.0 && alpha <= 1.0) {
-            return Err(spec.error(format!("alpha must be in (0, 1], found {alpha}")));
-        }
+        let usage =
+            "needs alpha=A (0 < A ≤ 1), a count of events (ewma 10) or a duration (ewma 5m)";
+        let weight = match (spec.named("alpha"), spec.positional(0)) {
+            (Some(Literal::Number(a)), None) if *a > 0.0 && *a <= 1.0 => Weight::Alpha(*a),
+            (None, Some(Literal::Number(n))) if *n >= 1.0 && n.fract() == 0.0 => {
+                Weight::Alpha(2.0 / (n + 1.0))
+            }
+            (None, Some(Literal::Duration(d))) if *d > 0.0 => Weight::TimeConstant(*d),
+            _ => return Err(spec.error(usage)),
+        };
         Ok(Ewma {
-            alpha,
+            weight,
             state: EwmaState::default(),
         })
     }
@@ -41,11 +60,16 @@ impl Ewma {
 impl Stage for Ewma {
     fn event(&mut self, mut event: Event, _now: f64, out: &mut Vec<Event>) {
         let Some(x) = event.metric else { return };
-        let average = match self.state.average {
-            Some(previous) => self.alpha * x + (1.0 - self.alpha) * previous,
-            None => x,
+        let average = match (self.state.average, self.weight) {
+            (None, _) => x,
+            (Some(previous), Weight::Alpha(alpha)) => alpha * x + (1.0 - alpha) * previous,
+            (Some(previous), Weight::TimeConstant(tau)) => {
+                let elapsed = (event.time - self.state.time).max(0.0);
+                previous + (1.0 - (-elapsed / tau).exp()) * (x - previous)
+            }
         };
         self.state.average = Some(average);
+        self.state.time = self.state.time.max(event.time);
         event.metric = Some(average);
         out.push(event);
     }
