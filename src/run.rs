@@ -16,6 +16,7 @@ use weir_processor::checkpoint::CheckpointStore;
 use weir_processor::Processor;
 use weir_storage::consumer::Source;
 use weir_storage::file::FileSink;
+use weir_storage::forward::Forwarder;
 use weir_storage::notify::Notifier;
 use weir_storage::spawn_consumers;
 
@@ -36,12 +37,15 @@ pub struct RunArgs {
 /// Runs until interrupted.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref())?;
-    if let Err(errors) = Processor::check(&config.reactor) {
-        for error in &errors {
-            eprintln!("error: {error}");
+    let reactors = match Processor::check(&config.reactor) {
+        Ok(reactors) => reactors,
+        Err(errors) => {
+            for error in &errors {
+                eprintln!("error: {error}");
+            }
+            anyhow::bail!("the config has {} invalid reactors", errors.len());
         }
-        anyhow::bail!("the config has {} invalid reactors", errors.len());
-    }
+    };
     let data_dir = config.data_dir(args.data_dir.as_deref());
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -51,6 +55,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     embedded.create_topic(&topics.events, config.log.partitions)?;
     embedded.create_topic(&topics.results, config.log.partitions)?;
     embedded.create_topic(&topics.registry, 1)?;
+    for reactor in &reactors {
+        if let Some(topic) = reactor.forward_topic() {
+            embedded.create_topic(topic, config.log.partitions)?;
+        }
+    }
     let log: Arc<dyn Log> = Arc::new(embedded);
     let shutdown = Arc::new(AtomicBool::new(false));
 
@@ -88,6 +97,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     consumers.extend(spawn_consumers(
         &source("weir.notifier"),
         |p| Notifier::new(&config.notify, &deliveries, p),
+        shutdown.clone(),
+    )?);
+
+    consumers.extend(spawn_consumers(
+        &source("weir.forwarder"),
+        |p| Forwarder::new(log.clone(), p),
         shutdown.clone(),
     )?);
 

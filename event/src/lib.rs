@@ -12,7 +12,7 @@ mod decode;
 mod record;
 
 pub use decode::{decode_line, decode_value, DecodeOptions, Reason, Rejection, TtlUnit};
-pub use record::{Entry, ResultId, ResultRecord};
+pub use record::{Entry, ResultId, ResultRecord, RESULT_KEYS};
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -62,9 +62,14 @@ impl Event {
         }
     }
 
-    /// Writes every present field into `map`; shared by [`Event`] and
-    /// [`ResultRecord`] serialization so the two never drift apart.
-    fn serialize_fields<M: SerializeMap>(&self, map: &mut M) -> Result<(), M::Error> {
+    /// Writes every present field into `map`, except unknown fields named
+    /// in `reserved` (a result's own keys win over an event's extras);
+    /// shared by [`Event`] and [`ResultRecord`] serialization.
+    fn serialize_fields<M: SerializeMap>(
+        &self,
+        map: &mut M,
+        reserved: &[&str],
+    ) -> Result<(), M::Error> {
         map.serialize_entry("host", &self.host)?;
         if let Some(service) = &self.service {
             map.serialize_entry("service", service)?;
@@ -92,7 +97,9 @@ impl Event {
             map.serialize_entry("type", kind)?;
         }
         for (key, value) in &self.extra {
-            map.serialize_entry(key, value)?;
+            if !reserved.contains(&key.as_str()) {
+                map.serialize_entry(key, value)?;
+            }
         }
         Ok(())
     }
@@ -120,7 +127,7 @@ impl Event {
 impl Serialize for Event {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
-        self.serialize_fields(&mut map)?;
+        self.serialize_fields(&mut map, &[])?;
         map.end()
     }
 }

@@ -109,6 +109,10 @@ impl FromStr for ResultId {
     }
 }
 
+/// Keys a result record sets itself; an event's unknown fields of the same
+/// name are left out of the record.
+pub const RESULT_KEYS: &[&str] = &["id", "reactor", "notify", "forward"];
+
 /// One record of `weir.results`: the emitted event, its reactor and id,
 /// and for a notification the channel and its options.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,6 +121,8 @@ pub struct ResultRecord {
     pub id: ResultId,
     /// `{"channel": "log" | "email" | "webhook", ...options}` for a notification.
     pub notify: Option<Value>,
+    /// `{"topic": NAME}` or `{"tcp": "HOST:PORT"}` for a forwarded result.
+    pub forward: Option<Value>,
     /// The emitted event.
     pub event: Event,
 }
@@ -147,7 +153,10 @@ impl Serialize for ResultRecord {
         if let Some(notify) = &self.notify {
             map.serialize_entry("notify", notify)?;
         }
-        self.event.serialize_fields(&mut map)?;
+        if let Some(forward) = &self.forward {
+            map.serialize_entry("forward", forward)?;
+        }
+        self.event.serialize_fields(&mut map, RESULT_KEYS)?;
         map.end()
     }
 }
@@ -178,10 +187,31 @@ mod tests {
     }
 
     #[test]
+    fn a_results_own_keys_win_over_event_extras() {
+        let mut event = Event::new("h", 1.0);
+        event
+            .extra
+            .insert("id".into(), serde_json::json!("spoofed"));
+        event.extra.insert("zone".into(), serde_json::json!("eu"));
+        let record = ResultRecord {
+            id: "r@1:0:5:0".parse().unwrap(),
+            notify: None,
+            forward: None,
+            event,
+        };
+        let text = String::from_utf8(record.encode()).unwrap();
+        assert_eq!(
+            text,
+            r#"{"id":"r@1:0:5:0","reactor":"r","host":"h","time":1.0,"zone":"eu"}"#
+        );
+    }
+
+    #[test]
     fn peek_id_reads_the_id_of_an_encoded_record() {
         let record = ResultRecord {
             id: "r@1:0:5:0".parse().unwrap(),
             notify: Some(serde_json::json!({"channel":"log"})),
+            forward: None,
             event: Event::new("h", 1.0),
         };
         let bytes = record.encode();

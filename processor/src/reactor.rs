@@ -37,6 +37,8 @@ enum Output {
     Emit,
     /// Notification records: `{"channel": …, options…}`.
     Notify(Value),
+    /// Forwarded records: `{"topic": …}` or `{"tcp": …}`.
+    Forward(Value),
 }
 
 /// Channels the notifier delivers.
@@ -58,7 +60,36 @@ fn version_of(pipeline: &str) -> String {
     format!("{hash:016x}")
 }
 
+fn forward_of(spec: &StageSpec) -> Result<Output, ParseError> {
+    spec.only_named(&["topic", "tcp"])?;
+    let target = match (spec.named("topic"), spec.named("tcp")) {
+        (Some(topic), None) => {
+            let topic = topic.as_text().unwrap_or_default();
+            let valid = !topic.is_empty()
+                && topic
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !valid {
+                return Err(spec.error(format!("topic must be [A-Za-z0-9._-]+, found {topic:?}")));
+            }
+            serde_json::json!({ "topic": topic })
+        }
+        (None, Some(address)) => {
+            let address = address.as_text().unwrap_or_default();
+            if !address.contains(':') {
+                return Err(spec.error(format!("tcp needs HOST:PORT, found {address:?}")));
+            }
+            serde_json::json!({ "tcp": address })
+        }
+        _ => return Err(spec.error("needs exactly one of topic=\"NAME\" or tcp=\"HOST:PORT\"")),
+    };
+    Ok(Output::Forward(target))
+}
+
 fn output_of(spec: &StageSpec) -> Result<Output, ParseError> {
+    if spec.name == "forward" {
+        return forward_of(spec);
+    }
     if spec.name == "emit" {
         if !spec.args.is_empty() {
             return Err(spec.error("takes no arguments"));
@@ -102,7 +133,7 @@ impl Reactor {
         };
         let mut specs = lang::parse(&config.pipeline).map_err(wrap)?;
         let output = match specs.last() {
-            Some(last) if last.name == "emit" || last.name == "notify" => {
+            Some(last) if matches!(last.name.as_str(), "emit" | "notify" | "forward") => {
                 let output = output_of(last).map_err(wrap)?;
                 specs.pop();
                 output
@@ -115,6 +146,14 @@ impl Reactor {
             chain: Chain::build(&specs).map_err(wrap)?,
             output,
         })
+    }
+
+    /// The topic this reactor forwards to, if any (it must exist).
+    pub fn forward_topic(&self) -> Option<&str> {
+        match &self.output {
+            Output::Forward(target) => target["topic"].as_str(),
+            _ => None,
+        }
     }
 
     /// `name@version`, the key of this reactor's state.
@@ -239,8 +278,12 @@ impl Engine {
                     seq: first_seq + i as u32,
                 },
                 notify: match &reactor.output {
-                    Output::Emit => None,
                     Output::Notify(options) => Some(options.clone()),
+                    _ => None,
+                },
+                forward: match &reactor.output {
+                    Output::Forward(target) => Some(target.clone()),
+                    _ => None,
                 },
                 event,
             });

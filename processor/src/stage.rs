@@ -137,7 +137,7 @@ pub fn build(spec: &StageSpec, rest: &[StageSpec]) -> Result<(Box<dyn Stage>, us
             let (by, consumed) = stages::by::By::from_spec(spec, rest)?;
             return Ok((Box::new(by), consumed));
         }
-        "emit" | "notify" => {
+        "emit" | "notify" | "forward" => {
             return Err(spec.error("must be the last stage of the pipeline"));
         }
         other => {

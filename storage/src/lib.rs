@@ -5,10 +5,11 @@
 //! partition, de-duplication by deterministic result id, and committing an
 //! offset only after the [`consumer::ResultHandler`] made everything
 //! before it durable. Handlers: the [`file`] sink and the [`notify`]
-//! notifier (log, email, webhook).
+//! notifier (log, email, webhook), and the [`forward`]er.
 
 pub mod consumer;
 pub mod file;
+pub mod forward;
 pub mod metrics;
 pub mod notify;
 

@@ -64,3 +64,9 @@ pub static NOTIFICATIONS_FAILED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+/// Results forwarded, per kind of target (`topic` or `tcp`).
+pub static FORWARDED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!("weir_forwarded_total", "Results forwarded", &["target"])
+        .expect("metric registers once")
+});

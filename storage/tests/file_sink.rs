@@ -17,6 +17,7 @@ fn result(offset: u64, seq: u32) -> (Vec<u8>, Vec<u8>) {
     let record = ResultRecord {
         id: format!("r@00:0:{offset}:{seq}").parse().unwrap(),
         notify: None,
+        forward: None,
         event: Event::new("h", offset as f64),
     };
     (b"h".to_vec(), record.encode())
