@@ -131,6 +131,14 @@ pub fn build(spec: &StageSpec, rest: &[StageSpec]) -> Result<(Box<dyn Stage>, us
         "set" | "map" => Box::new(stages::modify::Modify::set(spec)?),
         "default" => Box::new(stages::modify::Modify::default(spec)?),
         "scale" => Box::new(stages::modify::Modify::scale(spec)?),
+        "tag" | "meta" if spec.nested().is_some() => {
+            let nested = spec.nested().unwrap_or_default();
+            Box::new(stages::annotate::Annotate::from_spec(
+                spec,
+                nested,
+                spec.name == "tag",
+            )?)
+        }
         "tag" => Box::new(stages::modify::Modify::tag(spec)?),
         "meta" => Box::new(stages::modify::Modify::meta(spec)?),
         "by" => {

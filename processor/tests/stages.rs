@@ -599,3 +599,16 @@ fn ewma_by_event_count_and_by_time() {
     let expected = 30.0 * (1.0 - (-1.0f64).exp());
     assert_eq!(by_time, vec![0.0, expected, expected]);
 }
+
+#[test]
+fn nested_meta_and_tag_keep_the_events_own_metric() {
+    let input = json!([{"host":"a","metric":10,"time":0},{"host":"a","metric":20,"time":1},{"host":"a","time":2}]);
+    let out = run("meta avg (sma 2) | tag total (sum)", input, None);
+    assert_eq!(
+        out,
+        vec![
+            json!({"host":"a","time":0.0,"tags":["total:10"],"meta":{"avg":10.0},"metric":10.0}),
+            json!({"host":"a","time":1.0,"tags":["total:30"],"meta":{"avg":15.0},"metric":20.0})
+        ]
+    );
+}

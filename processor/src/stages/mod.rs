@@ -2,6 +2,7 @@
 //! validates its arguments and a [`crate::stage::Stage`] impl; semantics
 //! are documented on the module and in docs/REACTORS.md.
 
+pub mod annotate;
 pub mod by;
 pub mod change;
 pub mod coalesce;
