@@ -2,10 +2,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::bin;
+use common::{bin, weir_with_input};
 
 #[test]
 fn check_reports_every_bad_reactor_with_its_column_and_fails() {
@@ -49,26 +48,10 @@ fn check_reports_every_bad_reactor_with_its_column_and_fails() {
 
 #[test]
 fn eval_prints_exactly_what_the_pipeline_emits() {
-    let mut child = Command::new(bin())
-        .args([
-            "eval",
-            "--pipeline",
-            "by host | expire 10s",
-            "--until",
-            "100",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"{\"host\":\"a\",\"time\":1}\nnot json\n{\"host\":\"b\",\"time\":5}\n{\"host\":\"a\",\"time\":8}\n")
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = weir_with_input(
+        &["eval", "--pipeline", "by host | expire 10s", "--until", "100"],
+        b"{\"host\":\"a\",\"time\":1}\nnot json\n{\"host\":\"b\",\"time\":5}\n{\"host\":\"a\",\"time\":8}\n",
+    );
     assert!(output.status.success());
     let stdout = String::from_utf8(output.stdout).unwrap();
     let lines: Vec<_> = stdout.lines().collect();

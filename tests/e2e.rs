@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{bin, results, wait_until, Weir};
+use common::{bin, results, wait_until, Weir, LISTENERS};
 use serde_json::{json, Value};
 
 fn config(extra: &str, unix: Option<&std::path::Path>) -> String {
@@ -24,14 +24,7 @@ fn config(extra: &str, unix: Option<&std::path::Path>) -> String {
     });
     format!(
         r#"
-[ingest]
-max_line_bytes = 1048576
-[ingest.tcp]
-listen = "127.0.0.1:0"
-[ingest.udp]
-listen = "127.0.0.1:0"
-[ingest.http]
-listen = "127.0.0.1:0"
+{LISTENERS}
 {unix}
 [router]
 tick_interval_ms = 200

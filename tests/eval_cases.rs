@@ -5,10 +5,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-use common::bin;
+use common::weir_with_input;
 
 struct Case {
     pipeline: String,
@@ -42,23 +39,11 @@ fn every_recorded_case_gives_exactly_its_output() {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let case = parse(&std::fs::read_to_string(&path).unwrap());
-        let mut command = Command::new(bin());
-        command.args(["eval", "--pipeline", &case.pipeline]);
+        let mut args = vec!["eval", "--pipeline", &case.pipeline];
         if let Some(until) = &case.until {
-            command.args(["--until", until]);
+            args.extend(["--until", until]);
         }
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(case.input.as_bytes())
-            .unwrap();
-        let output = child.wait_with_output().unwrap();
+        let output = weir_with_input(&args, case.input.as_bytes());
         assert!(output.status.success(), "{}", path.display());
         assert_eq!(
             String::from_utf8(output.stdout).unwrap(),

@@ -6,17 +6,8 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, results, wait_until, Weir};
+use common::{bin, results, wait_until, Weir, LISTENERS};
 use weir_log::{EmbeddedConfig, EmbeddedLog, Log};
-
-const LISTENERS: &str = r#"
-[ingest.tcp]
-listen = "127.0.0.1:0"
-[ingest.udp]
-listen = "127.0.0.1:0"
-[ingest.http]
-listen = "127.0.0.1:0"
-"#;
 
 #[test]
 fn forward_reaches_another_weir_and_a_topic() {

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{bin, wait_until, Weir};
+use common::{bin, wait_until, Weir, LISTENERS};
 use serde_json::Value;
 
 /// aiosmtpd writing every message into a Maildir.
@@ -148,13 +148,7 @@ fn email_and_webhook_notifications_arrive_once() {
     } = start_webhook();
     let data = dir.path().join("data");
     let config = format!(
-        r#"
-[ingest.tcp]
-listen = "127.0.0.1:0"
-[ingest.udp]
-listen = "127.0.0.1:0"
-[ingest.http]
-listen = "127.0.0.1:0"
+        r#"{LISTENERS}
 [notify]
 backoff_ms = 50
 [notify.smtp]

@@ -245,6 +245,22 @@ impl Stage for Chain {
     }
 }
 
+/// Implements [`Stage::save`] and [`Stage::load`] for a stage whose whole
+/// state is a serializable `self.state` with a `Default`.
+macro_rules! json_state {
+    () => {
+        fn save(&self) -> serde_json::Value {
+            $crate::stage::save_json(&self.state)
+        }
+
+        fn load(&mut self, state: serde_json::Value) -> Result<(), $crate::stage::StateError> {
+            self.state = $crate::stage::load_json(state)?;
+            Ok(())
+        }
+    };
+}
+pub(crate) use json_state;
+
 /// Saves a serializable state struct.
 pub fn save_json<T: serde::Serialize>(state: &T) -> Value {
     serde_json::to_value(state).unwrap_or(Value::Null)

@@ -24,6 +24,30 @@ pub struct Weir {
     pub unix: Option<PathBuf>,
 }
 
+/// Every listener on a free loopback port (`weir run` prints which).
+pub const LISTENERS: &str = r#"
+[ingest.tcp]
+listen = "127.0.0.1:0"
+[ingest.udp]
+listen = "127.0.0.1:0"
+[ingest.http]
+listen = "127.0.0.1:0"
+"#;
+
+/// Runs `weir ARGS` with `input` on standard input.
+pub fn weir_with_input(args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// The weir binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_weir")

@@ -8,12 +8,11 @@
 //!   its value equals `init`.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use weir_event::Event;
 
 use crate::lang::{ParseError, StageSpec};
 use crate::predicate::Field;
-use crate::stage::{load_json, save_json, Stage, StateError};
+use crate::stage::{json_state, Stage};
 
 /// Emits events whose field changed.
 pub struct Change {
@@ -96,12 +95,5 @@ impl Stage for Change {
         }
     }
 
-    fn save(&self) -> Value {
-        save_json(&self.state)
-    }
-
-    fn load(&mut self, state: Value) -> Result<(), StateError> {
-        self.state = load_json(state)?;
-        Ok(())
-    }
+    json_state!();
 }

@@ -8,12 +8,11 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use weir_event::Event;
 
 use super::combine::Combine;
 use crate::lang::{ParseError, StageSpec};
-use crate::stage::{load_json, save_json, Stage, StateError};
+use crate::stage::{json_state, Stage};
 
 /// The latest event per (host, service), combined.
 pub struct Coalesce {
@@ -62,12 +61,5 @@ impl Stage for Coalesce {
         out.push(event);
     }
 
-    fn save(&self) -> Value {
-        save_json(&self.state)
-    }
-
-    fn load(&mut self, state: Value) -> Result<(), StateError> {
-        self.state = load_json(state)?;
-        Ok(())
-    }
+    json_state!();
 }

@@ -11,11 +11,10 @@
 //! Events without a metric are dropped.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use weir_event::Event;
 
 use crate::lang::{Literal, ParseError, StageSpec};
-use crate::stage::{load_json, save_json, Stage, StateError};
+use crate::stage::{json_state, Stage};
 
 /// How much a new value weighs.
 #[derive(Debug, Clone, Copy)]
@@ -74,12 +73,5 @@ impl Stage for Ewma {
         out.push(event);
     }
 
-    fn save(&self) -> Value {
-        save_json(&self.state)
-    }
-
-    fn load(&mut self, state: Value) -> Result<(), StateError> {
-        self.state = load_json(state)?;
-        Ok(())
-    }
+    json_state!();
 }

@@ -5,11 +5,10 @@
 //! re-arms it. godot's expire fires once ever and runs on the wall clock.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use weir_event::Event;
 
 use crate::lang::{ParseError, StageSpec};
-use crate::stage::{load_json, save_json, Stage, StateError};
+use crate::stage::{json_state, Stage};
 
 /// Default validity of an event that has no `ttl` (seconds).
 const DEFAULT_TTL_SECS: f64 = 300.0;
@@ -60,12 +59,5 @@ impl Stage for Expire {
         }
     }
 
-    fn save(&self) -> Value {
-        save_json(&self.state)
-    }
-
-    fn load(&mut self, state: Value) -> Result<(), StateError> {
-        self.state = load_json(state)?;
-        Ok(())
-    }
+    json_state!();
 }

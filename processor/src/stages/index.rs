@@ -7,11 +7,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use weir_event::Event;
 
 use crate::lang::{ParseError, StageSpec};
-use crate::stage::{load_json, save_json, Stage, StateError, Time};
+use crate::stage::{json_state, Stage, Time};
 
 /// The latest event per (host, service), expiring by ttl.
 pub struct Index {
@@ -76,12 +75,5 @@ impl Stage for Index {
         }
     }
 
-    fn save(&self) -> Value {
-        save_json(&self.state)
-    }
-
-    fn load(&mut self, state: Value) -> Result<(), StateError> {
-        self.state = load_json(state)?;
-        Ok(())
-    }
+    json_state!();
 }

@@ -15,12 +15,11 @@
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use weir_event::Event;
 
 use super::combine::Combine;
 use crate::lang::{Literal, ParseError, StageSpec};
-use crate::stage::{load_json, save_json, Stage, StateError};
+use crate::stage::{json_state, Stage};
 
 /// The extent of a sliding window.
 #[derive(Debug, Clone, Copy)]
@@ -121,12 +120,5 @@ impl Stage for Moving {
         out.push(event);
     }
 
-    fn save(&self) -> Value {
-        save_json(&self.state)
-    }
-
-    fn load(&mut self, state: Value) -> Result<(), StateError> {
-        self.state = load_json(state)?;
-        Ok(())
-    }
+    json_state!();
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use weir_event::Event;
 
 use crate::lang::{ParseError, StageSpec};
-use crate::stage::{load_json, save_json, Stage, StateError};
+use crate::stage::{json_state, Stage};
 
 const DEFAULT_LIMIT: usize = 100;
 
@@ -89,12 +89,5 @@ impl Stage for Rollup {
         self.state.window_end = (!self.state.events.is_empty()).then_some(end + self.interval);
     }
 
-    fn save(&self) -> Value {
-        save_json(&self.state)
-    }
-
-    fn load(&mut self, state: Value) -> Result<(), StateError> {
-        self.state = load_json(state)?;
-        Ok(())
-    }
+    json_state!();
 }

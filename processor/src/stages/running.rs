@@ -3,11 +3,10 @@
 //! of every metric so far. Events without a metric are dropped.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use weir_event::Event;
 
 use crate::lang::{ParseError, StageSpec};
-use crate::stage::{load_json, save_json, Stage, StateError};
+use crate::stage::{json_state, Stage};
 
 /// A running sum or mean.
 pub struct Running {
@@ -49,12 +48,5 @@ impl Stage for Running {
         out.push(event);
     }
 
-    fn save(&self) -> Value {
-        save_json(&self.state)
-    }
-
-    fn load(&mut self, state: Value) -> Result<(), StateError> {
-        self.state = load_json(state)?;
-        Ok(())
-    }
+    json_state!();
 }

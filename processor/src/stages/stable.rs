@@ -5,12 +5,11 @@
 //! change before D drops the held events (a flap).
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use weir_event::Event;
 
 use crate::lang::{ParseError, StageSpec};
 use crate::predicate::Field;
-use crate::stage::{load_json, save_json, Stage, StateError};
+use crate::stage::{json_state, Stage};
 
 /// Holds events until their value is stable.
 pub struct Stable {
@@ -81,12 +80,5 @@ impl Stage for Stable {
         }
     }
 
-    fn save(&self) -> Value {
-        save_json(&self.state)
-    }
-
-    fn load(&mut self, state: Value) -> Result<(), StateError> {
-        self.state = load_json(state)?;
-        Ok(())
-    }
+    json_state!();
 }

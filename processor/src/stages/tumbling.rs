@@ -15,12 +15,11 @@
 //! Events without a metric are ignored, except by `count` and `combine=count`.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use weir_event::Event;
 
 use super::combine::Combine;
 use crate::lang::{Literal, ParseError, StageSpec};
-use crate::stage::{load_json, save_json, Stage, StateError};
+use crate::stage::{json_state, Stage};
 
 /// What a window folds its events into.
 #[derive(Debug, Clone, PartialEq)]
@@ -175,12 +174,5 @@ impl Stage for Tumbling {
         };
     }
 
-    fn save(&self) -> Value {
-        save_json(&self.state)
-    }
-
-    fn load(&mut self, state: Value) -> Result<(), StateError> {
-        self.state = load_json(state)?;
-        Ok(())
-    }
+    json_state!();
 }
