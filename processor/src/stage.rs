@@ -55,6 +55,7 @@ pub const STAGE_NAMES: &[&str] = &[
     "under",
     "within",
     "expire",
+    "index",
     "count",
     "rate",
     "percentiles",
@@ -64,6 +65,13 @@ pub const STAGE_NAMES: &[&str] = &[
     "window-sum",
     "window-max",
     "window-min",
+    "moving-event-window",
+    "moving-time-window",
+    "fixed-event-window",
+    "fixed-time-window",
+    "rollup",
+    "coalesce",
+    "combine",
     "sum",
     "mean",
     "change",
@@ -87,6 +95,7 @@ pub const STAGE_NAMES: &[&str] = &[
     "under-meta",
     "emit",
     "notify",
+    "forward",
 ];
 
 /// Builds one stage from its spec. `rest` is the remainder of the
@@ -117,6 +126,7 @@ pub fn build(spec: &StageSpec, rest: &[StageSpec]) -> Result<(Box<dyn Stage>, us
             Box::new(Moving::riemann(spec)?)
         }
         "fixed-time-window" => Box::new(stages::tumbling::Tumbling::combined(spec)?),
+        "combine" => Box::new(stages::combine::CombineStage::from_spec(spec)?),
         "rollup" => Box::new(stages::rollup::Rollup::from_spec(spec)?),
         "coalesce" => Box::new(stages::coalesce::Coalesce::from_spec(spec)?),
         "index" => Box::new(stages::index::Index::from_spec(spec)?),
@@ -289,5 +299,25 @@ impl PartialOrd for Time {
 impl Ord for Time {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&other.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_stage_name_is_built() {
+        for name in STAGE_NAMES {
+            let spec = StageSpec {
+                name: (*name).to_owned(),
+                column: 1,
+                args: Vec::new(),
+                predicate: None,
+            };
+            if let Err(error) = build(&spec, &[]) {
+                assert!(!error.message.contains("unknown stage"), "{name}: {error}");
+            }
+        }
     }
 }

@@ -569,8 +569,9 @@ fn window_stage_errors() {
         "fixed-time-window 1m",
         "moving-time-window 10 combine=sum",
         "moving-event-window 5s combine=sum",
-        "coalesce",
         "coalesce combine=median",
+        "combine",
+        "combine median",
         "rollup",
         "rollup 1m limit=0",
         "index 5",
@@ -610,5 +611,30 @@ fn nested_meta_and_tag_keep_the_events_own_metric() {
             json!({"host":"a","time":0.0,"tags":["total:10"],"meta":{"avg":10.0},"metric":10.0}),
             json!({"host":"a","time":1.0,"tags":["total:30"],"meta":{"avg":15.0},"metric":20.0})
         ]
+    );
+}
+
+#[test]
+fn combine_folds_digests_from_rollup_and_coalesce() {
+    let input = json!([
+        {"host":"a","service":"rps","metric":10,"time":0},
+        {"host":"b","service":"rps","metric":5,"time":1},
+        {"host":"a","service":"rps","metric":20,"time":2}
+    ]);
+    assert_eq!(
+        metrics("rollup 1m | combine sum", input.clone(), Some(100.0)),
+        vec![35.0]
+    );
+    assert_eq!(
+        metrics("coalesce | combine max", input.clone(), None),
+        vec![10.0, 10.0, 20.0]
+    );
+    let digest = run("coalesce", input.clone(), None);
+    assert_eq!(digest[2]["metric"], json!(2.0));
+    assert_eq!(digest[2]["meta"]["events"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        metrics("combine mean", input, None),
+        vec![10.0, 5.0, 20.0],
+        "a plain event is a group of one"
     );
 }

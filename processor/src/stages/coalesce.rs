@@ -1,37 +1,40 @@
-//! `coalesce combine=F` (godot's `coalesce` followed by `combine`): keeps
-//! the latest event of every (host, service) and, on each event, emits that
-//! event with `metric` = F over the latest metrics of all of them — e.g.
-//! the total request rate over a fleet. An entry older than its own `ttl`
+//! `coalesce [combine=F]` (godot's `coalesce`): keeps the latest event of
+//! every (host, service) and, on each event, emits that event with
+//! `metric` = F over the latest metrics of all of them — e.g. the total
+//! request rate over a fleet. Without `combine=` it emits a digest like
+//! godot's array: `meta.events` = the latest events, `metric` = how many
+//! (fold it later with `combine F`). An entry older than its own `ttl`
 //! (when it has one) is dropped, so a departed host stops counting.
 //! `where service = "requests/rate" | coalesce combine=sum | over 10000`
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use weir_event::Event;
 
 use super::combine::Combine;
 use crate::lang::{ParseError, StageSpec};
 use crate::stage::{json_state, Stage};
 
-/// The latest event per (host, service), combined.
+/// The latest event per (host, service), combined or as a digest.
 pub struct Coalesce {
-    combine: Combine,
+    combine: Option<Combine>,
     state: CoalesceState,
 }
 
 #[derive(Default, Serialize, Deserialize)]
 struct CoalesceState {
-    /// `host \u{1f} service` → `(time, ttl, metric)` of its latest event.
-    latest: BTreeMap<String, (f64, Option<f64>, Option<f64>)>,
+    /// `host \u{1f} service` → its latest event.
+    latest: BTreeMap<String, Event>,
 }
 
 impl Coalesce {
-    /// Builds `coalesce combine=F`.
+    /// Builds `coalesce [combine=F]`.
     pub fn from_spec(spec: &StageSpec) -> Result<Coalesce, ParseError> {
         spec.only_named(&["combine"])?;
         Ok(Coalesce {
-            combine: Combine::from_spec(spec)?,
+            combine: Combine::option(spec)?,
             state: CoalesceState::default(),
         })
     }
@@ -44,19 +47,24 @@ impl Stage for Coalesce {
             event.host,
             event.service.as_deref().unwrap_or("")
         );
+        self.state.latest.insert(key, event.clone());
         self.state
             .latest
-            .insert(key, (event.time, event.ttl, event.metric));
-        self.state
-            .latest
-            .retain(|_, (time, ttl, _)| ttl.is_none_or(|ttl| *time + ttl >= now));
-        let metrics: Vec<f64> = self
-            .state
-            .latest
-            .values()
-            .filter_map(|(_, _, m)| *m)
-            .collect();
-        event.metric = self.combine.apply(&metrics, self.state.latest.len());
+            .retain(|_, e| e.ttl.is_none_or(|ttl| e.time + ttl >= now));
+        let latest = self.state.latest.values();
+        match self.combine {
+            Some(combine) => {
+                let metrics: Vec<f64> = latest.filter_map(|e| e.metric).collect();
+                event.metric = combine.apply(&metrics, self.state.latest.len());
+            }
+            None => {
+                let events = latest
+                    .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+                    .collect();
+                event.metric = Some(self.state.latest.len() as f64);
+                event.meta.insert("events".into(), Value::Array(events));
+            }
+        }
         event.time = now;
         out.push(event);
     }

@@ -1,11 +1,17 @@
-//! How a window of events becomes one event: `combine=sum|mean|min|max|
-//! count|first|last` on the window stages (`fixed-time-window`,
-//! `moving-time-window`, `fixed-event-window`, `moving-event-window`,
-//! `coalesce`). The combined event is the window's last event with
-//! `metric` = the fold over the metrics of the window (events without a
-//! metric do not count, except for `count`, which counts every event).
+//! How a group of events becomes one event: `sum|mean|min|max|count|
+//! first|last`, as the `combine=` option of the window stages
+//! (`fixed-time-window`, `moving-time-window`, `fixed-event-window`,
+//! `moving-event-window`, `coalesce`) or as the stage `combine F` after a
+//! digest (`rollup`, `coalesce` without `combine=`), whose events are in
+//! `meta.events`. The combined event is the group's last event with
+//! `metric` = the fold over the group's metrics (events without a metric
+//! do not count, except for `count`, which counts every event).
+
+use serde_json::Value;
+use weir_event::Event;
 
 use crate::lang::{Literal, ParseError, StageSpec};
+use crate::stage::Stage;
 
 /// A fold of metrics.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,25 +39,30 @@ const NAMES: &str = "sum, mean, min, max, count, first, last";
 impl Combine {
     /// Reads the required `combine=` option.
     pub fn from_spec(spec: &StageSpec) -> Result<Combine, ParseError> {
-        let combine = match spec.named("combine") {
-            Some(Literal::Word(w) | Literal::Str(w)) => match w.as_str() {
-                "sum" => Combine::Sum,
-                "mean" => Combine::Mean,
-                "min" => Combine::Min,
-                "max" => Combine::Max,
-                "count" => Combine::Count,
-                "first" => Combine::First,
-                "last" => Combine::Last,
-                other => {
-                    return Err(spec.error(format!("unknown combine {other:?} (one of {NAMES})")))
-                }
-            },
-            Some(other) => {
-                return Err(spec.error(format!("combine must be one of {NAMES}, found {other}")))
-            }
-            None => return Err(spec.error(format!("needs combine=… (one of {NAMES})"))),
-        };
-        Ok(combine)
+        Self::option(spec)?.ok_or_else(|| spec.error(format!("needs combine=… (one of {NAMES})")))
+    }
+
+    /// Reads an optional `combine=` option.
+    pub fn option(spec: &StageSpec) -> Result<Option<Combine>, ParseError> {
+        spec.named("combine")
+            .map(|l| Self::parse(spec, l))
+            .transpose()
+    }
+
+    fn parse(spec: &StageSpec, literal: &Literal) -> Result<Combine, ParseError> {
+        let name = literal.as_text().ok_or_else(|| {
+            spec.error(format!("combine must be one of {NAMES}, found {literal}"))
+        })?;
+        Ok(match name {
+            "sum" => Combine::Sum,
+            "mean" => Combine::Mean,
+            "min" => Combine::Min,
+            "max" => Combine::Max,
+            "count" => Combine::Count,
+            "first" => Combine::First,
+            "last" => Combine::Last,
+            other => return Err(spec.error(format!("unknown combine {other:?} (one of {NAMES})"))),
+        })
     }
 
     /// Folds `metrics` (oldest first); `events` counts events with or
@@ -80,5 +91,39 @@ impl Combine {
             Combine::First => metrics[0],
             Combine::Last | Combine::Count => metrics[metrics.len() - 1],
         })
+    }
+}
+
+/// `combine F`: folds a digest's `meta.events` into its metric (godot's
+/// `rollup(…).combine(fn)`); an event that is not a digest is a group of one.
+pub struct CombineStage {
+    combine: Combine,
+}
+
+impl CombineStage {
+    /// Builds `combine F`.
+    pub fn from_spec(spec: &StageSpec) -> Result<CombineStage, ParseError> {
+        spec.only_named(&[])?;
+        let literal = spec
+            .positional(0)
+            .ok_or_else(|| spec.error(format!("needs a fold (one of {NAMES})")))?;
+        Ok(CombineStage {
+            combine: Combine::parse(spec, literal)?,
+        })
+    }
+}
+
+impl Stage for CombineStage {
+    fn event(&mut self, mut event: Event, _now: f64, out: &mut Vec<Event>) {
+        let (metrics, count) = match event.meta.remove("events") {
+            Some(Value::Array(events)) => {
+                let metrics: Vec<f64> =
+                    events.iter().filter_map(|e| e["metric"].as_f64()).collect();
+                (metrics, events.len())
+            }
+            _ => (event.metric.into_iter().collect(), 1),
+        };
+        event.metric = self.combine.apply(&metrics, count);
+        out.push(event);
     }
 }
