@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{bin, results, wait_until, Weir, LISTENERS};
+use common::{results, wait_until, weir_send, Weir, LISTENERS};
 use serde_json::{json, Value};
 
 fn config(extra: &str, unix: Option<&std::path::Path>) -> String {
@@ -50,21 +50,7 @@ fn hosts(data: &std::path::Path, reactor: &str) -> Vec<String> {
 }
 
 fn send(to: &str, host: &str) {
-    let status = Command::new(bin())
-        .args([
-            "send",
-            "--to",
-            to,
-            "--host",
-            host,
-            "--service",
-            "e2e/send",
-            "--metric",
-            "1",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success(), "weir send --to {to}");
+    weir_send(to, host, "e2e/send", &["--metric", "1"]);
 }
 
 fn godot(kind: &str, target: &str, count: u32) {
@@ -247,21 +233,8 @@ fn an_expired_heartbeat_produces_an_expiry_result() {
     let data = dir.path().join("data");
     let weir = Weir::start(&config("", None), &data);
     for host in ["alive", "dies"] {
-        let status = Command::new(bin())
-            .args([
-                "send",
-                "--to",
-                &format!("tcp://{}", weir.tcp),
-                "--host",
-                host,
-                "--service",
-                "hb",
-                "--ttl",
-            ])
-            .arg(if host == "dies" { "1" } else { "600" })
-            .status()
-            .unwrap();
-        assert!(status.success());
+        let ttl = if host == "dies" { "1" } else { "600" };
+        weir_send(&format!("tcp://{}", weir.tcp), host, "hb", &["--ttl", ttl]);
     }
     wait_until(Duration::from_secs(20), "an expiry result", || {
         !hosts(&data, "heartbeats").is_empty()

@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, results, wait_until, Weir, LISTENERS};
+use common::{results, wait_until, weir_send, Weir, LISTENERS};
 use weir_log::{EmbeddedConfig, EmbeddedLog, Log};
 
 #[test]
@@ -29,21 +28,12 @@ fn forward_reaches_another_weir_and_a_topic() {
         &upstream_data,
     );
     for (host, metric) in [("f1", "1"), ("f2", "9")] {
-        let status = Command::new(bin())
-            .args([
-                "send",
-                "--to",
-                &format!("tcp://{}", upstream.tcp),
-                "--host",
-                host,
-                "--service",
-                "fwd",
-                "--metric",
-                metric,
-            ])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        weir_send(
+            &format!("tcp://{}", upstream.tcp),
+            host,
+            "fwd",
+            &["--metric", metric],
+        );
     }
     wait_until(
         Duration::from_secs(20),

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{bin, wait_until, Weir, LISTENERS};
+use common::{wait_until, weir_send, Weir, LISTENERS};
 use serde_json::Value;
 
 /// aiosmtpd writing every message into a Maildir.
@@ -119,21 +119,12 @@ fn mails(maildir: &Path) -> Vec<String> {
 }
 
 fn send(weir: &Weir, host: &str, metric: &str) {
-    let status = Command::new(bin())
-        .args([
-            "send",
-            "--to",
-            &format!("tcp://{}", weir.tcp),
-            "--host",
-            host,
-            "--service",
-            "disk",
-            "--metric",
-            metric,
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    weir_send(
+        &format!("tcp://{}", weir.tcp),
+        host,
+        "disk",
+        &["--metric", metric],
+    );
 }
 
 #[test]

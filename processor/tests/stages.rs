@@ -5,6 +5,17 @@ use weir_event::{decode_value, DecodeOptions, Event};
 use weir_processor::eval::eval;
 use weir_processor::{Engine, Reactor, ReactorConfig};
 
+/// Every pipeline in `bad` fails to build.
+fn assert_all_rejected(bad: &[&str]) {
+    for pipeline in bad {
+        let config = ReactorConfig {
+            name: "x".into(),
+            pipeline: (*pipeline).into(),
+        };
+        assert!(Reactor::build(&config).is_err(), "{pipeline}");
+    }
+}
+
 fn events(values: Value) -> Vec<Event> {
     values
         .as_array()
@@ -189,7 +200,7 @@ fn build_errors_name_the_reactor_and_column() {
         error.to_string(),
         "pipeline \"cpu\", column 23: unknown stage \"ovr\", did you mean \"over\"?"
     );
-    for bad in [
+    assert_all_rejected(&[
         "expire 60",
         "ewma alpha=2",
         "throttle 0 per 1m",
@@ -198,16 +209,7 @@ fn build_errors_name_the_reactor_and_column() {
         "by",
         "emit | over 1",
         "over 1 extra=2",
-    ] {
-        assert!(
-            Reactor::build(&ReactorConfig {
-                name: "x".into(),
-                pipeline: bad.into()
-            })
-            .is_err(),
-            "{bad}"
-        );
-    }
+    ]);
 }
 
 #[test]
@@ -424,7 +426,7 @@ fn meta_and_tag_filters() {
 
 #[test]
 fn stage_argument_errors_are_caught_when_building() {
-    for bad in [
+    assert_all_rejected(&[
         "within 5 1",
         "sma",
         "sma 0",
@@ -444,16 +446,7 @@ fn stage_argument_errors_are_caught_when_building() {
         "has-meta",
         "over-meta load",
         "sum 1",
-    ] {
-        assert!(
-            Reactor::build(&ReactorConfig {
-                name: "x".into(),
-                pipeline: bad.into()
-            })
-            .is_err(),
-            "{bad}"
-        );
-    }
+    ]);
 }
 
 #[test]
@@ -565,7 +558,7 @@ fn index_passes_events_and_expires_entries_by_ttl() {
 
 #[test]
 fn window_stage_errors() {
-    for bad in [
+    assert_all_rejected(&[
         "fixed-time-window 1m",
         "moving-time-window 10 combine=sum",
         "moving-event-window 5s combine=sum",
@@ -575,16 +568,7 @@ fn window_stage_errors() {
         "rollup",
         "rollup 1m limit=0",
         "index 5",
-    ] {
-        assert!(
-            Reactor::build(&ReactorConfig {
-                name: "x".into(),
-                pipeline: bad.into()
-            })
-            .is_err(),
-            "{bad}"
-        );
-    }
+    ]);
 }
 
 #[test]

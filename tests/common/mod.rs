@@ -34,6 +34,16 @@ listen = "127.0.0.1:0"
 listen = "127.0.0.1:0"
 "#;
 
+/// `weir send --to TO --host HOST --service SERVICE EXTRA…`, which must succeed.
+pub fn weir_send(to: &str, host: &str, service: &str, extra: &[&str]) {
+    let status = Command::new(bin())
+        .args(["send", "--to", to, "--host", host, "--service", service])
+        .args(extra)
+        .status()
+        .unwrap();
+    assert!(status.success(), "weir send --to {to} --host {host}");
+}
+
 /// Runs `weir ARGS` with `input` on standard input.
 pub fn weir_with_input(args: &[&str], input: &[u8]) -> std::process::Output {
     use std::io::Write;
