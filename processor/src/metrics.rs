@@ -83,3 +83,12 @@ pub static RESTORE_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+/// Partition workers restarted after a failure.
+pub static WORKER_RESTARTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "weir_processor_worker_restarts_total",
+        "Partition workers restarted after a failure"
+    )
+    .expect("metric registers once")
+});

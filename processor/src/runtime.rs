@@ -103,13 +103,7 @@ impl Processor {
                 let shutdown = shutdown.clone();
                 std::thread::Builder::new()
                     .name(format!("weir-processor-{partition}"))
-                    .spawn(move || {
-                        let result = worker.run_partition(partition, &shutdown);
-                        if let Err(error) = &result {
-                            tracing::error!(partition, %error, "processor worker stopped");
-                        }
-                        result
-                    })
+                    .spawn(move || worker.supervise(partition, &shutdown))
                     .map_err(|source| {
                         ProcessorError::Log(LogError::Io {
                             op: "spawn processor thread",
@@ -119,6 +113,27 @@ impl Processor {
                     })
             })
             .collect()
+    }
+
+    /// Runs a partition until shutdown; a failure (log or checkpoint I/O)
+    /// restarts it from its last checkpoint after a backoff, so a transient
+    /// error never leaves a partition unprocessed. A reactor that does not
+    /// build is final.
+    fn supervise(&self, partition: u32, shutdown: &AtomicBool) -> Result<(), ProcessorError> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.run_partition(partition, shutdown) {
+                Ok(()) => return Ok(()),
+                Err(error @ ProcessorError::Reactor(_)) => return Err(error),
+                Err(error) if shutdown.load(Ordering::Relaxed) => return Err(error),
+                Err(error) => {
+                    crate::metrics::WORKER_RESTARTS.inc();
+                    tracing::error!(partition, %error, retry_in = ?backoff, "processor worker failed; restarting from its checkpoint");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
     }
 
     fn restore(&self, partition: u32) -> Result<(Engine, u64), ProcessorError> {
