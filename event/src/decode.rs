@@ -91,6 +91,9 @@ impl Rejection {
 
 /// Decodes and validates one line; `now` (epoch seconds) fills a missing `time`.
 pub fn decode_line(line: &[u8], options: &DecodeOptions, now: f64) -> Result<Event, Rejection> {
+    if let Some(typed) = decode_fast(line) {
+        return typed.finish(options, now);
+    }
     let mut de = serde_json::Deserializer::from_slice(line);
     let raw = match RawSeed
         .deserialize(&mut de)
@@ -181,39 +184,13 @@ impl Raw {
         *slot = Some(value);
     }
 
+    /// Checks each known field's JSON type, then the event's rules.
     fn validate(self, options: &DecodeOptions, now: f64) -> Result<Event, Rejection> {
         let host = match self.host {
-            Some(Value::String(host)) if !host.is_empty() => host,
-            Some(Value::String(_)) => {
-                return Err(Rejection::new(Reason::MissingHost, "host is empty"))
-            }
-            None | Some(Value::Null) => {
-                return Err(Rejection::new(Reason::MissingHost, "host is missing"))
-            }
+            None | Some(Value::Null) => None,
+            Some(Value::String(host)) => Some(host),
             Some(other) => return Err(wrong_type("host", "a string", &other)),
         };
-        let state = string_field("state", self.state)?;
-        if let Some(state) = &state {
-            if state.len() >= MAX_STATE_BYTES {
-                return Err(Rejection::new(
-                    Reason::StateTooLong,
-                    format!(
-                        "state is {} bytes, the limit is {}",
-                        state.len(),
-                        MAX_STATE_BYTES - 1
-                    ),
-                ));
-            }
-        }
-        let time = match number_field("time", self.time)? {
-            Some(time) if time > MILLIS_THRESHOLD => time / 1000.0,
-            Some(time) => time,
-            None => now,
-        };
-        let ttl = number_field("ttl", self.ttl)?.map(|ttl| match options.ttl_unit {
-            TtlUnit::S => ttl,
-            TtlUnit::Ms => ttl / 1000.0,
-        });
         let tags = match self.tags {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => items
@@ -230,20 +207,131 @@ impl Raw {
             Some(Value::Object(meta)) => meta,
             Some(other) => return Err(wrong_type("meta", "an object", &other)),
         };
-        Ok(Event {
+        let typed = Typed {
             host,
             service: string_field("service", self.service)?,
-            state,
-            time,
+            state: string_field("state", self.state)?,
+            time: number_field("time", self.time)?,
             description: string_field("description", self.description)?,
             tags,
             meta,
             metric: number_field("metric", self.metric)?,
-            ttl,
+            ttl: number_field("ttl", self.ttl)?,
             kind: string_field("type", self.kind)?,
+            extra: self.extra,
+        };
+        typed.finish(options, now)
+    }
+}
+
+/// Known fields with their JSON types checked, before the event's rules.
+#[derive(Default)]
+struct Typed {
+    host: Option<String>,
+    service: Option<String>,
+    state: Option<String>,
+    time: Option<f64>,
+    description: Option<String>,
+    tags: Vec<String>,
+    meta: Map<String, Value>,
+    metric: Option<f64>,
+    ttl: Option<f64>,
+    kind: Option<String>,
+    extra: Map<String, Value>,
+}
+
+impl Typed {
+    /// Applies the rules of §1: host required, state length, time and ttl units.
+    fn finish(self, options: &DecodeOptions, now: f64) -> Result<Event, Rejection> {
+        let host = match self.host {
+            Some(host) if !host.is_empty() => host,
+            Some(_) => return Err(Rejection::new(Reason::MissingHost, "host is empty")),
+            None => return Err(Rejection::new(Reason::MissingHost, "host is missing")),
+        };
+        if let Some(state) = &self.state {
+            if state.len() >= MAX_STATE_BYTES {
+                let detail = format!(
+                    "state is {} bytes, the limit is {}",
+                    state.len(),
+                    MAX_STATE_BYTES - 1
+                );
+                return Err(Rejection::new(Reason::StateTooLong, detail));
+            }
+        }
+        let time = match self.time {
+            Some(time) if time > MILLIS_THRESHOLD => time / 1000.0,
+            Some(time) => time,
+            None => now,
+        };
+        let ttl = self.ttl.map(|ttl| match options.ttl_unit {
+            TtlUnit::S => ttl,
+            TtlUnit::Ms => ttl / 1000.0,
+        });
+        Ok(Event {
+            host,
+            service: self.service,
+            state: self.state,
+            time,
+            description: self.description,
+            tags: self.tags,
+            meta: self.meta,
+            metric: self.metric,
+            ttl,
+            kind: self.kind,
             extra: self.extra,
         })
     }
+}
+
+/// The fast path: reads known fields straight into their types. Any type
+/// error makes it give up, and the caller takes the slow path, which
+/// finds the precise reason.
+struct TypedVisitor;
+
+impl<'de> Visitor<'de> for TypedVisitor {
+    type Value = Typed;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an event object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Typed, A::Error> {
+        let mut typed = Typed::default();
+        while let Some(key) = access.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "host" => typed.host = access.next_value()?,
+                "service" => typed.service = access.next_value()?,
+                "state" => typed.state = access.next_value()?,
+                "time" => typed.time = access.next_value()?,
+                "description" => typed.description = access.next_value()?,
+                "tags" => {
+                    typed.tags = access
+                        .next_value::<Option<Vec<String>>>()?
+                        .unwrap_or_default()
+                }
+                "meta" => {
+                    typed.meta = access
+                        .next_value::<Option<Map<String, Value>>>()?
+                        .unwrap_or_default()
+                }
+                "metric" => typed.metric = access.next_value()?,
+                "ttl" => typed.ttl = access.next_value()?,
+                "type" => typed.kind = access.next_value()?,
+                _ => {
+                    let value = access.next_value()?;
+                    typed.extra.insert(key.into_owned(), value);
+                }
+            }
+        }
+        Ok(typed)
+    }
+}
+
+fn decode_fast(line: &[u8]) -> Option<Typed> {
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let typed = de.deserialize_map(TypedVisitor).ok()?;
+    de.end().ok()?;
+    Some(typed)
 }
 
 fn wrong_type(field: &str, expected: &str, found: &Value) -> Rejection {
