@@ -91,9 +91,14 @@ impl Rejection {
 
 /// Decodes and validates one line; `now` (epoch seconds) fills a missing `time`.
 pub fn decode_line(line: &[u8], options: &DecodeOptions, now: f64) -> Result<Event, Rejection> {
-    if let Some(typed) = decode_fast(line) {
-        return typed.finish(options, now);
+    match decode_fast(line) {
+        Some(typed) => typed.finish(options, now),
+        None => decode_slow(line, options, now),
     }
+}
+
+/// The `Value`-based path: slower, but names exactly what is wrong.
+fn decode_slow(line: &[u8], options: &DecodeOptions, now: f64) -> Result<Event, Rejection> {
     let mut de = serde_json::Deserializer::from_slice(line);
     let raw = match RawSeed
         .deserialize(&mut de)
@@ -490,6 +495,32 @@ mod tests {
         assert_eq!(reason(&long_state), Reason::StateTooLong);
         let ok_state = format!(r#"{{"host":"a","state":"{}"}}"#, "s".repeat(254));
         assert!(decode(&ok_state).is_ok());
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_exact_one() {
+        let options = DecodeOptions {
+            ttl_unit: TtlUnit::Ms,
+        };
+        let lines = [
+            r#"{"host":"a","service":"s","state":"ok","time":1732280000500,"description":"d","tags":["x"],"meta":{"k":[1]},"metric":-0.5,"ttl":15000,"type":"t","extra":{"n":null}}"#,
+            r#"{"host":"a","metric":null,"tags":null,"meta":null,"host":"b"}"#,
+            r#"{"host":""}"#,
+            r#"{"service":"x"}"#,
+            r#"{"host":"a","tags":[1]}"#,
+            r#"{"host":"a","metric":"1"}"#,
+            r#"{"host":"a","metric":1e400}"#,
+            r#"{"host":"a"} x"#,
+            r#"[1]"#,
+        ];
+        for line in lines {
+            let fast = decode_fast(line.as_bytes()).map(|t| t.finish(&options, 7.0));
+            let slow = decode_slow(line.as_bytes(), &options, 7.0);
+            if let Some(fast) = fast {
+                assert_eq!(fast, slow, "{line}");
+            }
+            assert_eq!(decode_line(line.as_bytes(), &options, 7.0), slow, "{line}");
+        }
     }
 
     #[test]
