@@ -8,45 +8,26 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use weir_ingest::{IngestConfig, Listener};
-use weir_log::{Committed, EmbeddedConfig, EmbeddedLog, Log, LogError, Produce, Record, Topics};
+use weir_log::hooked::HookedLog;
+use weir_log::{EmbeddedConfig, EmbeddedLog, Log, Topics};
 
-/// An embedded log whose appends wait while `closed` is set.
-struct GatedLog {
-    inner: EmbeddedLog,
+/// A gate the log's appends wait at while it is closed.
+struct Gate {
     closed: Mutex<bool>,
     opened: Condvar,
 }
 
-impl Log for GatedLog {
-    fn partitions(&self, topic: &str) -> Result<u32, LogError> {
-        self.inner.partitions(topic)
-    }
-    fn append(&self, topic: &str, partition: u32, records: &[Produce]) -> Result<u64, LogError> {
+impl Gate {
+    fn wait(&self) {
         let mut closed = self.closed.lock().unwrap();
         while *closed {
             closed = self.opened.wait(closed).unwrap();
         }
-        drop(closed);
-        self.inner.append(topic, partition, records)
     }
-    fn read(
-        &self,
-        t: &str,
-        p: u32,
-        from: u64,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<Record>, LogError> {
-        self.inner.read(t, p, from, max, wait)
-    }
-    fn offsets(&self, topic: &str, partition: u32) -> Result<(u64, u64), LogError> {
-        self.inner.offsets(topic, partition)
-    }
-    fn commit(&self, g: &str, t: &str, p: u32, c: &Committed) -> Result<(), LogError> {
-        self.inner.commit(g, t, p, c)
-    }
-    fn committed(&self, g: &str, t: &str, p: u32) -> Result<Option<Committed>, LogError> {
-        self.inner.committed(g, t, p)
+
+    fn open(&self) {
+        *self.closed.lock().unwrap() = false;
+        self.opened.notify_all();
     }
 }
 
@@ -64,11 +45,16 @@ async fn a_stalled_log_stops_socket_reads_and_everything_arrives_after() {
     .unwrap();
     inner.create_topic(&topics.events, 2).unwrap();
     inner.create_topic(&topics.registry, 1).unwrap();
-    let log = Arc::new(GatedLog {
-        inner,
+    let gate = Arc::new(Gate {
         closed: Mutex::new(true),
         opened: Condvar::new(),
     });
+    let hook_gate = gate.clone();
+    let hook = Box::new(move |_: &str, _: u32| {
+        hook_gate.wait();
+        Ok(())
+    });
+    let log = Arc::new(HookedLog::new(inner, hook));
     let router_config = weir_router::RouterConfig {
         queue_batches: 4,
         tick_interval_ms: 3_600_000,
@@ -121,8 +107,7 @@ async fn a_stalled_log_stops_socket_reads_and_everything_arrives_after() {
         "only bounded buffers fill: {stalled_at} events written"
     );
 
-    *log.closed.lock().unwrap() = false;
-    log.opened.notify_all();
+    gate.open();
     tokio::task::spawn_blocking(move || writer.join().unwrap())
         .await
         .unwrap();

@@ -9,6 +9,8 @@
 //! see `segment.rs` for the format and the crash-recovery rule.
 
 mod embedded;
+#[cfg(feature = "test-util")]
+pub mod hooked;
 mod metrics;
 mod segment;
 

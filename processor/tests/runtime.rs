@@ -7,53 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use weir_event::{Entry, Event, ResultRecord};
-use weir_log::{Committed, EmbeddedConfig, EmbeddedLog, Log, LogError, Produce, Record, Topics};
+use weir_log::hooked::HookedLog;
+use weir_log::{EmbeddedConfig, EmbeddedLog, Log, LogError, Topics};
 use weir_processor::checkpoint::CheckpointStore;
 use weir_processor::{Processor, ProcessorConfig, ReactorConfig};
-
-/// An embedded log whose first `failures` appends to the results topic fail.
-struct FlakyLog {
-    inner: EmbeddedLog,
-    failures: AtomicU32,
-}
-
-impl Log for FlakyLog {
-    fn partitions(&self, topic: &str) -> Result<u32, LogError> {
-        self.inner.partitions(topic)
-    }
-    fn append(&self, topic: &str, partition: u32, records: &[Produce]) -> Result<u64, LogError> {
-        let failing = topic == "weir.results"
-            && self
-                .failures
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
-        if failing {
-            return Err(LogError::Poisoned(format!(
-                "{topic}/{partition} (injected)"
-            )));
-        }
-        self.inner.append(topic, partition, records)
-    }
-    fn read(
-        &self,
-        t: &str,
-        p: u32,
-        from: u64,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<Record>, LogError> {
-        self.inner.read(t, p, from, max, wait)
-    }
-    fn offsets(&self, topic: &str, partition: u32) -> Result<(u64, u64), LogError> {
-        self.inner.offsets(topic, partition)
-    }
-    fn commit(&self, g: &str, t: &str, p: u32, c: &Committed) -> Result<(), LogError> {
-        self.inner.commit(g, t, p, c)
-    }
-    fn committed(&self, g: &str, t: &str, p: u32) -> Result<Option<Committed>, LogError> {
-        self.inner.committed(g, t, p)
-    }
-}
 
 #[test]
 fn a_failed_append_restarts_the_worker_and_no_result_is_lost() {
@@ -62,10 +19,22 @@ fn a_failed_append_restarts_the_worker_and_no_result_is_lost() {
     let inner = EmbeddedLog::open(&dir.path().join("log"), EmbeddedConfig::default()).unwrap();
     inner.create_topic(&topics.events, 1).unwrap();
     inner.create_topic(&topics.results, 1).unwrap();
-    let log = Arc::new(FlakyLog {
-        inner,
-        failures: AtomicU32::new(2),
+    // The first two appends to the results topic fail.
+    let failures = Arc::new(AtomicU32::new(2));
+    let left = failures.clone();
+    let hook = Box::new(move |topic: &str, partition: u32| {
+        let fail = topic == "weir.results"
+            && left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if fail {
+            return Err(LogError::Poisoned(format!(
+                "{topic}/{partition} (injected)"
+            )));
+        }
+        Ok(())
     });
+    let log = Arc::new(HookedLog::new(inner, hook));
     let events: Vec<_> = (0..10)
         .map(|i| {
             let mut event = Event::new("h", i as f64);
@@ -97,7 +66,7 @@ fn a_failed_append_restarts_the_worker_and_no_result_is_lost() {
         worker.join().unwrap().unwrap();
     }
     assert_eq!(
-        log.failures.load(Ordering::SeqCst),
+        failures.load(Ordering::SeqCst),
         0,
         "both injected failures happened"
     );
