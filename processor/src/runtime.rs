@@ -228,11 +228,10 @@ impl Processor {
             since_checkpoint += batch.len() as u64;
             if !results.is_empty() {
                 encoded.clear();
-                encoded.extend(
-                    results
-                        .drain(..)
-                        .map(|r| (r.event.host.clone().into_bytes(), r.encode())),
-                );
+                encoded.extend(results.drain(..).map(|r| {
+                    let value = r.encode();
+                    (r.event.host.into_bytes(), value)
+                }));
                 self.log
                     .append(&self.topics.results, results_partition, &encoded)?;
             }

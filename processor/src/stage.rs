@@ -174,6 +174,9 @@ pub fn build(spec: &StageSpec, rest: &[StageSpec]) -> Result<(Box<dyn Stage>, us
 /// Stages run in sequence: each one's output is the next one's input.
 pub struct Chain {
     stages: Vec<Box<dyn Stage>>,
+    /// One reusable output buffer per stage, so passing an event along
+    /// the chain allocates nothing once the buffers have grown.
+    buffers: Vec<Vec<Event>>,
 }
 
 impl Chain {
@@ -186,34 +189,33 @@ impl Chain {
             stages.push(stage);
             i += 1 + consumed;
         }
-        Ok(Chain { stages })
+        let buffers = stages.iter().map(|_| Vec::new()).collect();
+        Ok(Chain { stages, buffers })
     }
 
-    /// Feeds `input` through stages `from..`, appending the results to `out`.
-    fn run_from(&mut self, from: usize, input: Vec<Event>, now: f64, out: &mut Vec<Event>) {
-        let mut current = input;
-        for stage in &mut self.stages[from..] {
-            if current.is_empty() {
-                return;
-            }
-            let mut next = Vec::new();
-            for event in current {
-                stage.event(event, now, &mut next);
-            }
-            current = next;
+    /// Feeds `event` into stage `at` and what it emits on down the chain;
+    /// what leaves the last stage goes to `out`.
+    fn feed(&mut self, at: usize, event: Event, now: f64, out: &mut Vec<Event>) {
+        if at == self.stages.len() {
+            return out.push(event);
         }
-        out.append(&mut current);
+        let mut emitted = std::mem::take(&mut self.buffers[at]);
+        self.stages[at].event(event, now, &mut emitted);
+        self.pass_on(at + 1, &mut emitted, now, out);
+        self.buffers[at] = emitted;
+    }
+
+    /// Feeds every event of `events` into stage `at`, leaving `events` empty.
+    fn pass_on(&mut self, at: usize, events: &mut Vec<Event>, now: f64, out: &mut Vec<Event>) {
+        for event in events.drain(..) {
+            self.feed(at, event, now, out);
+        }
     }
 }
 
 impl Stage for Chain {
     fn event(&mut self, event: Event, now: f64, out: &mut Vec<Event>) {
-        match self.stages.as_mut_slice() {
-            [] => return out.push(event),
-            [only] => return only.event(event, now, out),
-            _ => {}
-        }
-        self.run_from(0, vec![event], now, out);
+        self.feed(0, event, now, out);
     }
 
     fn deadline(&self) -> Option<f64> {
@@ -226,9 +228,10 @@ impl Stage for Chain {
     fn tick(&mut self, now: f64, out: &mut Vec<Event>) {
         for i in 0..self.stages.len() {
             if self.stages[i].deadline().is_some_and(|d| d <= now) {
-                let mut fired = Vec::new();
+                let mut fired = std::mem::take(&mut self.buffers[i]);
                 self.stages[i].tick(now, &mut fired);
-                self.run_from(i + 1, fired, now, out);
+                self.pass_on(i + 1, &mut fired, now, out);
+                self.buffers[i] = fired;
             }
         }
     }
