@@ -2,9 +2,24 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
 use common::{bin, weir_with_input};
+
+/// `weir check --config PATH` succeeds.
+fn assert_checks(path: &Path) {
+    let output = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
 
 #[test]
 fn check_reports_every_bad_reactor_with_its_column_and_fails() {
@@ -35,15 +50,7 @@ fn check_reports_every_bad_reactor_with_its_column_and_fails() {
     );
     assert!(stderr.contains("2 of 3 reactors have errors"), "{stderr}");
 
-    let output = Command::new(bin())
-        .args(["check", "--config", "examples/default.toml"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_checks(Path::new("examples/default.toml"));
 }
 
 #[test]
@@ -91,14 +98,5 @@ fn every_example_in_the_reactor_docs_passes_check() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("examples.toml");
     std::fs::write(&path, config).unwrap();
-    let output = Command::new(bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_checks(&path);
 }
