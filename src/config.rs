@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use weir_ingest::IngestConfig;
-use weir_log::EmbeddedConfig;
+use weir_log::LogConfig;
 use weir_processor::{ProcessorConfig, ReactorConfig};
 use weir_router::RouterConfig;
 use weir_storage::file::FileSinkConfig;
@@ -21,8 +21,10 @@ pub const DEFAULT_CONFIG: &str = include_str!("../examples/default.toml");
 pub struct Config {
     /// Where the embedded log, checkpoints and file-sink output live.
     pub data_dir: Option<PathBuf>,
-    /// The embedded log.
-    pub log: EmbeddedConfig,
+    /// Where a service serves /metrics besides the HTTP ingest listener.
+    pub metrics_listen: Option<String>,
+    /// The log backend.
+    pub log: LogConfig,
     /// Producer-facing listeners.
     pub ingest: IngestConfig,
     /// Registry and routing.

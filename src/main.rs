@@ -1,7 +1,7 @@
 //! `weir`: a durable, replayable monitoring event processor.
 //!
-//! Subcommands: `run` (every stage in one process over the embedded log),
-//! `send` (godot's producer), `check` (validate a config), `eval` (run a
+//! Subcommands: `run` (every stage in one process), the services `ingest`,
+//! `process` and `store` (the same stages split, for Kafka), `send` (godot's producer), `check` (validate a config), `eval` (run a
 //! pipeline over recorded events), `bench` (load generator).
 
 mod bench;
@@ -37,8 +37,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run ingest, router, processor and storage in one process on the embedded log.
-    Run(run::RunArgs),
+    /// Run ingest, router, processor and storage in one process.
+    Run(run::ServiceArgs),
+    /// Run the listeners and the router.
+    Ingest(run::ServiceArgs),
+    /// Run the reactors as a member of their consumer group.
+    Process(run::ServiceArgs),
+    /// Run the sinks, the notifier and the forwarder.
+    Store(run::ServiceArgs),
     /// Send one event, or repeat it (heartbeats), like godot's producer.
     Send(send::SendArgs),
     /// Validate a config file and every reactor in it.
@@ -57,7 +63,31 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init_logging(cli.log_json);
     let result = match cli.command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(args, run::Roles::ALL),
+        Command::Ingest(args) => run::run(
+            args,
+            run::Roles {
+                ingest: true,
+                process: false,
+                store: false,
+            },
+        ),
+        Command::Process(args) => run::run(
+            args,
+            run::Roles {
+                ingest: false,
+                process: true,
+                store: false,
+            },
+        ),
+        Command::Store(args) => run::run(
+            args,
+            run::Roles {
+                ingest: false,
+                process: false,
+                store: true,
+            },
+        ),
         Command::Send(args) => send::send(args),
         Command::Check { config } => check(&config),
         Command::Eval(args) => eval::eval(args),

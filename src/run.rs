@@ -1,17 +1,21 @@
-//! `weir run`: the whole pipeline in one process over the embedded log.
+//! The services: `weir ingest` (listeners + router), `weir process` (the
+//! reactors, a consumer-group member), `weir store` (sinks, notifier,
+//! forwarder), and `weir run`, all three in one process. Every service
+//! reads the same config and takes `--log` and `--brokers` overrides.
 //!
 //! Start order follows the data: log, processor and storage consumers
 //! (which wait for data), router, then the listeners. Shutdown (Ctrl-C or
 //! SIGTERM) stops the listeners, lets the router drain, and has every
-//! worker checkpoint before exit.
+//! processor partition checkpoint before exit.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use anyhow::Context;
 use clap::Args;
-use weir_log::{EmbeddedLog, Log, Topics};
+use weir_log::{Backend, Log, Topics};
 use weir_processor::checkpoint::CheckpointStore;
 use weir_processor::Processor;
 use weir_storage::consumer::Source;
@@ -23,20 +27,58 @@ use weir_storage::spawn_consumers;
 use crate::config::Config;
 use crate::telemetry;
 
-/// Arguments of `weir run`.
+/// Arguments every service takes.
 #[derive(Args)]
-pub struct RunArgs {
+pub struct ServiceArgs {
     /// Config file (default: the built-in example).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Data directory (log, checkpoints, results); default ./weir-data.
+    /// Data directory (embedded log, checkpoints, results); default ./weir-data.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Log backend, overriding `[log] backend`.
+    #[arg(long, value_name = "embedded|kafka")]
+    log: Option<Backend>,
+    /// Kafka bootstrap servers `host:port,…`, overriding `[log] brokers`.
+    #[arg(long, value_name = "LIST")]
+    brokers: Option<String>,
+    /// Serve /metrics and /healthz here (e.g. 127.0.0.1:9101; port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
-/// Runs until interrupted.
-pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let config = Config::load(args.config.as_deref())?;
+/// Which stages a process runs.
+#[derive(Clone, Copy)]
+pub struct Roles {
+    /// Listeners and router.
+    pub ingest: bool,
+    /// Reactors.
+    pub process: bool,
+    /// Sinks, notifier, forwarder.
+    pub store: bool,
+}
+
+impl Roles {
+    /// Everything in one process.
+    pub const ALL: Roles = Roles {
+        ingest: true,
+        process: true,
+        store: true,
+    };
+}
+
+/// Runs the `roles` until interrupted.
+pub fn run(args: ServiceArgs, roles: Roles) -> anyhow::Result<()> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(backend) = args.log {
+        config.log.backend = backend;
+    }
+    if let Some(brokers) = args.brokers {
+        config.log.brokers = brokers;
+    }
+    if let Some(metrics) = args.metrics {
+        config.metrics_listen = Some(metrics);
+    }
     let reactors = match Processor::check(&config.reactor) {
         Ok(reactors) => reactors,
         Err(errors) => {
@@ -50,34 +92,97 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let topics = Topics::new(&config.log.namespace);
-    let embedded =
-        EmbeddedLog::open(&data_dir.join("log"), config.log.clone()).context("opening the log")?;
-    embedded.create_topic(&topics.events, config.log.partitions)?;
-    embedded.create_topic(&topics.results, config.log.partitions)?;
-    embedded.create_topic(&topics.registry, 1)?;
+    let log = weir_log::open(&config.log, &data_dir).context("opening the log")?;
+    topics
+        .create(&*log, config.log.partitions)
+        .context("creating weir's topics")?;
     for reactor in &reactors {
         if let Some(topic) = reactor.forward_topic() {
-            embedded.create_topic(topic, config.log.partitions)?;
+            log.create_topic(topic, config.log.partitions, false)?;
         }
     }
-    let log: Arc<dyn Log> = Arc::new(embedded);
     let shutdown = Arc::new(AtomicBool::new(false));
 
-    let processor = Processor {
-        log: log.clone(),
-        topics: topics.clone(),
-        reactors: config.reactor.clone(),
-        config: config.processor.clone(),
-        store: CheckpointStore::open(&data_dir.join("checkpoints"))?,
+    let processor = if roles.process {
+        let processor = Processor {
+            log: log.clone(),
+            topics: topics.clone(),
+            reactors: config.reactor.clone(),
+            config: config.processor.clone(),
+            store: CheckpointStore::open(&data_dir.join("checkpoints"))?,
+            share_checkpoints: config.log.backend == Backend::Kafka,
+        };
+        Some(processor.start()?)
+    } else {
+        None
     };
-    let mut workers = processor.spawn(shutdown.clone())?;
+    let consumers = if roles.store {
+        start_storage(&config, &log, &topics, &data_dir, &shutdown)?
+    } else {
+        Vec::new()
+    };
 
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let router_thread = runtime.block_on(async {
+        let metrics = match &config.metrics_listen {
+            Some(listen) => Some(serve_metrics(listen).await?),
+            None => None,
+        };
+        let ingest = if roles.ingest {
+            Some(start_ingest(&config, &log, &topics).await?)
+        } else {
+            None
+        };
+        println!("data in {}", data_dir.display());
+        wait_for_signal().await;
+        println!("shutting down");
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
+        anyhow::Ok(ingest.map(|(http, router, router_thread)| {
+            if let Some(http) = http {
+                http.abort();
+            }
+            drop(router);
+            router_thread
+        }))
+    })?;
+    // Listener tasks end with the runtime; then the router sees no senders.
+    runtime.shutdown_background();
+    if let Some(router_thread) = router_thread {
+        let _ = router_thread.join();
+    }
+    shutdown.store(true, Ordering::Relaxed);
+    if let Some(processor) = processor {
+        for error in processor.stop() {
+            tracing::error!(%error, "processor worker failed");
+        }
+    }
+    consumers.into_iter().for_each(|c| {
+        let _ = c.join();
+    });
+    Ok(())
+}
+
+/// The results consumers: file sink, notifier, forwarder.
+fn start_storage(
+    config: &Config,
+    log: &Arc<dyn Log>,
+    topics: &Topics,
+    data_dir: &std::path::Path,
+    shutdown: &Arc<AtomicBool>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let results_dir = config
         .storage
         .file
         .dir
         .clone()
         .unwrap_or_else(|| data_dir.join("results"));
+    println!("results in {}", results_dir.display());
     let max_file_bytes = config.storage.file.max_file_bytes;
     let source = |group: &str| Source {
         log: log.clone(),
@@ -99,72 +204,70 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         |p| Notifier::new(&config.notify, &deliveries, p),
         shutdown.clone(),
     )?);
-
     consumers.extend(spawn_consumers(
         &source("weir.forwarder"),
         |p| Forwarder::new(log.clone(), p),
         shutdown.clone(),
     )?);
+    Ok(consumers)
+}
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let router_thread = runtime.block_on(async {
-        let (router, router_thread) =
-            weir_router::start(log.clone(), topics.clone(), &config.router)?;
-        let bound = weir_ingest::listeners::start(&config.ingest, router.clone()).await?;
-        if let Some(addr) = bound.tcp {
-            println!("listening tcp {addr} (NDJSON)");
-        }
-        if let Some(addr) = bound.udp {
-            println!("listening udp {addr} (NDJSON)");
-        }
-        if let Some(path) = &bound.unix {
-            println!("listening unix {} (NDJSON)", path.display());
-        }
-        let http = match &config.ingest.http {
-            Some(listener) => {
-                let socket = tokio::net::TcpListener::bind(&listener.listen)
-                    .await
-                    .with_context(|| format!("cannot listen on http {}", listener.listen))?;
-                println!(
-                    "listening http {} (POST /events, GET /metrics, GET /healthz)",
-                    socket.local_addr()?
-                );
-                let app = weir_ingest::http::routes(&config.ingest, router.clone())
-                    .merge(telemetry::routes());
-                Some(tokio::spawn(async move { axum::serve(socket, app).await }))
-            }
-            None => None,
-        };
-        println!(
-            "data in {}, results in {}",
-            data_dir.display(),
-            results_dir.display()
-        );
-        wait_for_signal().await;
-        println!("shutting down");
-        if let Some(http) = http {
-            http.abort();
-        }
-        drop(router);
-        anyhow::Ok(router_thread)
-    })?;
-    // Listener tasks end with the runtime; then the router sees no senders.
-    runtime.shutdown_background();
-    let _ = router_thread.join();
-    shutdown.store(true, Ordering::Relaxed);
-    for worker in workers.drain(..) {
-        if let Ok(Err(error)) = worker.join() {
-            tracing::error!(%error, "processor worker failed");
-        }
+type Ingest = (
+    Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    weir_router::RouterHandle,
+    std::thread::JoinHandle<()>,
+);
+
+/// The router and every configured listener; the HTTP listener also
+/// serves /metrics.
+async fn start_ingest(
+    config: &Config,
+    log: &Arc<dyn Log>,
+    topics: &Topics,
+) -> anyhow::Result<Ingest> {
+    let (router, router_thread) = weir_router::start(log.clone(), topics.clone(), &config.router)?;
+    let bound = weir_ingest::listeners::start(&config.ingest, router.clone()).await?;
+    if let Some(addr) = bound.tcp {
+        println!("listening tcp {addr} (NDJSON)");
     }
-    consumers.into_iter().for_each(|c| {
-        let _ = c.join();
-    });
-    Ok(())
+    if let Some(addr) = bound.udp {
+        println!("listening udp {addr} (NDJSON)");
+    }
+    if let Some(path) = &bound.unix {
+        println!("listening unix {} (NDJSON)", path.display());
+    }
+    let http = match &config.ingest.http {
+        Some(listener) => {
+            let socket = tokio::net::TcpListener::bind(&listener.listen)
+                .await
+                .with_context(|| format!("cannot listen on http {}", listener.listen))?;
+            println!(
+                "listening http {} (POST /events, GET /metrics, GET /healthz)",
+                socket.local_addr()?
+            );
+            let app = weir_ingest::http::routes(&config.ingest, router.clone())
+                .merge(telemetry::routes());
+            Some(tokio::spawn(async move { axum::serve(socket, app).await }))
+        }
+        None => None,
+    };
+    Ok((http, router, router_thread))
+}
+
+/// Serves /metrics and /healthz on their own listener.
+async fn serve_metrics(
+    listen: &str,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let socket = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {listen}"))?;
+    println!(
+        "listening metrics {} (GET /metrics, GET /healthz)",
+        socket.local_addr()?
+    );
+    Ok(tokio::spawn(async move {
+        axum::serve(socket, telemetry::routes()).await
+    }))
 }
 
 async fn wait_for_signal() {

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{results, wait_until, weir_send, Weir, LISTENERS};
-use weir_log::{EmbeddedConfig, EmbeddedLog, Log};
+use weir_log::{EmbeddedLog, Log, LogConfig};
 
 #[test]
 fn forward_reaches_another_weir_and_a_topic() {
@@ -58,7 +58,7 @@ fn forward_reaches_another_weir_and_a_topic() {
     hosts.sort();
     assert_eq!(hosts, ["f1", "f2"]);
 
-    let log = EmbeddedLog::open(&upstream_data.join("log"), EmbeddedConfig::default()).unwrap();
+    let log = EmbeddedLog::open(&upstream_data.join("log"), LogConfig::default()).unwrap();
     log.create_topic("alerts", 1).unwrap();
     let mut forwarded = Vec::new();
     for partition in 0..log.partitions("alerts").unwrap() {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use weir_ingest::{IngestConfig, Listener};
 use weir_log::hooked::HookedLog;
-use weir_log::{EmbeddedConfig, EmbeddedLog, Log, Topics};
+use weir_log::{EmbeddedLog, Log, LogConfig, Topics};
 
 /// A gate the log's appends wait at while it is closed.
 struct Gate {
@@ -37,9 +37,9 @@ async fn a_stalled_log_stops_socket_reads_and_everything_arrives_after() {
     let topics = Topics::new("");
     let inner = EmbeddedLog::open(
         dir.path(),
-        EmbeddedConfig {
+        LogConfig {
             fsync: weir_log::FsyncPolicy::Never,
-            ..EmbeddedConfig::default()
+            ..LogConfig::default()
         },
     )
     .unwrap();

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::metrics::{APPENDED_BYTES, APPENDS, FSYNC_SECONDS, SEGMENTS_DELETED};
 use crate::segment::Segment;
-use crate::{io_err, Committed, EmbeddedConfig, FsyncPolicy, Log, LogError, Produce, Record};
+use crate::{
+    io_err, Committed, FsyncPolicy, Log, LogConfig, LogError, Membership, Owner, Produce, Record,
+};
 
 /// The default log backend: segment files on local disk.
 pub struct EmbeddedLog {
@@ -30,7 +32,7 @@ pub struct EmbeddedLog {
 
 struct Inner {
     dir: PathBuf,
-    config: EmbeddedConfig,
+    config: LogConfig,
     topics: RwLock<HashMap<String, Arc<Vec<Partition>>>>,
 }
 
@@ -62,7 +64,7 @@ fn now_ms() -> u64 {
 
 impl EmbeddedLog {
     /// Opens (or creates) the log under `dir`, recovering every partition.
-    pub fn open(dir: &Path, config: EmbeddedConfig) -> Result<EmbeddedLog, LogError> {
+    pub fn open(dir: &Path, config: LogConfig) -> Result<EmbeddedLog, LogError> {
         fs::create_dir_all(dir.join("topics")).map_err(io_err("create", dir))?;
         fs::create_dir_all(dir.join("groups")).map_err(io_err("create", dir))?;
         let inner = Arc::new(Inner {
@@ -242,7 +244,7 @@ impl Partition {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn append(&self, config: &EmbeddedConfig, records: &[Produce]) -> Result<u64, LogError> {
+    fn append(&self, config: &LogConfig, records: &[Produce]) -> Result<u64, LogError> {
         let mut state = self.lock();
         if state.poisoned {
             return Err(LogError::Poisoned(self.name.clone()));
@@ -259,7 +261,7 @@ impl Partition {
     fn append_locked(
         &self,
         state: &mut State,
-        config: &EmbeddedConfig,
+        config: &LogConfig,
         records: &[Produce],
     ) -> Result<u64, LogError> {
         let mut active = state
@@ -294,7 +296,7 @@ impl Partition {
     }
 
     /// Deletes the oldest sealed segments beyond the size or age limit.
-    fn apply_retention(&self, state: &mut State, config: &EmbeddedConfig) -> Result<(), LogError> {
+    fn apply_retention(&self, state: &mut State, config: &LogConfig) -> Result<(), LogError> {
         let max_age = Duration::from_secs(config.retention_secs);
         let now = SystemTime::now();
         loop {
@@ -368,6 +370,22 @@ impl Partition {
 }
 
 impl Log for EmbeddedLog {
+    fn create_topic(&self, topic: &str, partitions: u32, _compacted: bool) -> Result<(), LogError> {
+        EmbeddedLog::create_topic(self, topic, partitions)
+    }
+
+    fn join(
+        &self,
+        group: &str,
+        topic: &str,
+        owner: Arc<dyn Owner>,
+    ) -> Result<Box<dyn Membership>, LogError> {
+        let log = Arc::new(EmbeddedLog {
+            inner: self.inner.clone(),
+        });
+        Ok(Box::new(crate::group::join_sole(log, group, topic, owner)?))
+    }
+
     fn partitions(&self, topic: &str) -> Result<u32, LogError> {
         Ok(self.topic(topic)?.len() as u32)
     }

@@ -1,9 +1,10 @@
 //! A [`Log`] wrapper that runs a hook before every append, for tests that
 //! need a slow or failing log (feature `test-util`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{Committed, EmbeddedLog, Log, LogError, Produce, Record};
+use crate::{Committed, EmbeddedLog, Log, LogError, Membership, Owner, Produce, Record};
 
 /// Called with the topic and partition before each append; an error is
 /// returned to the appender instead of appending.
@@ -24,6 +25,19 @@ impl HookedLog {
 }
 
 impl Log for HookedLog {
+    fn create_topic(&self, topic: &str, partitions: u32, compacted: bool) -> Result<(), LogError> {
+        Log::create_topic(&self.inner, topic, partitions, compacted)
+    }
+
+    fn join(
+        &self,
+        group: &str,
+        topic: &str,
+        owner: Arc<dyn Owner>,
+    ) -> Result<Box<dyn Membership>, LogError> {
+        self.inner.join(group, topic, owner)
+    }
+
     fn partitions(&self, topic: &str) -> Result<u32, LogError> {
         self.inner.partitions(topic)
     }

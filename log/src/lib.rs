@@ -9,18 +9,23 @@
 //! see `segment.rs` for the format and the crash-recovery rule.
 
 mod embedded;
+mod group;
 #[cfg(feature = "test-util")]
 pub mod hooked;
+mod kafka;
 mod metrics;
 mod segment;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 pub use embedded::EmbeddedLog;
+pub use group::{Membership, Owner};
+pub use kafka::{KafkaConfig, KafkaLog};
 
 /// A record read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +90,24 @@ pub enum LogError {
     /// An earlier write failed; the partition refuses further work until reopened.
     #[error("partition {0} is poisoned by an earlier I/O error; restart to recover")]
     Poisoned(String),
+    /// The Kafka client or broker failed.
+    #[error("kafka: {op}: {detail}")]
+    Kafka {
+        /// What was being done.
+        op: String,
+        /// The client's error.
+        detail: String,
+    },
+    /// A topic exists with settings weir cannot use.
+    #[error("topic {topic:?} exists with {found}, but the config needs {wanted}")]
+    Incompatible {
+        /// Topic name.
+        topic: String,
+        /// What the topic has.
+        found: String,
+        /// What weir needs.
+        wanted: String,
+    },
 }
 
 /// Wraps an I/O error with what was being done and to which path.
@@ -101,8 +124,34 @@ pub(crate) fn io_err<'a>(
 
 /// The operations weir needs from a log backend.
 pub trait Log: Send + Sync + 'static {
+    /// Creates `topic` with `partitions` partitions if it is missing
+    /// (`compacted`: only the newest record per key needs keeping). An
+    /// existing topic with fewer partitions is an error, not a resize.
+    fn create_topic(&self, topic: &str, partitions: u32, compacted: bool) -> Result<(), LogError>;
+
     /// The partition count of `topic`.
     fn partitions(&self, topic: &str) -> Result<u32, LogError>;
+
+    /// Joins consumer group `group` on `topic`: `owner` is told which
+    /// partitions this member owns as the group (re)assigns them, and the
+    /// progress it reports is committed to the group. The embedded log has
+    /// one member, which owns every partition.
+    fn join(
+        &self,
+        group: &str,
+        topic: &str,
+        owner: Arc<dyn Owner>,
+    ) -> Result<Box<dyn Membership>, LogError>;
+
+    /// Appends to several partitions of one topic; returns once all are as
+    /// durable as [`Log::append`] promises. Backends with pipelined writes
+    /// send all before waiting for any.
+    fn append_batches(&self, topic: &str, batches: &[(u32, Vec<Produce>)]) -> Result<(), LogError> {
+        for (partition, records) in batches {
+            self.append(topic, *partition, records)?;
+        }
+        Ok(())
+    }
 
     /// Appends records to one partition in order and returns the offset
     /// after the last one. On return the records are as durable as the
@@ -155,14 +204,44 @@ pub enum FsyncPolicy {
     Never,
 }
 
-/// Embedded log settings (`[log]` in the config).
+/// Which log backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Segment files under the data directory (one machine).
+    #[default]
+    Embedded,
+    /// A Kafka cluster (`brokers`).
+    Kafka,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "embedded" => Ok(Backend::Embedded),
+            "kafka" => Ok(Backend::Kafka),
+            other => Err(format!("unknown log backend {other:?} (embedded or kafka)")),
+        }
+    }
+}
+
+/// Log settings (`[log]` in the config); the file settings apply to the
+/// embedded backend, `brokers` and `[log.kafka]` to Kafka.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct EmbeddedConfig {
+pub struct LogConfig {
+    /// The backend.
+    pub backend: Backend,
     /// Namespace prefixed to every topic name.
     pub namespace: String,
-    /// Partitions of `weir.events` and `weir.results`.
+    /// Partitions of `weir.events`, `weir.results` and `weir.checkpoints`.
     pub partitions: u32,
+    /// Kafka bootstrap servers, `host:port,…`.
+    pub brokers: String,
+    /// Kafka client settings.
+    pub kafka: KafkaConfig,
     /// When appends are fsynced.
     pub fsync: FsyncPolicy,
     /// Period of the `interval` fsync policy.
@@ -175,11 +254,14 @@ pub struct EmbeddedConfig {
     pub retention_secs: u64,
 }
 
-impl Default for EmbeddedConfig {
+impl Default for LogConfig {
     fn default() -> Self {
-        EmbeddedConfig {
+        LogConfig {
+            backend: Backend::Embedded,
             namespace: String::new(),
             partitions: 4,
+            brokers: "127.0.0.1:9092".into(),
+            kafka: KafkaConfig::default(),
             fsync: FsyncPolicy::Batch,
             fsync_interval_ms: 200,
             segment_bytes: 64 << 20,
@@ -198,6 +280,10 @@ pub struct Topics {
     pub results: String,
     /// Registry changes: uid → partition, keyed by uid.
     pub registry: String,
+    /// Reactor state snapshots, keyed by group and partition.
+    pub checkpoints: String,
+    /// The consumer group of the reactors.
+    pub reactors_group: String,
 }
 
 impl Topics {
@@ -214,6 +300,30 @@ impl Topics {
             events: name("events"),
             results: name("results"),
             registry: name("registry"),
+            checkpoints: name("checkpoints"),
+            reactors_group: if namespace.is_empty() {
+                "weir.reactors".into()
+            } else {
+                format!("weir.{namespace}.reactors")
+            },
         }
     }
+
+    /// Creates weir's topics if missing: events, results and checkpoints
+    /// with `partitions` each, the registry with one (both compacted).
+    pub fn create(&self, log: &dyn Log, partitions: u32) -> Result<(), LogError> {
+        log.create_topic(&self.events, partitions, false)?;
+        log.create_topic(&self.results, partitions, false)?;
+        log.create_topic(&self.checkpoints, partitions, true)?;
+        log.create_topic(&self.registry, 1, true)
+    }
+}
+
+/// Opens the configured backend: the embedded log under `data_dir/log`,
+/// or a client of the Kafka cluster.
+pub fn open(config: &LogConfig, data_dir: &Path) -> Result<Arc<dyn Log>, LogError> {
+    Ok(match config.backend {
+        Backend::Embedded => Arc::new(EmbeddedLog::open(&data_dir.join("log"), config.clone())?),
+        Backend::Kafka => Arc::new(KafkaLog::connect(&config.brokers, &config.kafka)?),
+    })
 }

@@ -43,3 +43,12 @@ pub(crate) static SEGMENTS_DELETED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+/// Partition assignments received by group members.
+pub(crate) static REBALANCES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "weir_log_rebalances_total",
+        "Partition assignments received from the group coordinator"
+    )
+    .expect("metric registers once")
+});

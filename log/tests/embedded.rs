@@ -7,20 +7,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use weir_log::{Committed, EmbeddedConfig, EmbeddedLog, FsyncPolicy, Log};
+use weir_log::{Committed, EmbeddedLog, FsyncPolicy, Log, LogConfig};
 
 const TOPIC: &str = "weir.events";
 const NO_WAIT: Duration = Duration::ZERO;
 
-fn config(segment_bytes: u64) -> EmbeddedConfig {
-    EmbeddedConfig {
+fn config(segment_bytes: u64) -> LogConfig {
+    LogConfig {
         partitions: 2,
         segment_bytes,
-        ..EmbeddedConfig::default()
+        ..LogConfig::default()
     }
 }
 
-fn open(dir: &Path, config: EmbeddedConfig) -> EmbeddedLog {
+fn open(dir: &Path, config: LogConfig) -> EmbeddedLog {
     let log = EmbeddedLog::open(dir, config).unwrap();
     log.create_topic(TOPIC, 2).unwrap();
     log
@@ -161,7 +161,7 @@ fn readers_follow_the_tail() {
 #[test]
 fn retention_by_size_drops_the_oldest_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let config = EmbeddedConfig {
+    let config = LogConfig {
         retention_bytes: 10_000,
         ..config(2_000)
     };
@@ -187,7 +187,7 @@ fn retention_by_size_drops_the_oldest_segments() {
 #[test]
 fn retention_by_age_drops_expired_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let config = EmbeddedConfig {
+    let config = LogConfig {
         retention_secs: 0,
         ..config(500)
     };
@@ -222,7 +222,7 @@ fn group_offsets_persist_with_their_metadata() {
 #[test]
 fn interval_fsync_policy_appends_and_reads() {
     let dir = tempfile::tempdir().unwrap();
-    let config = EmbeddedConfig {
+    let config = LogConfig {
         fsync: FsyncPolicy::Interval,
         fsync_interval_ms: 5,
         ..config(1 << 20)
@@ -322,7 +322,7 @@ fn random_operations_match_a_vec_model_across_restarts_and_torn_tails() {
     for seed in 1..=20u64 {
         let mut rng = XorShift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let dir = tempfile::tempdir().unwrap();
-        let small = || EmbeddedConfig {
+        let small = || LogConfig {
             retention_bytes: u64::MAX,
             ..config(300 + segment_size_for(seed))
         };

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::time::Duration;
+use weir_log::{Log, LogError};
 
 /// Errors of the checkpoint store.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +25,9 @@ pub enum CheckpointError {
         /// sled's error.
         source: sled::Error,
     },
+    /// The shared checkpoints topic failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
     /// Moving a broken store aside failed.
     #[error("moving broken checkpoint store {path} aside: {source}")]
     MoveAside {
@@ -119,5 +124,79 @@ impl CheckpointStore {
             .map_err(store_err)?;
         self.db.flush().map_err(store_err)?;
         Ok(bytes.len())
+    }
+}
+
+/// Checkpoints in the log's `weir.checkpoints` topic, so a partition that
+/// moves to another machine resumes with its state: the snapshot of
+/// events partition P goes to partition P (modulo the topic's count),
+/// keyed by group and partition; the newest record with the key wins.
+pub struct SharedCheckpoints<'a> {
+    /// The log.
+    pub log: &'a dyn Log,
+    /// The checkpoints topic.
+    pub topic: &'a str,
+}
+
+/// Records scanned per step when searching the topic backwards.
+const SCAN_STEP: u64 = 64;
+
+impl SharedCheckpoints<'_> {
+    fn place(&self, group: &str, partition: u32) -> Result<(u32, Vec<u8>), LogError> {
+        let count = self.log.partitions(self.topic)?;
+        Ok((
+            partition % count,
+            format!("{group}/{partition}").into_bytes(),
+        ))
+    }
+
+    /// Appends a checkpoint.
+    pub fn save(
+        &self,
+        group: &str,
+        partition: u32,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), LogError> {
+        let (target, key) = self.place(group, partition)?;
+        let value = serde_json::to_vec(checkpoint).unwrap_or_default();
+        self.log.append(self.topic, target, &[(key, value)])?;
+        Ok(())
+    }
+
+    /// The newest checkpoint of `partition` for `group`, searching from
+    /// the end of its topic partition backwards.
+    pub fn load(&self, group: &str, partition: u32) -> Result<Option<Checkpoint>, LogError> {
+        let (target, key) = self.place(group, partition)?;
+        let (earliest, mut end) = self.log.offsets(self.topic, target)?;
+        while end > earliest {
+            let from = end.saturating_sub(SCAN_STEP).max(earliest);
+            let mut newest = None;
+            let mut at = from;
+            while at < end {
+                let records =
+                    self.log
+                        .read(self.topic, target, at, 16 << 20, Duration::from_millis(500))?;
+                let Some(last) = records.last() else { break };
+                at = last.offset + 1;
+                newest = records
+                    .iter()
+                    .filter(|r| r.offset < end && r.key == key.as_slice())
+                    .last()
+                    .cloned()
+                    .or(newest);
+            }
+            if let Some(record) = newest {
+                return Ok(match serde_json::from_slice(&record.value) {
+                    Ok(checkpoint) => Some(checkpoint),
+                    Err(error) => {
+                        tracing::warn!(group, partition, %error, "corrupt shared checkpoint; ignoring it");
+                        crate::metrics::RESTORE_FAILURES.inc();
+                        None
+                    }
+                });
+            }
+            end = from;
+        }
+        Ok(None)
     }
 }

@@ -92,3 +92,23 @@ pub static WORKER_RESTARTS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+/// 1 for each partition this processor owns, 0 once revoked.
+pub static OWNED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "weir_processor_partition_owned",
+        "1 while this processor owns the partition",
+        &["partition"]
+    )
+    .expect("metric registers once")
+});
+
+/// Time to restore a partition's state when it is assigned.
+pub static RESTORE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "weir_processor_restore_seconds",
+        "Time to restore a partition's checkpoint on assignment",
+        vec![0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 30.0]
+    )
+    .expect("metric registers once")
+});

@@ -1,32 +1,37 @@
-//! The processor runtime: one worker thread per partition of
-//! `weir.events`, each running an [`Engine`] over its partition in log
-//! order and appending results to the same partition of `weir.results`.
+//! The processor runtime: a member of the reactors' consumer group that
+//! runs one worker thread per partition of `weir.events` it owns, each
+//! running an [`Engine`] over its partition in log order and appending
+//! results to the same partition of `weir.results`.
 //!
 //! Order of effects per batch: results are appended first, then every N
-//! entries or T ms the state and next offset are checkpointed to sled, and
-//! only after that the offset is committed to the log's consumer group.
-//! After a crash a worker resumes from its checkpoint and reproduces the
-//! same results with the same ids, which downstream consumers drop.
+//! entries or T ms the state and next offset are checkpointed to sled (and,
+//! on Kafka, to `weir.checkpoints` so another processor can take the
+//! partition over), and only then is the progress reported to the group.
+//! A partition's state is restored when it is assigned and checkpointed
+//! when it is revoked. After a crash a worker resumes from its checkpoint
+//! and reproduces the same results with the same ids, which downstream
+//! consumers drop.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use weir_event::Entry;
-use weir_log::{Committed, Log, LogError, Topics};
+use weir_log::{Log, LogError, Membership, Owner, Topics};
 
-use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
-use crate::metrics::{CHECKPOINT_BYTES, CHECKPOINT_SECONDS, EVENTS, LAG, UNDECODABLE};
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, SharedCheckpoints};
+use crate::metrics::{
+    CHECKPOINT_BYTES, CHECKPOINT_SECONDS, EVENTS, LAG, OWNED, RESTORE_SECONDS, UNDECODABLE,
+};
 use crate::reactor::{Engine, Reactor, ReactorConfig, ReactorError};
 
 /// Processor settings (`[processor]` in the config).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProcessorConfig {
-    /// Consumer group name of the reactors.
-    pub group: String,
     /// Checkpoint after this many entries…
     pub checkpoint_every: u64,
     /// …or after this long, whichever comes first.
@@ -40,7 +45,6 @@ pub struct ProcessorConfig {
 impl Default for ProcessorConfig {
     fn default() -> Self {
         ProcessorConfig {
-            group: "weir.reactors".into(),
             checkpoint_every: 50_000,
             checkpoint_interval_ms: 1000,
             lateness_secs: 60.0,
@@ -69,14 +73,116 @@ pub enum ProcessorError {
 pub struct Processor {
     /// The log to read events from and append results to.
     pub log: Arc<dyn Log>,
-    /// Topic names.
+    /// Topic names and the reactors' group.
     pub topics: Topics,
     /// The reactors to run.
     pub reactors: Vec<ReactorConfig>,
     /// Settings.
     pub config: ProcessorConfig,
-    /// Where checkpoints live.
+    /// Where checkpoints live on this machine.
     pub store: CheckpointStore,
+    /// Also snapshot to `weir.checkpoints`, for partitions that move
+    /// between machines (the Kafka backend).
+    pub share_checkpoints: bool,
+}
+
+/// A running processor: its group membership and partition workers.
+pub struct Running {
+    membership: Box<dyn Membership>,
+    workers: Arc<Workers>,
+}
+
+impl Running {
+    /// Leaves the group: every worker checkpoints and stops. Returns the
+    /// errors workers stopped with.
+    pub fn stop(self) -> Vec<ProcessorError> {
+        self.membership.leave();
+        std::mem::take(&mut *lock(&self.workers.failures))
+    }
+
+    /// The partitions this processor owns now.
+    pub fn owned(&self) -> Vec<u32> {
+        lock(&self.workers.running).keys().copied().collect()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One partition's worker thread and its stop flag.
+struct Worker {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Result<(), ProcessorError>>,
+}
+
+/// The [`Owner`] of the processor's partitions.
+struct Workers {
+    processor: Processor,
+    running: Mutex<BTreeMap<u32, Worker>>,
+    /// Next offset per owned partition, as of its last checkpoint.
+    progress: Arc<Mutex<BTreeMap<u32, u64>>>,
+    /// Errors of workers that stopped for good (a reactor that does not build).
+    failures: Mutex<Vec<ProcessorError>>,
+}
+
+impl Owner for Workers {
+    fn assigned(&self, partitions: &[u32]) {
+        let mut running = lock(&self.running);
+        for &partition in partitions {
+            if running.contains_key(&partition) {
+                continue;
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            let (processor, flag, progress) =
+                (self.processor.clone(), stop.clone(), self.progress.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("weir-processor-{partition}"))
+                .spawn(move || processor.supervise(partition, &flag, &progress));
+            match spawned {
+                Ok(thread) => {
+                    OWNED.with_label_values(&[&partition.to_string()]).set(1);
+                    running.insert(partition, Worker { stop, thread });
+                }
+                Err(error) => {
+                    tracing::error!(partition, %error, "cannot start a partition worker")
+                }
+            }
+        }
+    }
+
+    fn revoked(&self, partitions: &[u32]) -> Vec<(u32, u64)> {
+        let stopping: Vec<(u32, Worker)> = {
+            let mut running = lock(&self.running);
+            partitions
+                .iter()
+                .filter_map(|p| running.remove(p).map(|w| (*p, w)))
+                .collect()
+        };
+        for (_, worker) in &stopping {
+            worker.stop.store(true, Ordering::Relaxed);
+        }
+        let mut last = Vec::new();
+        for (partition, worker) in stopping {
+            match worker.thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(partition, %error, "partition worker stopped");
+                    lock(&self.failures).push(error);
+                }
+                Err(_) => tracing::error!(partition, "partition worker panicked"),
+            }
+            OWNED.with_label_values(&[&partition.to_string()]).set(0);
+            if let Some(offset) = lock(&self.progress).remove(&partition) {
+                last.push((partition, offset));
+            }
+        }
+        last
+    }
+
+    fn progress(&self) -> Vec<(u32, u64)> {
+        lock(&self.progress).iter().map(|(p, o)| (*p, *o)).collect()
+    }
 }
 
 impl Processor {
@@ -91,41 +197,41 @@ impl Processor {
         }
     }
 
-    /// Starts one worker per partition; they stop when `shutdown` is set.
-    pub fn spawn(
-        &self,
-        shutdown: Arc<AtomicBool>,
-    ) -> Result<Vec<JoinHandle<Result<(), ProcessorError>>>, ProcessorError> {
-        let partitions = self.log.partitions(&self.topics.events)?;
-        (0..partitions)
-            .map(|partition| {
-                let worker = self.clone();
-                let shutdown = shutdown.clone();
-                std::thread::Builder::new()
-                    .name(format!("weir-processor-{partition}"))
-                    .spawn(move || worker.supervise(partition, &shutdown))
-                    .map_err(|source| {
-                        ProcessorError::Log(LogError::Io {
-                            op: "spawn processor thread",
-                            path: Default::default(),
-                            source,
-                        })
-                    })
-            })
-            .collect()
+    /// Joins the reactors' group; partitions are worked on while assigned.
+    pub fn start(&self) -> Result<Running, ProcessorError> {
+        let workers = Arc::new(Workers {
+            processor: self.clone(),
+            running: Mutex::new(BTreeMap::new()),
+            progress: Arc::new(Mutex::new(BTreeMap::new())),
+            failures: Mutex::new(Vec::new()),
+        });
+        let membership = self.log.join(
+            &self.topics.reactors_group,
+            &self.topics.events,
+            workers.clone(),
+        )?;
+        Ok(Running {
+            membership,
+            workers,
+        })
     }
 
-    /// Runs a partition until shutdown; a failure (log or checkpoint I/O)
+    /// Runs a partition until `stop`; a failure (log or checkpoint I/O)
     /// restarts it from its last checkpoint after a backoff, so a transient
     /// error never leaves a partition unprocessed. A reactor that does not
     /// build is final.
-    fn supervise(&self, partition: u32, shutdown: &AtomicBool) -> Result<(), ProcessorError> {
+    fn supervise(
+        &self,
+        partition: u32,
+        stop: &AtomicBool,
+        progress: &Mutex<BTreeMap<u32, u64>>,
+    ) -> Result<(), ProcessorError> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.run_partition(partition, shutdown) {
+            match self.run_partition(partition, stop, progress) {
                 Ok(()) => return Ok(()),
                 Err(error @ ProcessorError::Reactor(_)) => return Err(error),
-                Err(error) if shutdown.load(Ordering::Relaxed) => return Err(error),
+                Err(error) if stop.load(Ordering::Relaxed) => return Err(error),
                 Err(error) => {
                     crate::metrics::WORKER_RESTARTS.inc();
                     tracing::error!(partition, %error, retry_in = ?backoff, "processor worker failed; restarting from its checkpoint");
@@ -133,6 +239,29 @@ impl Processor {
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
+        }
+    }
+
+    /// The newest checkpoint of `partition`: the local one or, when
+    /// checkpoints are shared, the one in the log if that is further on.
+    fn newest_checkpoint(&self, partition: u32) -> Result<Option<Checkpoint>, ProcessorError> {
+        let group = &self.topics.reactors_group;
+        let local = self.store.load(group, partition)?;
+        if !self.share_checkpoints {
+            return Ok(local);
+        }
+        let shared = self.shared().load(group, partition)?;
+        Ok(match (local, shared) {
+            (Some(local), Some(shared)) if shared.offset > local.offset => Some(shared),
+            (Some(local), _) => Some(local),
+            (None, shared) => shared,
+        })
+    }
+
+    fn shared(&self) -> SharedCheckpoints<'_> {
+        SharedCheckpoints {
+            log: &*self.log,
+            topic: &self.topics.checkpoints,
         }
     }
 
@@ -144,7 +273,7 @@ impl Processor {
             .collect::<Result<Vec<_>, _>>()?;
         let fresh_engine = |reactors| Engine::new(partition, reactors, self.config.lateness_secs);
         let mut engine = fresh_engine(reactors);
-        let Some(checkpoint) = self.store.load(&self.config.group, partition)? else {
+        let Some(checkpoint) = self.newest_checkpoint(partition)? else {
             return Ok((engine, 0));
         };
         match engine.load(checkpoint.state) {
@@ -168,25 +297,25 @@ impl Processor {
         }
     }
 
-    fn checkpoint(&self, partition: u32, engine: &Engine, next: u64) -> Result<(), ProcessorError> {
+    fn checkpoint(
+        &self,
+        partition: u32,
+        engine: &Engine,
+        next: u64,
+        progress: &Mutex<BTreeMap<u32, u64>>,
+    ) -> Result<(), ProcessorError> {
         let started = Instant::now();
         let checkpoint = Checkpoint {
             offset: next,
             state: engine.save(),
         };
-        let size = self
-            .store
-            .save(&self.config.group, partition, &checkpoint)?;
-        // The offset is committed only once the state it reflects is durable.
-        self.log.commit(
-            &self.config.group,
-            &self.topics.events,
-            partition,
-            &Committed {
-                offset: next,
-                metadata: String::new(),
-            },
-        )?;
+        let group = &self.topics.reactors_group;
+        let size = self.store.save(group, partition, &checkpoint)?;
+        if self.share_checkpoints {
+            self.shared().save(group, partition, &checkpoint)?;
+        }
+        // Progress is reported only once the state it reflects is durable.
+        lock(progress).insert(partition, next);
         CHECKPOINT_SECONDS.observe(started.elapsed().as_secs_f64());
         CHECKPOINT_BYTES
             .with_label_values(&[&partition.to_string()])
@@ -194,8 +323,16 @@ impl Processor {
         Ok(())
     }
 
-    fn run_partition(&self, partition: u32, shutdown: &AtomicBool) -> Result<(), ProcessorError> {
+    fn run_partition(
+        &self,
+        partition: u32,
+        stop: &AtomicBool,
+        progress: &Mutex<BTreeMap<u32, u64>>,
+    ) -> Result<(), ProcessorError> {
+        let restoring = Instant::now();
         let (mut engine, mut next) = self.restore(partition)?;
+        RESTORE_SECONDS.observe(restoring.elapsed().as_secs_f64());
+        lock(progress).insert(partition, next);
         let label = partition.to_string();
         let events = EVENTS.with_label_values(&[&label]);
         let lag = LAG.with_label_values(&[&label]);
@@ -206,7 +343,8 @@ impl Processor {
         let interval = Duration::from_millis(self.config.checkpoint_interval_ms);
         let mut results = Vec::new();
         let mut encoded = Vec::new();
-        while !shutdown.load(Ordering::Relaxed) {
+        let mut lag_measured = Instant::now() - interval;
+        while !stop.load(Ordering::Relaxed) {
             let batch = self.log.read(
                 &self.topics.events,
                 partition,
@@ -239,15 +377,18 @@ impl Processor {
                 && (since_checkpoint >= self.config.checkpoint_every
                     || last_checkpoint.elapsed() >= interval)
             {
-                self.checkpoint(partition, &engine, next)?;
+                self.checkpoint(partition, &engine, next, progress)?;
                 since_checkpoint = 0;
                 last_checkpoint = Instant::now();
             }
-            let (_, end) = self.log.offsets(&self.topics.events, partition)?;
-            lag.set(end.saturating_sub(next) as i64);
+            if lag_measured.elapsed() >= interval {
+                let (_, end) = self.log.offsets(&self.topics.events, partition)?;
+                lag.set(end.saturating_sub(next) as i64);
+                lag_measured = Instant::now();
+            }
         }
         if since_checkpoint > 0 {
-            self.checkpoint(partition, &engine, next)?;
+            self.checkpoint(partition, &engine, next, progress)?;
         }
         Ok(())
     }

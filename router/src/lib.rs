@@ -242,9 +242,8 @@ impl Router {
         if !placements.is_empty() {
             self.log.append(&self.topics.registry, 0, &placements)?;
         }
-        for (partition, records) in by_partition {
-            self.log.append(&self.topics.events, partition, &records)?;
-        }
+        let batches: Vec<(u32, Vec<Produce>)> = by_partition.into_iter().collect();
+        self.log.append_batches(&self.topics.events, &batches)?;
         APPEND_SECONDS.observe(started.elapsed().as_secs_f64());
         Ok(())
     }

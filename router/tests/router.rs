@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weir_event::{Entry, Event};
-use weir_log::{EmbeddedConfig, EmbeddedLog, Log, Topics};
+use weir_log::{EmbeddedLog, Log, LogConfig, Topics};
 use weir_router::murmur2::partition_for;
 use weir_router::registry::Registry;
 use weir_router::{start, RouterConfig};
 
 fn open(dir: &std::path::Path, partitions: u32) -> Arc<EmbeddedLog> {
     let topics = Topics::new("");
-    let log = EmbeddedLog::open(dir, EmbeddedConfig::default()).unwrap();
+    let log = EmbeddedLog::open(dir, LogConfig::default()).unwrap();
     log.create_topic(&topics.events, partitions).unwrap();
     log.create_topic(&topics.registry, 1).unwrap();
     Arc::new(log)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use weir_event::{Event, ResultRecord};
-use weir_log::{EmbeddedConfig, EmbeddedLog, Log};
+use weir_log::{EmbeddedLog, Log, LogConfig};
 use weir_storage::consumer::Source;
 use weir_storage::file::FileSink;
 use weir_storage::spawn_consumers;
@@ -73,8 +73,7 @@ fn drain(log: &Arc<EmbeddedLog>, out: &std::path::Path, max_file_bytes: u64) {
 #[test]
 fn re_emitted_results_are_written_once_and_files_rotate() {
     let dir = tempfile::tempdir().unwrap();
-    let log =
-        Arc::new(EmbeddedLog::open(&dir.path().join("log"), EmbeddedConfig::default()).unwrap());
+    let log = Arc::new(EmbeddedLog::open(&dir.path().join("log"), LogConfig::default()).unwrap());
     log.create_topic(TOPIC, 1).unwrap();
     let out = dir.path().join("results");
     // A processor crashed after offset 1 and re-emitted offsets 1..3.
@@ -109,8 +108,7 @@ fn re_emitted_results_are_written_once_and_files_rotate() {
 #[test]
 fn lines_written_after_the_last_commit_are_not_written_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let log =
-        Arc::new(EmbeddedLog::open(&dir.path().join("log"), EmbeddedConfig::default()).unwrap());
+    let log = Arc::new(EmbeddedLog::open(&dir.path().join("log"), LogConfig::default()).unwrap());
     log.create_topic(TOPIC, 1).unwrap();
     let out = dir.path().join("results");
     log.append(TOPIC, 0, &(0..5).map(|o| result(o, 0)).collect::<Vec<_>>())

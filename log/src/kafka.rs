@@ -1,0 +1,536 @@
+//! The Kafka backend, on librdkafka (rdkafka, bundled).
+//!
+//! Appends go through one idempotent, batching producer to explicit
+//! partitions (the router already placed every uid with Kafka's own
+//! murmur2, so the mapping matches Java clients). Each (topic, partition)
+//! that is read gets its own assign-only consumer, so partition workers
+//! never contend; group offsets of simple consumers (the sinks) are
+//! committed through a per-group consumer that never subscribes. Group
+//! membership ([`Log::join`]) is a subscribing consumer whose partitions
+//! stay paused: it only carries the assignment and the progress commits.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::executor::block_on;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use crate::group::{Member, Membership, Owner, PROGRESS_INTERVAL};
+use crate::metrics::REBALANCES;
+use crate::{Committed, Log, LogError, Produce, Record};
+
+/// Kafka client settings (`[log.kafka]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Replication factor of the topics weir creates.
+    pub replication_factor: i32,
+    /// Producer batching delay.
+    pub linger_ms: u64,
+    /// Producer compression codec (none, gzip, snappy, lz4, zstd).
+    pub compression: String,
+    /// A group member that sends no heartbeat for this long is removed.
+    pub session_timeout_ms: u64,
+    /// The longest a rebalance waits for members (the group coordinator
+    /// waits up to this long for every member to rejoin).
+    pub max_poll_interval_ms: u64,
+    /// Timeout of metadata, commit and admin requests.
+    pub request_timeout_ms: u64,
+    /// Further librdkafka properties, applied to every client.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            replication_factor: 1,
+            linger_ms: 5,
+            compression: "lz4".into(),
+            session_timeout_ms: 10_000,
+            max_poll_interval_ms: 300_000,
+            request_timeout_ms: 30_000,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// The Kafka log backend.
+pub struct KafkaLog {
+    brokers: String,
+    config: KafkaConfig,
+    producer: FutureProducer,
+    /// Metadata and watermark queries.
+    meta: BaseConsumer,
+    readers: Mutex<HashMap<(String, u32), SharedReader>>,
+    committers: Mutex<HashMap<String, Arc<BaseConsumer>>>,
+}
+
+/// A partition's reader, locked by the one thread that reads it.
+type SharedReader = Arc<Mutex<Reader>>;
+
+/// An assign-only consumer of one partition and where it stands.
+struct Reader {
+    consumer: BaseConsumer,
+    /// The offset the next poll delivers (`None`: not assigned yet).
+    next: Option<u64>,
+}
+
+fn kafka_err(op: impl Into<String>) -> impl FnOnce(KafkaError) -> LogError {
+    let op = op.into();
+    move |error| LogError::Kafka {
+        op,
+        detail: error.to_string(),
+    }
+}
+
+impl KafkaLog {
+    /// Connects to `brokers` and checks they answer.
+    pub fn connect(brokers: &str, config: &KafkaConfig) -> Result<KafkaLog, LogError> {
+        let producer = client_config(brokers, config)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", config.linger_ms.to_string())
+            .set("compression.type", &config.compression)
+            .set("partitioner", "murmur2_random")
+            .set("queue.buffering.max.messages", "1000000")
+            .set("queue.buffering.max.kbytes", "1048576")
+            .set("batch.num.messages", "100000")
+            .set("message.max.bytes", "67108864")
+            .create()
+            .map_err(kafka_err("create producer"))?;
+        let meta: BaseConsumer = client_config(brokers, config)
+            .create()
+            .map_err(kafka_err("create metadata client"))?;
+        let timeout = Duration::from_millis(config.request_timeout_ms);
+        meta.fetch_metadata(None, timeout)
+            .map_err(kafka_err(format!("connect to brokers {brokers}")))?;
+        Ok(KafkaLog {
+            brokers: brokers.to_owned(),
+            config: config.clone(),
+            producer,
+            meta,
+            readers: Mutex::new(HashMap::new()),
+            committers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.config.request_timeout_ms)
+    }
+
+    /// Settings of a consumer that reads explicitly assigned partitions.
+    fn consumer_config(&self) -> ClientConfig {
+        let mut config = client_config(&self.brokers, &self.config);
+        config
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("queued.max.messages.kbytes", "16384")
+            .set("fetch.wait.max.ms", "50");
+        config
+    }
+
+    fn reader(&self, topic: &str, partition: u32) -> Result<SharedReader, LogError> {
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(reader) = readers.get(&(topic.to_owned(), partition)) {
+            return Ok(reader.clone());
+        }
+        let consumer = self
+            .consumer_config()
+            .create()
+            .map_err(kafka_err("create reader"))?;
+        let reader = Arc::new(Mutex::new(Reader {
+            consumer,
+            next: None,
+        }));
+        readers.insert((topic.to_owned(), partition), reader.clone());
+        Ok(reader)
+    }
+
+    fn committer(&self, group: &str) -> Result<Arc<BaseConsumer>, LogError> {
+        let mut committers = self.committers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(consumer) = committers.get(group) {
+            return Ok(consumer.clone());
+        }
+        let consumer: BaseConsumer = self
+            .consumer_config()
+            .set("group.id", group)
+            .create()
+            .map_err(kafka_err("create committer"))?;
+        let consumer = Arc::new(consumer);
+        committers.insert(group.to_owned(), consumer.clone());
+        Ok(consumer)
+    }
+
+    /// The partition count of `topic`, `None` if it does not exist.
+    fn partition_count(&self, topic: &str) -> Result<Option<u32>, LogError> {
+        let metadata = self
+            .meta
+            .fetch_metadata(Some(topic), self.timeout())
+            .map_err(kafka_err(format!("metadata of {topic}")))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.partitions().len() as u32))
+    }
+
+    /// Queues one record; waits for room when the producer queue is full.
+    fn send(
+        &self,
+        topic: &str,
+        partition: u32,
+        (key, value): &Produce,
+    ) -> Result<DeliveryFuture, LogError> {
+        let mut record = FutureRecord::to(topic)
+            .partition(partition as i32)
+            .key(key)
+            .payload(value);
+        loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((error, _)) => return Err(kafka_err(format!("produce to {topic}"))(error)),
+            }
+        }
+    }
+}
+
+/// Settings every client shares: the brokers, then the user's extras.
+fn client_config(brokers: &str, config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", brokers);
+    for (key, value) in &config.properties {
+        client.set(key, value);
+    }
+    client
+}
+
+/// Waits for deliveries in order; returns the offset after the last one.
+fn delivered(topic: &str, deliveries: Vec<DeliveryFuture>) -> Result<Option<u64>, LogError> {
+    let mut last = None;
+    for delivery in deliveries {
+        match block_on(delivery) {
+            Ok(Ok(delivery)) => last = Some(delivery.offset as u64 + 1),
+            Ok(Err((error, _))) => return Err(kafka_err(format!("produce to {topic}"))(error)),
+            Err(_) => {
+                return Err(LogError::Kafka {
+                    op: format!("produce to {topic}"),
+                    detail: "the producer shut down before delivery".into(),
+                })
+            }
+        }
+    }
+    Ok(last)
+}
+
+impl Log for KafkaLog {
+    fn create_topic(&self, topic: &str, partitions: u32, compacted: bool) -> Result<(), LogError> {
+        if self.partition_count(topic)?.is_none() {
+            let admin: AdminClient<DefaultClientContext> =
+                client_config(&self.brokers, &self.config)
+                    .create()
+                    .map_err(kafka_err("create admin client"))?;
+            let mut new = NewTopic::new(
+                topic,
+                partitions as i32,
+                TopicReplication::Fixed(self.config.replication_factor),
+            );
+            if compacted {
+                new = new.set("cleanup.policy", "compact");
+            }
+            let options = AdminOptions::new().operation_timeout(Some(self.timeout()));
+            let results = block_on(admin.create_topics([&new], &options))
+                .map_err(kafka_err(format!("create topic {topic}")))?;
+            for result in results {
+                match result {
+                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((_, code)) => {
+                        return Err(LogError::Kafka {
+                            op: format!("create topic {topic}"),
+                            detail: code.to_string(),
+                        })
+                    }
+                }
+            }
+            tracing::info!(topic, partitions, compacted, "created topic");
+        }
+        // Creation propagates to the metadata asynchronously.
+        let deadline = Instant::now() + self.timeout();
+        loop {
+            match self.partition_count(topic)? {
+                Some(found) if found == partitions => return Ok(()),
+                Some(found) => {
+                    return Err(LogError::Incompatible {
+                        topic: topic.to_owned(),
+                        found: format!("{found} partitions"),
+                        wanted: format!("{partitions}"),
+                    })
+                }
+                None if Instant::now() > deadline => {
+                    return Err(LogError::UnknownTopic(topic.to_owned()))
+                }
+                None => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    fn partitions(&self, topic: &str) -> Result<u32, LogError> {
+        self.partition_count(topic)?
+            .ok_or_else(|| LogError::UnknownTopic(topic.to_owned()))
+    }
+
+    fn join(
+        &self,
+        group: &str,
+        topic: &str,
+        owner: Arc<dyn Owner>,
+    ) -> Result<Box<dyn Membership>, LogError> {
+        let context = GroupContext {
+            owner: owner.clone(),
+            topic: topic.to_owned(),
+        };
+        let consumer: BaseConsumer<GroupContext> = self
+            .consumer_config()
+            .set("group.id", group)
+            .set(
+                "session.timeout.ms",
+                self.config.session_timeout_ms.to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (self.config.session_timeout_ms / 5).max(100).to_string(),
+            )
+            .set(
+                "max.poll.interval.ms",
+                self.config.max_poll_interval_ms.to_string(),
+            )
+            .create_with_context(context)
+            .map_err(kafka_err(format!("join group {group}")))?;
+        consumer
+            .subscribe(&[topic])
+            .map_err(kafka_err(format!("subscribe {group} to {topic}")))?;
+        let topic = topic.to_owned();
+        let member = Member::spawn(move |stop| {
+            let mut last = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                // Partitions are paused: polls serve heartbeats and rebalances.
+                if let Some(Err(error)) = consumer.poll(Duration::from_millis(100)) {
+                    tracing::warn!(%error, "group consumer");
+                }
+                if last.elapsed() >= PROGRESS_INTERVAL {
+                    commit(&consumer, &topic, &owner.progress(), CommitMode::Async);
+                    last = Instant::now();
+                }
+            }
+            let owned: Vec<u32> = owner.progress().iter().map(|(p, _)| *p).collect();
+            let last = owner.revoked(&owned);
+            commit(&consumer, &topic, &last, CommitMode::Sync);
+            consumer.unsubscribe();
+        })?;
+        Ok(Box::new(member))
+    }
+
+    fn append(&self, topic: &str, partition: u32, records: &[Produce]) -> Result<u64, LogError> {
+        let deliveries = records
+            .iter()
+            .map(|record| self.send(topic, partition, record))
+            .collect::<Result<Vec<_>, _>>()?;
+        match delivered(topic, deliveries)? {
+            Some(next) => Ok(next),
+            None => Ok(self.offsets(topic, partition)?.1),
+        }
+    }
+
+    fn append_batches(&self, topic: &str, batches: &[(u32, Vec<Produce>)]) -> Result<(), LogError> {
+        let mut deliveries = Vec::new();
+        for (partition, records) in batches {
+            for record in records {
+                deliveries.push(self.send(topic, *partition, record)?);
+            }
+        }
+        delivered(topic, deliveries).map(|_| ())
+    }
+
+    fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<Vec<Record>, LogError> {
+        let reader = self.reader(topic, partition)?;
+        let mut reader = reader.lock().unwrap_or_else(|e| e.into_inner());
+        if reader.next != Some(from) {
+            let mut assignment = TopicPartitionList::new();
+            assignment
+                .add_partition_offset(topic, partition as i32, Offset::Offset(from as i64))
+                .map_err(kafka_err("seek"))?;
+            reader
+                .consumer
+                .assign(&assignment)
+                .map_err(kafka_err(format!("assign {topic}/{partition}")))?;
+            reader.next = Some(from);
+        }
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        let mut timeout = wait;
+        while bytes < max_bytes {
+            let Some(message) = reader.consumer.poll(timeout) else {
+                break;
+            };
+            let message = message.map_err(kafka_err(format!("read {topic}/{partition}")))?;
+            timeout = Duration::ZERO;
+            let offset = message.offset() as u64;
+            if offset < from {
+                continue;
+            }
+            let key = Bytes::copy_from_slice(message.key().unwrap_or_default());
+            let value = Bytes::copy_from_slice(message.payload().unwrap_or_default());
+            bytes += key.len() + value.len();
+            records.push(Record {
+                offset,
+                timestamp_ms: message.timestamp().to_millis().unwrap_or(0).max(0) as u64,
+                key,
+                value,
+            });
+        }
+        if let Some(last) = records.last() {
+            reader.next = Some(last.offset + 1);
+        }
+        Ok(records)
+    }
+
+    fn offsets(&self, topic: &str, partition: u32) -> Result<(u64, u64), LogError> {
+        let (low, high) = self
+            .meta
+            .fetch_watermarks(topic, partition as i32, self.timeout())
+            .map_err(kafka_err(format!("watermarks of {topic}/{partition}")))?;
+        Ok((low.max(0) as u64, high.max(0) as u64))
+    }
+
+    fn commit(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        committed: &Committed,
+    ) -> Result<(), LogError> {
+        let mut offsets = TopicPartitionList::new();
+        let mut entry = offsets.add_partition(topic, partition as i32);
+        entry
+            .set_offset(Offset::Offset(committed.offset as i64))
+            .map_err(kafka_err("commit"))?;
+        entry.set_metadata(&committed.metadata);
+        self.committer(group)?
+            .commit(&offsets, CommitMode::Sync)
+            .map_err(kafka_err(format!("commit {group} {topic}/{partition}")))
+    }
+
+    fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<Committed>, LogError> {
+        let mut wanted = TopicPartitionList::new();
+        wanted.add_partition(topic, partition as i32);
+        let found = self
+            .committer(group)?
+            .committed_offsets(wanted, self.timeout())
+            .map_err(kafka_err(format!("committed {group} {topic}/{partition}")))?;
+        let Some(entry) = found.find_partition(topic, partition as i32) else {
+            return Ok(None);
+        };
+        Ok(match entry.offset() {
+            Offset::Offset(offset) if offset >= 0 => Some(Committed {
+                offset: offset as u64,
+                metadata: entry.metadata().to_owned(),
+            }),
+            _ => None,
+        })
+    }
+}
+
+/// Commits `progress` of a group member.
+fn commit<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    progress: &[(u32, u64)],
+    mode: CommitMode,
+) {
+    if progress.is_empty() {
+        return;
+    }
+    let mut offsets = TopicPartitionList::new();
+    for &(partition, offset) in progress {
+        if let Err(error) =
+            offsets.add_partition_offset(topic, partition as i32, Offset::Offset(offset as i64))
+        {
+            tracing::warn!(%error, "progress offset");
+        }
+    }
+    if let Err(error) = consumer.commit(&offsets, mode) {
+        tracing::warn!(%error, "progress commit failed");
+    }
+}
+
+/// Connects rebalances to the [`Owner`].
+struct GroupContext {
+    owner: Arc<dyn Owner>,
+    topic: String,
+}
+
+impl GroupContext {
+    fn partitions(&self, list: &TopicPartitionList) -> Vec<u32> {
+        list.elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition() as u32)
+            .collect()
+    }
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let partitions = self.partitions(list);
+            tracing::info!(?partitions, "partitions revoked");
+            // The owner checkpoints before returning; the commit then reports it.
+            let last = self.owner.revoked(&partitions);
+            commit(consumer, &self.topic, &last, CommitMode::Sync);
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                REBALANCES.inc();
+                // This consumer only holds the assignment; workers read.
+                if let Err(error) = consumer.pause(list) {
+                    tracing::warn!(%error, "pausing the membership consumer");
+                }
+                let partitions = self.partitions(list);
+                tracing::info!(?partitions, "partitions assigned");
+                self.owner.assigned(&partitions);
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
+        }
+    }
+}
