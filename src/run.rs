@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 
 use anyhow::Context;
 use clap::Args;
-use weir_log::{Backend, Log, Topics};
+use weir_log::{Backend, EmbeddedLog, Log, LogConfig, Topics};
 use weir_processor::checkpoint::CheckpointStore;
 use weir_processor::Processor;
 use weir_storage::consumer::Source;
@@ -184,10 +184,19 @@ fn start_storage(
         .unwrap_or_else(|| data_dir.join("results"));
     println!("results in {}", results_dir.display());
     let max_file_bytes = config.storage.file.max_file_bytes;
+    // Kafka brokers cap (and some drop) commit metadata: keep positions here.
+    let positions: Option<Arc<dyn Log>> = match config.log.backend {
+        Backend::Embedded => None,
+        Backend::Kafka => Some(Arc::new(EmbeddedLog::open(
+            &data_dir.join("positions"),
+            LogConfig::default(),
+        )?)),
+    };
     let source = |group: &str| Source {
         log: log.clone(),
         topic: topics.results.clone(),
         group: group.to_owned(),
+        positions: positions.clone(),
     };
     let mut consumers = spawn_consumers(
         &source("weir.storage.file"),

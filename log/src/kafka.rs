@@ -145,8 +145,11 @@ impl KafkaLog {
         if let Some(reader) = readers.get(&(topic.to_owned(), partition)) {
             return Ok(reader.clone());
         }
+        // librdkafka wants a group even for assign-only consumers; this one
+        // never subscribes or commits.
         let consumer = self
             .consumer_config()
+            .set("group.id", "weir.readers")
             .create()
             .map_err(kafka_err("create reader"))?;
         let reader = Arc::new(Mutex::new(Reader {
@@ -324,6 +327,13 @@ impl Log for KafkaLog {
             .subscribe(&[topic])
             .map_err(kafka_err(format!("subscribe {group} to {topic}")))?;
         let topic = topic.to_owned();
+        let partitions = self.partitions(&topic)?;
+        let mut watch = StallWatch::new(
+            &topic,
+            partitions,
+            Duration::from_millis(2 * self.config.session_timeout_ms),
+            self.timeout(),
+        );
         let member = Member::spawn(move |stop| {
             let mut last = Instant::now();
             while !stop.load(Ordering::Relaxed) {
@@ -332,13 +342,23 @@ impl Log for KafkaLog {
                     tracing::warn!(%error, "group consumer");
                 }
                 if last.elapsed() >= PROGRESS_INTERVAL {
-                    commit(&consumer, &topic, &owner.progress(), CommitMode::Async);
+                    let progress = owner.progress();
+                    commit(&consumer, &topic, &progress, CommitMode::Async);
                     last = Instant::now();
+                    let owned: Vec<u32> = progress.iter().map(|(p, _)| *p).collect();
+                    if let Some(stalled) = watch.stalled(&consumer, &owned) {
+                        tracing::warn!(partitions = ?stalled, "partitions owned by no live member make no progress; rejoining the group to force a rebalance");
+                        consumer.unsubscribe();
+                        if let Err(error) = consumer.subscribe(&[&topic]) {
+                            tracing::error!(%error, "rejoining the group failed");
+                        }
+                    }
                 }
             }
             let owned: Vec<u32> = owner.progress().iter().map(|(p, _)| *p).collect();
             let last = owner.revoked(&owned);
             commit(&consumer, &topic, &last, CommitMode::Sync);
+            tracing::info!(partitions = ?owned, "partitions released");
             consumer.unsubscribe();
         })?;
         Ok(Box::new(member))
@@ -489,6 +509,80 @@ fn commit<C: ConsumerContext>(
     }
 }
 
+/// Notices partitions that nobody processes: their group progress stands
+/// still while records wait. A Kafka coordinator rebalances by itself
+/// when a member dies; some Kafka-protocol brokers (tansu 0.6) evict the
+/// dead member but keep the old assignment, leaving its partitions
+/// orphaned. Rejoining the group forces the rebalance they missed.
+struct StallWatch {
+    topic: String,
+    partitions: u32,
+    /// How long progress may stand still with records waiting.
+    patience: Duration,
+    timeout: Duration,
+    /// Per partition: the committed offset last seen and since when.
+    seen: BTreeMap<u32, (i64, Instant)>,
+    /// No verdict before this (after start and after each rejoin).
+    quiet_until: Instant,
+}
+
+impl StallWatch {
+    fn new(topic: &str, partitions: u32, patience: Duration, timeout: Duration) -> StallWatch {
+        StallWatch {
+            topic: topic.to_owned(),
+            partitions,
+            patience,
+            timeout,
+            seen: BTreeMap::new(),
+            quiet_until: Instant::now() + patience,
+        }
+    }
+
+    /// Partitions not in `owned` whose progress stood still for longer
+    /// than the patience while records wait; `None` when all move.
+    fn stalled<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        owned: &[u32],
+    ) -> Option<Vec<u32>> {
+        let mut wanted = TopicPartitionList::new();
+        for p in 0..self.partitions {
+            wanted.add_partition(&self.topic, p as i32);
+        }
+        let committed = consumer.committed_offsets(wanted, self.timeout).ok()?;
+        let now = Instant::now();
+        let mut stalled = Vec::new();
+        for p in 0..self.partitions {
+            let offset = match committed.find_partition(&self.topic, p as i32)?.offset() {
+                Offset::Offset(offset) => offset,
+                _ => 0,
+            };
+            let since = match self.seen.get(&p) {
+                Some(&(seen, since)) if seen == offset => since,
+                _ => {
+                    self.seen.insert(p, (offset, now));
+                    now
+                }
+            };
+            if owned.contains(&p) || now < self.quiet_until || now - since < self.patience {
+                continue;
+            }
+            let (_, high) = consumer
+                .fetch_watermarks(&self.topic, p as i32, self.timeout)
+                .ok()?;
+            if high > offset {
+                stalled.push(p);
+            }
+        }
+        if stalled.is_empty() {
+            return None;
+        }
+        self.seen.clear();
+        self.quiet_until = now + self.patience;
+        Some(stalled)
+    }
+}
+
 /// Connects rebalances to the [`Owner`].
 struct GroupContext {
     owner: Arc<dyn Owner>,
@@ -510,10 +604,10 @@ impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
             let partitions = self.partitions(list);
-            tracing::info!(?partitions, "partitions revoked");
             // The owner checkpoints before returning; the commit then reports it.
             let last = self.owner.revoked(&partitions);
             commit(consumer, &self.topic, &last, CommitMode::Sync);
+            tracing::info!(?partitions, "partitions released");
         }
     }
 

@@ -82,6 +82,18 @@ pub struct Source {
     pub topic: String,
     /// The consumer group.
     pub group: String,
+    /// Where committed positions (with the handler's resume point and the
+    /// de-duplication watermarks) are kept: `None` in the log itself; a
+    /// local store for a log that drops commit metadata (Kafka brokers
+    /// limit and some drop it), in which case the log gets the bare offset
+    /// as progress (lag).
+    pub positions: Option<Arc<dyn Log>>,
+}
+
+impl Source {
+    fn positions(&self) -> &dyn Log {
+        self.positions.as_deref().unwrap_or(&*self.log)
+    }
 }
 
 /// Starts one consumer thread per partition of the results topic, each
@@ -142,7 +154,7 @@ fn consume(
 ) -> Result<(), StorageError> {
     let kind = handler.kind();
     let committed = source
-        .log
+        .positions()
         .committed(&source.group, &source.topic, partition)?;
     let (mut next, mut watermarks) = match committed {
         None => {
@@ -201,7 +213,7 @@ fn consume(
         })
         .unwrap_or_default();
         // Commit only after the handler made everything before `next` durable.
-        source.log.commit(
+        source.positions().commit(
             &source.group,
             &source.topic,
             partition,
@@ -210,6 +222,15 @@ fn consume(
                 metadata,
             },
         )?;
+        if source.positions.is_some() {
+            let progress = Committed {
+                offset: next,
+                metadata: String::new(),
+            };
+            source
+                .log
+                .commit(&source.group, &source.topic, partition, &progress)?;
+        }
         let (_, end) = source.log.offsets(&source.topic, partition)?;
         lag.set(end.saturating_sub(next) as i64);
     }

@@ -44,6 +44,7 @@ fn lines(dir: &std::path::Path) -> Vec<String> {
 /// Runs the sink until it has committed everything in the topic.
 fn drain(log: &Arc<EmbeddedLog>, out: &std::path::Path, max_file_bytes: u64) {
     let source = Source {
+        positions: None,
         log: log.clone(),
         topic: TOPIC.into(),
         group: "files".into(),

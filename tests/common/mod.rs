@@ -13,7 +13,8 @@ use serde_json::Value;
 
 /// A running `weir run` and where it listens.
 pub struct Weir {
-    child: Child,
+    /// The process.
+    pub service: Service,
     /// Listener addresses by protocol, from its start-up lines.
     pub tcp: SocketAddr,
     /// UDP address.
@@ -22,6 +23,13 @@ pub struct Weir {
     pub http: SocketAddr,
     /// Unix socket, if configured.
     pub unix: Option<PathBuf>,
+}
+
+/// A running weir process (any subcommand) and the addresses it printed.
+pub struct Service {
+    child: Child,
+    /// `listening KIND ADDR` lines: KIND → ADDR.
+    pub addresses: HashMap<String, String>,
 }
 
 /// Every listener on a free loopback port (`weir run` prints which).
@@ -63,20 +71,29 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_weir")
 }
 
-impl Weir {
-    /// Starts `weir run --config <config> --data-dir <data>`, waiting until it listens.
-    pub fn start(config: &str, data: &Path) -> Weir {
+impl Service {
+    /// Starts `weir COMMAND --config CONFIG --data-dir DATA EXTRA…` with
+    /// `RUST_LOG=rust_log` and waits for its "data in" line; its stderr
+    /// goes to `DATA.stderr`.
+    pub fn start(
+        command: &str,
+        config: &Path,
+        data: &Path,
+        extra: &[&str],
+        rust_log: &str,
+    ) -> Service {
         std::fs::create_dir_all(data).unwrap();
-        let config_path = data.with_extension("toml");
-        std::fs::write(&config_path, config).unwrap();
+        let stderr = std::fs::File::create(data.with_extension("stderr")).unwrap();
         let mut child = Command::new(bin())
-            .args(["run", "--config"])
-            .arg(&config_path)
+            .arg(command)
+            .arg("--config")
+            .arg(config)
             .arg("--data-dir")
             .arg(data)
-            .env("RUST_LOG", "warn")
+            .args(extra)
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -86,27 +103,25 @@ impl Weir {
             if line.starts_with("data in") {
                 break;
             }
-            let mut words = line.split_whitespace().skip(1);
-            if let (Some(protocol), Some(address)) = (words.next(), words.next()) {
-                addresses.insert(protocol.to_owned(), address.to_owned());
+            if let Some(rest) = line.strip_prefix("listening ") {
+                let mut words = rest.split_whitespace();
+                if let (Some(kind), Some(address)) = (words.next(), words.next()) {
+                    addresses.insert(kind.to_owned(), address.to_owned());
+                }
             }
         }
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        let addr = |p: &str| {
-            addresses
-                .get(p)
-                .unwrap_or_else(|| panic!("no {p} listener in {addresses:?}"))
-                .parse()
-                .unwrap()
-        };
-        Weir {
-            tcp: addr("tcp"),
-            udp: addr("udp"),
-            http: addr("http"),
-            unix: addresses.get("unix").map(PathBuf::from),
-            child,
-        }
+        Service { child, addresses }
+    }
+
+    /// The address of listener `kind` (tcp, udp, http, metrics).
+    pub fn addr(&self, kind: &str) -> SocketAddr {
+        self.addresses
+            .get(kind)
+            .unwrap_or_else(|| panic!("no {kind} listener in {:?}", self.addresses))
+            .parse()
+            .unwrap()
     }
 
     /// SIGKILL: no shutdown, no final checkpoint.
@@ -125,23 +140,126 @@ impl Weir {
         assert!(status.success(), "weir exited with {status}");
     }
 
-    /// The value of one metric series, e.g. `weir_ingest_accepted_total{protocol="tcp"}`.
+    /// The value of one metric series, e.g. `weir_ingest_accepted_total{protocol="tcp"}`,
+    /// from its metrics listener (or the HTTP one).
     pub fn metric(&self, series: &str) -> f64 {
-        let text = reqwest::blocking::get(format!("http://{}/metrics", self.http))
-            .unwrap()
-            .text()
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-            .unwrap_or(0.0)
+        let kind = if self.addresses.contains_key("metrics") {
+            "metrics"
+        } else {
+            "http"
+        };
+        metric(self.addr(kind), series)
     }
 }
 
-impl Drop for Weir {
+/// One metric series from `/metrics` at `addr` (0 when absent).
+pub fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let text = reqwest::blocking::get(format!("http://{addr}/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+impl Weir {
+    /// Starts `weir run --config <config> --data-dir <data>`, waiting until it listens.
+    pub fn start(config: &str, data: &Path) -> Weir {
+        std::fs::create_dir_all(data).unwrap();
+        let config_path = data.with_extension("toml");
+        std::fs::write(&config_path, config).unwrap();
+        let service = Service::start("run", &config_path, data, &[], "warn");
+        Weir {
+            tcp: service.addr("tcp"),
+            udp: service.addr("udp"),
+            http: service.addr("http"),
+            unix: service.addresses.get("unix").map(PathBuf::from),
+            service,
+        }
+    }
+
+    /// SIGKILL: no shutdown, no final checkpoint.
+    pub fn kill(self) {
+        self.service.kill()
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(self) {
+        self.service.stop()
+    }
+
+    /// The value of one metric series.
+    pub fn metric(&self, series: &str) -> f64 {
+        self.service.metric(series)
+    }
+}
+
+/// A Kafka-protocol broker (tansu, on SQLite in a temporary directory) on
+/// a free loopback port. (Its in-memory engine reports the end of a
+/// partition as the last batch's first offset + 1, so it is not used.)
+pub struct Broker {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// `host:port` for `--brokers`.
+    pub addr: String,
+}
+
+impl Broker {
+    /// Starts tansu; panics when it is not installed (scripts/test installs it).
+    pub fn start() -> Broker {
+        let tansu = ["tansu".into(), home_cargo_bin("tansu")]
+            .into_iter()
+            .find(|path: &PathBuf| Command::new(path).arg("--version").output().is_ok())
+            .expect("the tansu broker is not installed: run scripts/test, which installs it");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let dir = tempfile::tempdir().unwrap();
+        let output = std::fs::File::create(dir.path().join("broker.log")).unwrap();
+        let child = Command::new(tansu)
+            .current_dir(dir.path())
+            .args(["broker", "--listener-url", &url])
+            .args(["--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .stdout(output.try_clone().unwrap())
+            .stderr(output)
+            .spawn()
+            .unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        wait_until(Duration::from_secs(30), "the broker to listen", || {
+            std::net::TcpStream::connect(&addr).is_ok()
+        });
+        Broker {
+            child,
+            _dir: dir,
+            addr,
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn home_cargo_bin(name: &str) -> PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
+    home.join("bin").join(name)
 }
 
 /// Every result line the file sink wrote under `data/results`.

@@ -1,0 +1,345 @@
+//! weir on a real Kafka-protocol broker (tansu): the log backend's
+//! contract, and the split services — 1 ingest, 2 then 3 processors,
+//! 1 store — compared with an uninterrupted run on the embedded log.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{results, wait_until, Broker, Service, Weir};
+use serde_json::Value;
+use weir_log::{Committed, KafkaConfig, KafkaLog, Log, LogError};
+
+fn kafka_config() -> KafkaConfig {
+    KafkaConfig {
+        session_timeout_ms: 6000,
+        max_poll_interval_ms: 6000,
+        request_timeout_ms: 10_000,
+        ..KafkaConfig::default()
+    }
+}
+
+#[test]
+fn the_kafka_log_keeps_the_log_contract() {
+    let broker = Broker::start();
+    let log = KafkaLog::connect(&broker.addr, &kafka_config()).unwrap();
+    log.create_topic("t", 2, false).unwrap();
+    log.create_topic("t", 2, false).unwrap(); // idempotent
+    assert_eq!(log.partitions("t").unwrap(), 2);
+    let error = log.create_topic("t", 4, false).unwrap_err();
+    assert!(matches!(error, LogError::Incompatible { .. }), "{error}");
+    assert!(error.to_string().contains("2 partitions"), "{error}");
+    assert!(matches!(
+        log.partitions("missing").unwrap_err(),
+        LogError::UnknownTopic(_)
+    ));
+
+    let records: Vec<_> = (0..100)
+        .map(|i| (format!("k{i}").into_bytes(), format!("v{i}").into_bytes()))
+        .collect();
+    assert_eq!(log.append("t", 1, &records).unwrap(), 100);
+    log.append_batches(
+        "t",
+        &[(0, records[..3].to_vec()), (1, records[..2].to_vec())],
+    )
+    .unwrap();
+    assert_eq!(log.offsets("t", 0).unwrap(), (0, 3));
+    assert_eq!(log.offsets("t", 1).unwrap(), (0, 102));
+
+    // Reads from any offset, forwards and backwards, in order.
+    for from in [0, 57, 99, 3] {
+        let mut seen = Vec::new();
+        let mut next = from;
+        while next < 102 {
+            let batch = log.read("t", 1, next, 256, Duration::from_secs(2)).unwrap();
+            assert!(!batch.is_empty(), "nothing read from {next}");
+            next = batch.last().unwrap().offset + 1;
+            seen.extend(batch);
+        }
+        let offsets: Vec<u64> = seen.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, (from..102).collect::<Vec<_>>());
+        assert_eq!(seen[0].value, format!("v{from}").as_bytes());
+    }
+    // Waiting at the end returns nothing.
+    assert!(log
+        .read("t", 0, 3, 1 << 20, Duration::from_millis(200))
+        .unwrap()
+        .is_empty());
+
+    // Group offsets (tansu drops commit metadata; Kafka keeps up to 4 KiB).
+    assert_eq!(log.committed("g", "t", 1).unwrap(), None);
+    let committed = Committed {
+        offset: 42,
+        metadata: String::new(),
+    };
+    log.commit("g", "t", 1, &committed).unwrap();
+    assert_eq!(log.committed("g", "t", 1).unwrap(), Some(committed));
+}
+
+const APPS: usize = 50;
+const PARTITIONS: u32 = 8;
+
+const REACTORS: &str = r#"
+[processor]
+checkpoint_interval_ms = 200
+
+[[reactor]]
+name = "per-minute"
+pipeline = "by host | count 10s"
+
+[[reactor]]
+name = "running"
+pipeline = "by host | sum"
+"#;
+
+fn config(backend: &str, brokers: &str) -> String {
+    format!(
+        r#"
+[log]
+backend = "{backend}"
+brokers = "{brokers}"
+partitions = {PARTITIONS}
+[log.kafka]
+session_timeout_ms = 6000
+max_poll_interval_ms = 6000
+[ingest.tcp]
+listen = "127.0.0.1:0"
+{REACTORS}"#
+    )
+}
+
+/// NDJSON events: `rounds` rounds, each one event per app. Event times lie
+/// in the future, so the router's wall-clock ticks never move the clock
+/// and both runs see the same event-time history.
+fn events(rounds: std::ops::Range<usize>) -> Vec<String> {
+    rounds
+        .flat_map(|round| {
+            (0..APPS).map(move |app| {
+                format!(
+                    r#"{{"host":"app-{app}","service":"load","metric":{},"time":{}}}"#,
+                    (round * 7 + app) % 13,
+                    4_000_000_000u64 + round as u64
+                )
+            })
+        })
+        .collect()
+}
+
+/// Writes `lines` to one connection: events keep their order only
+/// within a connection, and the reference run uses one too.
+fn send(stream: &mut TcpStream, lines: &[String]) {
+    for line in lines {
+        writeln!(stream, "{line}").unwrap();
+    }
+    stream.flush().unwrap();
+}
+
+/// Results without their ids (which hold input offsets, and those differ
+/// with the interleaving of tick records), as a sorted multiset.
+fn comparable(results: &[Value]) -> Vec<String> {
+    let mut lines: Vec<String> = results
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.as_object_mut().unwrap().remove("id");
+            r.to_string()
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+fn unique_ids(results: &[Value]) -> usize {
+    results
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect::<HashSet<_>>()
+        .len()
+}
+
+/// The reference: every event through `weir run` on the embedded log.
+fn reference(dir: &Path, lines: &[String]) -> Vec<String> {
+    let data = dir.join("reference");
+    let weir = Weir::start(&config("embedded", ""), &data);
+    send(&mut TcpStream::connect(weir.tcp).unwrap(), lines);
+    let mut previous = usize::MAX;
+    wait_until(Duration::from_secs(60), "the reference results", || {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = results(&data).len();
+        let settled = now == previous && now > 0;
+        previous = now;
+        settled
+    });
+    weir.stop();
+    comparable(&results(&data))
+}
+
+/// Checks from the processors' logs that no partition ever had two owners:
+/// per partition, each assignment starts after the previous owner released
+/// it (or was killed).
+fn assert_exclusive_ownership(logs: &[(String, String)], kills: &[(String, String)]) {
+    let mut timeline: Vec<(String, String, &str, Vec<u32>)> = Vec::new();
+    for (process, path) in logs {
+        for line in std::fs::read_to_string(path).unwrap().lines() {
+            let Ok(entry) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let message = entry["fields"]["message"].as_str().unwrap_or_default();
+            let kind = match message {
+                "partitions assigned" => "assigned",
+                "partitions released" => "released",
+                _ => continue,
+            };
+            let partitions: Vec<u32> =
+                serde_json::from_str(entry["fields"]["partitions"].as_str().unwrap()).unwrap();
+            let time = entry["timestamp"].as_str().unwrap().to_owned();
+            timeline.push((time, process.clone(), kind, partitions));
+        }
+    }
+    for (time, process) in kills {
+        timeline.push((time.clone(), process.clone(), "killed", Vec::new()));
+    }
+    timeline.sort();
+    let mut owners: BTreeMap<u32, String> = BTreeMap::new();
+    let mut assignments = 0;
+    for (time, process, kind, partitions) in &timeline {
+        match *kind {
+            "assigned" => {
+                assignments += 1;
+                for p in partitions {
+                    if let Some(other) = owners.insert(*p, process.clone()) {
+                        panic!("{time}: {process} got partition {p} while {other} held it");
+                    }
+                }
+            }
+            "released" => partitions.iter().for_each(|p| {
+                owners.remove(p);
+            }),
+            _ => owners.retain(|_, owner| owner != process),
+        }
+    }
+    assert!(assignments >= 4, "too few assignments seen: {timeline:?}");
+}
+
+fn now_rfc3339() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%S.%6NZ"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn owned(processor: &Service) -> BTreeSet<u32> {
+    (0..PARTITIONS)
+        .filter(|p| {
+            processor.metric(&format!(
+                "weir_processor_partition_owned{{partition=\"{p}\"}}"
+            )) == 1.0
+        })
+        .collect()
+}
+
+#[test]
+fn processors_share_partitions_survive_a_kill_and_match_the_embedded_run() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let all = events(0..300);
+    let expected = reference(dir.path(), &all);
+
+    let config_path = dir.path().join("kafka.toml");
+    std::fs::write(&config_path, config("kafka", &broker.addr)).unwrap();
+    let start = |command: &str, name: &str| {
+        Service::start(
+            command,
+            &config_path,
+            &dir.path().join(name),
+            &["--metrics", "127.0.0.1:0", "--log-json"],
+            "info",
+        )
+    };
+    let ingest = start("ingest", "ingest");
+    let store = start("store", "store");
+    let first = start("process", "p1");
+    let second = start("process", "p2");
+    wait_until(
+        Duration::from_secs(60),
+        "both processors to own partitions",
+        || {
+            let (a, b) = (owned(&first), owned(&second));
+            a.len() + b.len() == PARTITIONS as usize && !a.is_empty() && !b.is_empty()
+        },
+    );
+
+    // Phase 1 with two processors; phase 2 trickles in and one dies mid-stream.
+    let mut stream = TcpStream::connect(ingest.addr("tcp")).unwrap();
+    send(&mut stream, &all[..100 * APPS]);
+    for (i, chunk) in all[100 * APPS..200 * APPS].chunks(10 * APPS).enumerate() {
+        send(&mut stream, chunk);
+        std::thread::sleep(Duration::from_millis(150));
+        if i == 4 {
+            // tansu 0.6 never replaces a group leader that dies (the group
+            // keeps the old assignment), so the follower is the one killed.
+            second.kill();
+            break;
+        }
+    }
+    let killed = now_rfc3339();
+    send(&mut stream, &all[150 * APPS..200 * APPS]);
+    wait_until(
+        Duration::from_secs(90),
+        "the survivor to own every partition",
+        || owned(&first).len() == PARTITIONS as usize,
+    );
+
+    // Phase 3: a third processor joins and takes partitions over.
+    std::env::set_var("RUST_LOG", "info");
+    let third = start("process", "p3");
+    wait_until(
+        Duration::from_secs(60),
+        "the third processor to get partitions",
+        || {
+            let (a, c) = (owned(&first), owned(&third));
+            !c.is_empty() && a.len() + c.len() == PARTITIONS as usize
+        },
+    );
+    send(&mut stream, &all[200 * APPS..]);
+    drop(stream);
+
+    let store_data = dir.path().join("store");
+    wait_until(
+        Duration::from_secs(120),
+        "every result in the store",
+        || results(&store_data).len() >= expected.len(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let got = results(&store_data);
+    assert_eq!(unique_ids(&got), got.len(), "a result id was stored twice");
+    assert_eq!(got.len(), expected.len());
+    assert!(
+        comparable(&got) == expected,
+        "Kafka results differ from the embedded run"
+    );
+
+    first.stop();
+    third.stop();
+    let log = |name: &str| {
+        (
+            name.to_owned(),
+            dir.path()
+                .join(name)
+                .with_extension("stderr")
+                .display()
+                .to_string(),
+        )
+    };
+    assert_exclusive_ownership(
+        &[log("p1"), log("p2"), log("p3")],
+        &[(killed, "p2".to_owned())],
+    );
+    ingest.stop();
+    store.stop();
+}
