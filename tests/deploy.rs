@@ -1,0 +1,79 @@
+//! The docker-compose deployment: the file is valid for Debian's
+//! docker-compose, Prometheus scrapes every weir service it defines, and
+//! the Grafana dashboard only charts metrics weir exports.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).unwrap()
+}
+
+/// Every `weir_…` name in `text`.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    regex::Regex::new(r"weir_[a-z_]+")
+        .unwrap()
+        .find_iter(text)
+        .map(|m| m.as_str().to_owned())
+        .collect()
+}
+
+#[test]
+fn docker_compose_config_accepts_the_file() {
+    let output = Command::new("docker-compose")
+        .args(["-f", "docker-compose.yml", "config", "-q"])
+        .current_dir(root())
+        .output()
+        .expect("docker-compose is not installed: run scripts/test, which installs it");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn prometheus_scrapes_every_weir_service_of_the_compose_file() {
+    let compose = read("docker-compose.yml");
+    let services: BTreeSet<String> = regex::Regex::new(r"(?m)^  ([a-z0-9-]+):\n    <<: \*weir")
+        .unwrap()
+        .captures_iter(&compose)
+        .map(|c| c[1].to_owned())
+        .collect();
+    assert_eq!(services.len(), 4, "{services:?}");
+    let prometheus = read("deploy/prometheus.yml");
+    for service in &services {
+        assert!(
+            prometheus.contains(&format!("\"{service}:9100\"")),
+            "{service} is not scraped"
+        );
+    }
+}
+
+#[test]
+fn the_dashboard_charts_only_exported_metrics() {
+    let mut exported = BTreeSet::new();
+    for file in [
+        "ingest/src/metrics.rs",
+        "router/src/metrics.rs",
+        "processor/src/metrics.rs",
+        "storage/src/metrics.rs",
+        "log/src/metrics.rs",
+    ] {
+        exported.extend(metric_names(&read(file)));
+    }
+    let charted = metric_names(&read("deploy/grafana/dashboards/weir.json"));
+    assert!(charted.len() >= 8, "{charted:?}");
+    for name in &charted {
+        let base = name.trim_end_matches("_bucket");
+        assert!(
+            exported.contains(base),
+            "the dashboard charts unknown {name}"
+        );
+    }
+}
