@@ -5,6 +5,11 @@
 //! `/metrics` until the processor has taken every event and reports the
 //! end-to-end rate: events processed per second from the first send to the
 //! last event processed.
+//!
+//! With `--kafka-ceiling BROKERS` it first measures the ceiling of a Kafka
+//! deployment: a plain rdkafka producer (same batching and compression as
+//! weir's) sends the same events to a scratch topic of the same broker for
+//! the same duration, so the pipeline's rate can be read against it.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -39,6 +44,9 @@ pub struct BenchArgs {
     /// Distinct hosts in the generated events.
     #[arg(long, default_value_t = 1000)]
     hosts: usize,
+    /// First measure a plain rdkafka producer against these brokers.
+    #[arg(long, value_name = "BROKERS")]
+    kafka_ceiling: Option<String>,
 }
 
 /// Events written per socket write.
@@ -46,6 +54,10 @@ const EVENTS_PER_WRITE: usize = 512;
 
 /// Runs the benchmark and prints its report.
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(brokers) = &args.kafka_ceiling {
+        let ceiling = kafka_ceiling(brokers, &args)?;
+        println!("ceiling   plain rdkafka producer: {ceiling:.0} events/s");
+    }
     let before = processed(&args.metrics)?;
     let sent = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -76,16 +88,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 if chunk.is_empty() || second != chunk_second {
                     chunk_second = second;
                     chunk.clear();
-                    let time = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0.0, |d| d.as_secs_f64());
-                    for i in 0..EVENTS_PER_WRITE {
-                        let host = (connection * EVENTS_PER_WRITE + i) % hosts;
-                        writeln!(
-                            chunk,
-                            r#"{{"host":"bench-{host}","service":"bench/load","state":"ok","time":{time:.3},"metric":{},"ttl":60,"tags":["bench"]}}"#,
-                            i % 100
-                        )?;
+                    for line in payload(connection, hosts) {
+                        chunk.extend_from_slice(line.as_bytes());
+                        chunk.push(b'\n');
                     }
                 }
                 stream.write_all(&chunk)?;
@@ -161,4 +166,62 @@ fn processed(metrics: &str) -> anyhow::Result<u64> {
         .filter(|l| l.starts_with("weir_processor_events_total"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64)
+}
+
+/// `EVENTS_PER_WRITE` generated events for producer `connection`, stamped now.
+fn payload(connection: usize, hosts: usize) -> Vec<String> {
+    let time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    (0..EVENTS_PER_WRITE)
+        .map(|i| {
+            let host = (connection * EVENTS_PER_WRITE + i) % hosts;
+            format!(
+                r#"{{"host":"bench-{host}","service":"bench/load","state":"ok","time":{time:.3},"metric":{},"ttl":60,"tags":["bench"]}}"#,
+                i % 100
+            )
+        })
+        .collect()
+}
+
+/// Events per second a plain rdkafka producer delivers to `brokers` for
+/// `args.duration`, counted once the broker acknowledged them.
+fn kafka_ceiling(brokers: &str, args: &BenchArgs) -> anyhow::Result<f64> {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use weir_log::{KafkaConfig, KafkaLog, Log};
+
+    const TOPIC: &str = "weir.bench.ceiling";
+    let settings = KafkaConfig::default();
+    KafkaLog::connect(brokers, &settings)?.create_topic(TOPIC, 8, false)?;
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", settings.linger_ms.to_string())
+        .set("compression.type", &settings.compression)
+        .set("queue.buffering.max.messages", "1000000")
+        .set("batch.num.messages", "100000")
+        .create()
+        .context("creating the ceiling producer")?;
+    let lines = payload(0, args.hosts);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while started.elapsed() < args.duration {
+        for (i, line) in lines.iter().enumerate() {
+            let key = format!("bench-{}", i % args.hosts);
+            let mut record = BaseRecord::to(TOPIC).key(&key).payload(line);
+            while let Err((error, back)) = producer.send(record) {
+                if error.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::QueueFull) {
+                    bail!("ceiling producer: {error}");
+                }
+                record = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        sent += lines.len() as u64;
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .context("flushing the ceiling producer")?;
+    Ok(sent as f64 / started.elapsed().as_secs_f64())
 }

@@ -95,6 +95,19 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_config_reference_parses() {
+        let readme = include_str!("../README.md");
+        let block = readme
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("README has a toml block");
+        let config = Config::parse(block, "README.md").unwrap();
+        assert_eq!(config.reactor.len(), 1);
+        assert_eq!(config.metrics_listen.as_deref(), Some("127.0.0.1:9101"));
+    }
+
+    #[test]
     fn unknown_keys_are_errors_with_a_location() {
         let error = Config::parse("[ingest]\nmax_line = 5\n", "test.toml").unwrap_err();
         let text = format!("{error:#}");
