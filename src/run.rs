@@ -79,6 +79,13 @@ pub fn run(args: ServiceArgs, roles: Roles) -> anyhow::Result<()> {
     if let Some(metrics) = args.metrics {
         config.metrics_listen = Some(metrics);
     }
+    let whole = roles.ingest && roles.process && roles.store;
+    if !whole && config.log.backend == Backend::Embedded {
+        anyhow::bail!(
+            "the services share the log across processes, which needs `--log kafka` \
+             (or `[log] backend = \"kafka\"`); the embedded log belongs to one process: use `weir run`"
+        );
+    }
     let reactors = match Processor::check(&config.reactor) {
         Ok(reactors) => reactors,
         Err(errors) => {

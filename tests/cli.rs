@@ -1,4 +1,4 @@
-//! The command-line tools: `weir check` and `weir eval`.
+//! The command-line tools: `weir check` and `weir eval`, and the services' start-up errors.
 
 mod common;
 
@@ -99,4 +99,49 @@ fn every_example_in_the_reactor_docs_passes_check() {
     let path = dir.path().join("examples.toml");
     std::fs::write(&path, config).unwrap();
     assert_checks(&path);
+}
+
+#[test]
+fn split_services_refuse_the_embedded_log_with_a_pointer_to_weir_run() {
+    let dir = tempfile::tempdir().unwrap();
+    for service in ["ingest", "process", "store"] {
+        let output = Command::new(bin())
+            .args([service, "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "weir {service} started");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("--log kafka") && stderr.contains("weir run"),
+            "weir {service}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_broker_that_does_not_answer_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let output = Command::new(bin())
+        .args([
+            "process",
+            "--log",
+            "kafka",
+            "--brokers",
+            &unused.to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("connect to brokers") && stderr.contains(&unused.to_string()),
+        "{stderr}"
+    );
 }

@@ -111,7 +111,8 @@ impl KafkaLog {
         let meta: BaseConsumer = client_config(brokers, config)
             .create()
             .map_err(kafka_err("create metadata client"))?;
-        let timeout = Duration::from_millis(config.request_timeout_ms);
+        // Fail fast on start-up when no broker answers.
+        let timeout = Duration::from_millis(config.request_timeout_ms.min(10_000));
         meta.fetch_metadata(None, timeout)
             .map_err(kafka_err(format!("connect to brokers {brokers}")))?;
         Ok(KafkaLog {
