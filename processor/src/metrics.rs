@@ -112,3 +112,13 @@ pub static RESTORE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+/// Entries a new reactor still has to catch up on, per partition.
+pub static CATCH_UP_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "weir_processor_catch_up_lag",
+        "History entries a newly added reactor has yet to replay",
+        &["partition"]
+    )
+    .expect("metric registers once")
+});

@@ -19,14 +19,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use weir_event::Entry;
-use weir_log::{Log, LogError, Membership, Owner, Topics};
+use serde_json::Value;
+use weir_event::{Entry, ResultRecord};
+use weir_log::{Log, LogError, Membership, Owner, Record, Topics};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, SharedCheckpoints};
 use crate::metrics::{
-    CHECKPOINT_BYTES, CHECKPOINT_SECONDS, EVENTS, LAG, OWNED, RESTORE_SECONDS, UNDECODABLE,
+    CATCH_UP_LAG, CHECKPOINT_BYTES, CHECKPOINT_SECONDS, EVENTS, LAG, OWNED, RESTORE_SECONDS,
+    UNDECODABLE,
 };
 use crate::reactor::{Engine, Reactor, ReactorConfig, ReactorError};
+use crate::stage::StateError;
 
 /// Processor settings (`[processor]` in the config).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -265,36 +268,113 @@ impl Processor {
         }
     }
 
-    fn restore(&self, partition: u32) -> Result<(Engine, u64), ProcessorError> {
-        let reactors = self
+    fn build(&self, only: Option<&[String]>) -> Result<Vec<Reactor>, ProcessorError> {
+        Ok(self
             .reactors
             .iter()
+            .filter(|r| only.is_none_or(|names| names.contains(&r.name)))
             .map(Reactor::build)
-            .collect::<Result<Vec<_>, _>>()?;
-        let fresh_engine = |reactors| Engine::new(partition, reactors, self.config.lateness_secs);
-        let mut engine = fresh_engine(reactors);
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// The engine and next offset of `partition` from its newest checkpoint.
+    /// Reactors the checkpoint does not know (added, or their pipeline
+    /// changed) are first caught up over the partition's history, so they
+    /// produce exactly what they would have had they run from the start.
+    /// `None` when `stop` interrupted a catch-up.
+    fn restore(
+        &self,
+        partition: u32,
+        stop: &AtomicBool,
+    ) -> Result<Option<(Engine, u64)>, ProcessorError> {
+        let lateness = self.config.lateness_secs;
+        let mut engine = Engine::new(partition, self.build(None)?, lateness);
         let Some(checkpoint) = self.newest_checkpoint(partition)? else {
-            return Ok((engine, 0));
+            return Ok(Some((engine, 0)));
         };
-        match engine.load(checkpoint.state) {
-            Ok(fresh) => {
-                if !fresh.is_empty() {
-                    tracing::info!(partition, reactors = ?fresh, "new reactor versions start with empty state at the checkpoint");
-                }
-                tracing::info!(partition, offset = checkpoint.offset, "restored checkpoint");
-                Ok((engine, checkpoint.offset))
+        let rebuild = |error: StateError| -> Result<Option<(Engine, u64)>, ProcessorError> {
+            tracing::warn!(partition, %error, "checkpoint does not fit the reactors; rebuilding state from the log");
+            crate::metrics::RESTORE_FAILURES.inc();
+            let engine = Engine::new(partition, self.build(None)?, lateness);
+            Ok(Some((engine, 0)))
+        };
+        let fresh = match engine.load(checkpoint.state.clone()) {
+            Ok(fresh) => fresh,
+            Err(error) => return rebuild(error),
+        };
+        tracing::info!(partition, offset = checkpoint.offset, "restored checkpoint");
+        if fresh.is_empty() {
+            return Ok(Some((engine, checkpoint.offset)));
+        }
+        let Some(caught_up) = self.catch_up(partition, &fresh, checkpoint.offset, stop)? else {
+            return Ok(None);
+        };
+        let mut state = checkpoint.state;
+        if let (Some(all), Some(new)) = (
+            state.get_mut("reactors").and_then(Value::as_object_mut),
+            caught_up.get("reactors").and_then(Value::as_object),
+        ) {
+            all.extend(new.clone());
+        }
+        match engine.load(state) {
+            Ok(_) => Ok(Some((engine, checkpoint.offset))),
+            Err(error) => rebuild(error),
+        }
+    }
+
+    /// Runs the reactors `names` alone over `partition` from its earliest
+    /// retained entry up to `until`, appending their results (with the ids
+    /// live processing would have given them), and returns their state.
+    fn catch_up(
+        &self,
+        partition: u32,
+        names: &[String],
+        until: u64,
+        stop: &AtomicBool,
+    ) -> Result<Option<Value>, ProcessorError> {
+        let mut engine = Engine::new(
+            partition,
+            self.build(Some(names))?,
+            self.config.lateness_secs,
+        );
+        let (earliest, _) = self.log.offsets(&self.topics.events, partition)?;
+        tracing::info!(partition, reactors = ?names, from = earliest, until, "catching new reactors up over the partition's history");
+        let lag = CATCH_UP_LAG.with_label_values(&[&partition.to_string()]);
+        let mut output = Output::new(self, partition)?;
+        let started = Instant::now();
+        let mut reported = Instant::now();
+        let mut next = earliest;
+        while next < until {
+            if stop.load(Ordering::Relaxed) {
+                lag.set(0);
+                return Ok(None);
             }
-            Err(error) => {
-                tracing::warn!(partition, %error, "checkpoint does not fit the reactors; rebuilding state from the log");
-                crate::metrics::RESTORE_FAILURES.inc();
-                let reactors = self
-                    .reactors
-                    .iter()
-                    .map(Reactor::build)
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok((fresh_engine(reactors), 0))
+            let mut batch = self.log.read(
+                &self.topics.events,
+                partition,
+                next,
+                self.config.read_max_bytes,
+                Duration::from_millis(100),
+            )?;
+            batch.retain(|r| r.offset < until);
+            next = output.process(&mut engine, &batch, next)?;
+            lag.set((until - next) as i64);
+            if reported.elapsed() >= Duration::from_secs(5) {
+                let rate = (next - earliest) as f64 / started.elapsed().as_secs_f64();
+                tracing::info!(
+                    partition,
+                    done = next - earliest,
+                    left = until - next,
+                    entries_per_sec = rate as u64,
+                    eta_secs = ((until - next) as f64 / rate.max(1.0)) as u64,
+                    "catching up"
+                );
+                reported = Instant::now();
             }
         }
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(partition, reactors = ?names, entries = until - earliest, secs, entries_per_sec = ((until - earliest) as f64 / secs.max(1e-9)) as u64, "caught up");
+        Ok(Some(engine.save()))
     }
 
     fn checkpoint(
@@ -330,19 +410,20 @@ impl Processor {
         progress: &Mutex<BTreeMap<u32, u64>>,
     ) -> Result<(), ProcessorError> {
         let restoring = Instant::now();
-        let (mut engine, mut next) = self.restore(partition)?;
+        let Some((mut engine, mut next)) = self.restore(partition, stop)? else {
+            return Ok(());
+        };
         RESTORE_SECONDS.observe(restoring.elapsed().as_secs_f64());
-        lock(progress).insert(partition, next);
+        // Checkpoint at once: a catch-up is never repeated, and the group
+        // sees the partition's position.
+        self.checkpoint(partition, &engine, next, progress)?;
         let label = partition.to_string();
         let events = EVENTS.with_label_values(&[&label]);
         let lag = LAG.with_label_values(&[&label]);
-        let results_partitions = self.log.partitions(&self.topics.results)?;
-        let results_partition = partition % results_partitions;
+        let mut output = Output::new(self, partition)?;
         let mut since_checkpoint = 0u64;
         let mut last_checkpoint = Instant::now();
         let interval = Duration::from_millis(self.config.checkpoint_interval_ms);
-        let mut results = Vec::new();
-        let mut encoded = Vec::new();
         let mut lag_measured = Instant::now() - interval;
         while !stop.load(Ordering::Relaxed) {
             let batch = self.log.read(
@@ -352,27 +433,9 @@ impl Processor {
                 self.config.read_max_bytes,
                 Duration::from_millis(100),
             )?;
-            for record in &batch {
-                match Entry::decode(&record.value) {
-                    Ok(entry) => engine.process(record.offset, entry, &mut results),
-                    Err(error) => {
-                        UNDECODABLE.inc();
-                        tracing::warn!(partition, offset = record.offset, %error, "skipping undecodable record");
-                    }
-                }
-                next = record.offset + 1;
-            }
+            next = output.process(&mut engine, &batch, next)?;
             events.inc_by(batch.len() as u64);
             since_checkpoint += batch.len() as u64;
-            if !results.is_empty() {
-                encoded.clear();
-                encoded.extend(results.drain(..).map(|r| {
-                    let value = r.encode();
-                    (r.event.host.into_bytes(), value)
-                }));
-                self.log
-                    .append(&self.topics.results, results_partition, &encoded)?;
-            }
             if since_checkpoint > 0
                 && (since_checkpoint >= self.config.checkpoint_every
                     || last_checkpoint.elapsed() >= interval)
@@ -391,5 +454,59 @@ impl Processor {
             self.checkpoint(partition, &engine, next, progress)?;
         }
         Ok(())
+    }
+}
+
+/// Where a partition's results go, with buffers reused across batches.
+struct Output<'a> {
+    processor: &'a Processor,
+    partition: u32,
+    results_partition: u32,
+    results: Vec<ResultRecord>,
+    encoded: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl<'a> Output<'a> {
+    fn new(processor: &'a Processor, partition: u32) -> Result<Output<'a>, ProcessorError> {
+        let results_partitions = processor.log.partitions(&processor.topics.results)?;
+        Ok(Output {
+            processor,
+            partition,
+            results_partition: partition % results_partitions,
+            results: Vec::new(),
+            encoded: Vec::new(),
+        })
+    }
+
+    /// Runs `engine` over `batch` and appends what it emits to the same
+    /// partition of the results topic; returns the next offset to read.
+    fn process(
+        &mut self,
+        engine: &mut Engine,
+        batch: &[Record],
+        mut next: u64,
+    ) -> Result<u64, ProcessorError> {
+        for record in batch {
+            match Entry::decode(&record.value) {
+                Ok(entry) => engine.process(record.offset, entry, &mut self.results),
+                Err(error) => {
+                    UNDECODABLE.inc();
+                    tracing::warn!(partition = self.partition, offset = record.offset, %error, "skipping undecodable record");
+                }
+            }
+            next = record.offset + 1;
+        }
+        if !self.results.is_empty() {
+            self.encoded.clear();
+            self.encoded.extend(self.results.drain(..).map(|r| {
+                let value = r.encode();
+                (r.event.host.into_bytes(), value)
+            }));
+            let topics = &self.processor.topics;
+            self.processor
+                .log
+                .append(&topics.results, self.results_partition, &self.encoded)?;
+        }
+        Ok(next)
     }
 }
