@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{results, wait_until, Broker, Service, Weir};
+use common::{results, wait_until, Broker, Service, Weir, LISTENERS};
 use serde_json::Value;
 use weir_log::{Committed, KafkaConfig, KafkaLog, Log, LogError};
 
@@ -106,9 +106,7 @@ partitions = {PARTITIONS}
 [log.kafka]
 session_timeout_ms = 6000
 max_poll_interval_ms = 6000
-[ingest.tcp]
-listen = "127.0.0.1:0"
-{REACTORS}"#
+{LISTENERS}{REACTORS}"#
     )
 }
 
