@@ -2,13 +2,15 @@
 //!
 //! Subcommands: `run` (every stage in one process), the services `ingest`,
 //! `process` and `store` (the same stages split, for Kafka), `send` (godot's producer), `check` (validate a config), `eval` (run a
-//! pipeline over recorded events), `bench` (load generator).
+//! pipeline over recorded events), `bench` (load generator), `state`
+//! (where reactors' checkpoints stand).
 
 mod bench;
 mod config;
 mod eval;
 mod run;
 mod send;
+mod state;
 mod telemetry;
 
 use std::path::PathBuf;
@@ -57,6 +59,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Generate load against a running weir and report throughput.
     Bench(bench::BenchArgs),
+    /// Show where a reactor's state stands on each partition of running processors.
+    State(state::StateArgs),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Eval(args) => eval::eval(args),
         Command::Bench(args) => bench::bench(args),
+        Command::State(args) => state::state(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,7 +17,7 @@ use anyhow::Context;
 use clap::Args;
 use weir_log::{Backend, EmbeddedLog, Log, LogConfig, Topics};
 use weir_processor::checkpoint::CheckpointStore;
-use weir_processor::Processor;
+use weir_processor::{Processor, Status};
 use weir_storage::consumer::Source;
 use weir_storage::file::FileSink;
 use weir_storage::forward::Forwarder;
@@ -129,6 +129,7 @@ pub fn run(args: ServiceArgs, roles: Roles) -> anyhow::Result<()> {
         Vec::new()
     };
 
+    let status = processor.as_ref().map(|p| p.status());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -136,11 +137,11 @@ pub fn run(args: ServiceArgs, roles: Roles) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let router_thread = runtime.block_on(async {
         let metrics = match &config.metrics_listen {
-            Some(listen) => Some(serve_metrics(listen).await?),
+            Some(listen) => Some(serve_metrics(listen, status.clone()).await?),
             None => None,
         };
         let ingest = if roles.ingest {
-            Some(start_ingest(&config, &log, &topics).await?)
+            Some(start_ingest(&config, &log, &topics, status.clone()).await?)
         } else {
             None
         };
@@ -240,6 +241,7 @@ async fn start_ingest(
     config: &Config,
     log: &Arc<dyn Log>,
     topics: &Topics,
+    status: Option<Status>,
 ) -> anyhow::Result<Ingest> {
     let (router, router_thread) = weir_router::start(log.clone(), topics.clone(), &config.router)?;
     let bound = weir_ingest::listeners::start(&config.ingest, router.clone()).await?;
@@ -262,7 +264,7 @@ async fn start_ingest(
                 socket.local_addr()?
             );
             let app = weir_ingest::http::routes(&config.ingest, router.clone())
-                .merge(telemetry::routes());
+                .merge(telemetry::routes(status));
             Some(tokio::spawn(async move { axum::serve(socket, app).await }))
         }
         None => None,
@@ -273,6 +275,7 @@ async fn start_ingest(
 /// Serves /metrics and /healthz on their own listener.
 async fn serve_metrics(
     listen: &str,
+    status: Option<Status>,
 ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     let socket = tokio::net::TcpListener::bind(listen)
         .await
@@ -282,7 +285,7 @@ async fn serve_metrics(
         socket.local_addr()?
     );
     Ok(tokio::spawn(async move {
-        axum::serve(socket, telemetry::routes()).await
+        axum::serve(socket, telemetry::routes(status)).await
     }))
 }
 

@@ -1,12 +1,14 @@
-//! Logging set-up and the `/metrics` and `/healthz` routes every service
-//! serves.
+//! Logging set-up and the `/metrics`, `/healthz` (and `/admin/state`)
+//! routes every service serves.
 
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::Json;
 use axum::Router;
 use prometheus::{Encoder, TextEncoder};
 use tracing_subscriber::EnvFilter;
+use weir_processor::Status;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging(json: bool) {
@@ -21,11 +23,22 @@ pub fn init_logging(json: bool) {
     }
 }
 
-/// `GET /metrics` (Prometheus text format) and `GET /healthz`.
-pub fn routes() -> Router {
-    Router::new()
+/// `GET /metrics` (Prometheus text format), `GET /healthz`, and with a
+/// processor `GET /admin/state` (its partitions' checkpoints, for `weir state`).
+pub fn routes(status: Option<Status>) -> Router {
+    let router = Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(|| async { "ok\n" }));
+    match status {
+        Some(status) => router.route(
+            "/admin/state",
+            get(move || {
+                let partitions = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                async move { Json(partitions) }
+            }),
+        ),
+        None => router,
+    }
 }
 
 async fn metrics() -> impl IntoResponse {

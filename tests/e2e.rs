@@ -342,3 +342,62 @@ fn sigkill_under_load_loses_no_acknowledged_event_and_writes_no_result_twice() {
         acked.len()
     );
 }
+
+#[test]
+fn weir_state_shows_each_partitions_checkpoint_of_a_reactor() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let extra = "[processor]\ncheckpoint_interval_ms = 100\n";
+    let weir = Weir::start(&config(extra, None), &data);
+    let mut stream = TcpStream::connect(weir.tcp).unwrap();
+    for i in 0..400 {
+        writeln!(
+            stream,
+            r#"{{"host":"h{}","service":"hb","ttl":600}}"#,
+            i % 40
+        )
+        .unwrap();
+    }
+    drop(stream);
+    wait_until(Duration::from_secs(20), "400 events processed", || {
+        weir.metric("weir_ingest_accepted_total{protocol=\"tcp\"}") >= 400.0
+    });
+    let state = |reactor: &str| {
+        Command::new(common::bin())
+            .args(["state", "--reactor", reactor, "--target"])
+            .arg(weir.http.to_string())
+            .output()
+            .unwrap()
+    };
+    // Rows: processor, partition, offset, age, size, lag.
+    let mut rows = Vec::new();
+    wait_until(
+        Duration::from_secs(20),
+        "checkpoints past every event",
+        || {
+            let output = state("heartbeats");
+            assert!(output.status.success(), "{output:?}");
+            rows = String::from_utf8(output.stdout)
+                .unwrap()
+                .lines()
+                .skip(1)
+                .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                .collect();
+            let offsets: u64 = rows.iter().map(|r| r[2].parse::<u64>().unwrap()).sum();
+            offsets >= 400
+        },
+    );
+    assert_eq!(rows.len(), 4, "one row per partition: {rows:?}");
+    for row in &rows {
+        let size: usize = row[4].parse().unwrap();
+        assert!(
+            size > 2,
+            "the by-host state of 40 hosts is not empty: {row:?}"
+        );
+        assert!(row[3].ends_with('s'), "age: {row:?}");
+    }
+    let unknown = state("nope");
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("\"nope\""));
+    weir.stop();
+}

@@ -19,4 +19,4 @@ pub mod stage;
 pub mod stages;
 
 pub use reactor::{Engine, Reactor, ReactorConfig, ReactorError};
-pub use runtime::{Processor, ProcessorConfig, ProcessorError};
+pub use runtime::{PartitionStatus, Processor, ProcessorConfig, ProcessorError, Status};

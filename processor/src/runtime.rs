@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -107,6 +107,27 @@ impl Running {
     pub fn owned(&self) -> Vec<u32> {
         lock(&self.workers.running).keys().copied().collect()
     }
+
+    /// A live view of the owned partitions' checkpoints.
+    pub fn status(&self) -> Status {
+        self.workers.progress.clone()
+    }
+}
+
+/// The last checkpoint of each owned partition, shared with the admin API.
+pub type Status = Arc<Mutex<BTreeMap<u32, PartitionStatus>>>;
+
+/// What `weir state` shows of one partition.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PartitionStatus {
+    /// The next input offset, as checkpointed.
+    pub offset: u64,
+    /// When the checkpoint was written, milliseconds since the epoch.
+    pub saved_at_ms: u64,
+    /// Bytes of state per reactor (`name@version`) in the checkpoint.
+    pub reactor_bytes: BTreeMap<String, usize>,
+    /// Entries behind the end of the partition when last measured.
+    pub lag: u64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -123,8 +144,8 @@ struct Worker {
 struct Workers {
     processor: Processor,
     running: Mutex<BTreeMap<u32, Worker>>,
-    /// Next offset per owned partition, as of its last checkpoint.
-    progress: Arc<Mutex<BTreeMap<u32, u64>>>,
+    /// Per owned partition: its last checkpoint (the progress reported).
+    progress: Status,
     /// Errors of workers that stopped for good (a reactor that does not build).
     failures: Mutex<Vec<ProcessorError>>,
 }
@@ -176,15 +197,18 @@ impl Owner for Workers {
                 Err(_) => tracing::error!(partition, "partition worker panicked"),
             }
             OWNED.with_label_values(&[&partition.to_string()]).set(0);
-            if let Some(offset) = lock(&self.progress).remove(&partition) {
-                last.push((partition, offset));
+            if let Some(status) = lock(&self.progress).remove(&partition) {
+                last.push((partition, status.offset));
             }
         }
         last
     }
 
     fn progress(&self) -> Vec<(u32, u64)> {
-        lock(&self.progress).iter().map(|(p, o)| (*p, *o)).collect()
+        lock(&self.progress)
+            .iter()
+            .map(|(p, status)| (*p, status.offset))
+            .collect()
     }
 }
 
@@ -205,7 +229,7 @@ impl Processor {
         let workers = Arc::new(Workers {
             processor: self.clone(),
             running: Mutex::new(BTreeMap::new()),
-            progress: Arc::new(Mutex::new(BTreeMap::new())),
+            progress: Status::default(),
             failures: Mutex::new(Vec::new()),
         });
         let membership = self.log.join(
@@ -227,7 +251,7 @@ impl Processor {
         &self,
         partition: u32,
         stop: &AtomicBool,
-        progress: &Mutex<BTreeMap<u32, u64>>,
+        progress: &Mutex<BTreeMap<u32, PartitionStatus>>,
     ) -> Result<(), ProcessorError> {
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -382,7 +406,7 @@ impl Processor {
         partition: u32,
         engine: &Engine,
         next: u64,
-        progress: &Mutex<BTreeMap<u32, u64>>,
+        progress: &Mutex<BTreeMap<u32, PartitionStatus>>,
     ) -> Result<(), ProcessorError> {
         let started = Instant::now();
         let checkpoint = Checkpoint {
@@ -395,7 +419,25 @@ impl Processor {
             self.shared().save(group, partition, &checkpoint)?;
         }
         // Progress is reported only once the state it reflects is durable.
-        lock(progress).insert(partition, next);
+        let status = PartitionStatus {
+            offset: next,
+            saved_at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            reactor_bytes: checkpoint
+                .state
+                .get("reactors")
+                .and_then(Value::as_object)
+                .map(|reactors| {
+                    reactors
+                        .iter()
+                        .map(|(id, state)| (id.clone(), state.to_string().len()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            lag: lock(progress).get(&partition).map_or(0, |s| s.lag),
+        };
+        lock(progress).insert(partition, status);
         CHECKPOINT_SECONDS.observe(started.elapsed().as_secs_f64());
         CHECKPOINT_BYTES
             .with_label_values(&[&partition.to_string()])
@@ -407,7 +449,7 @@ impl Processor {
         &self,
         partition: u32,
         stop: &AtomicBool,
-        progress: &Mutex<BTreeMap<u32, u64>>,
+        progress: &Mutex<BTreeMap<u32, PartitionStatus>>,
     ) -> Result<(), ProcessorError> {
         let restoring = Instant::now();
         let Some((mut engine, mut next)) = self.restore(partition, stop)? else {
@@ -446,7 +488,11 @@ impl Processor {
             }
             if lag_measured.elapsed() >= interval {
                 let (_, end) = self.log.offsets(&self.topics.events, partition)?;
-                lag.set(end.saturating_sub(next) as i64);
+                let behind = end.saturating_sub(next);
+                lag.set(behind as i64);
+                if let Some(status) = lock(progress).get_mut(&partition) {
+                    status.lag = behind;
+                }
                 lag_measured = Instant::now();
             }
         }
