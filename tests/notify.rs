@@ -159,6 +159,19 @@ pipeline = 'where service = "disk" | over 95 | notify webhook url="http://127.0.
     send(&weir, "db-1", "97");
     send(&weir, "db-2", "92");
     send(&weir, "db-3", "10");
+    // Two hours old: recorded as suppressed (max_age_secs defaults to an hour).
+    let stale = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 7200;
+    let mut stream = std::net::TcpStream::connect(weir.tcp).unwrap();
+    writeln!(
+        stream,
+        r#"{{"host":"db-old","service":"disk","metric":99,"time":{stale}}}"#
+    )
+    .unwrap();
+    drop(stream);
     wait_until(
         Duration::from_secs(30),
         "two emails and one webhook",
@@ -201,8 +214,27 @@ pipeline = 'where service = "disk" | over 95 | notify webhook url="http://127.0.
                 .collect::<Vec<Value>>()
         })
         .collect();
-    assert_eq!(deliveries.len(), 3, "{deliveries:?}");
-    assert!(deliveries.iter().all(|d| d["status"] == "delivered"));
+    assert_eq!(deliveries.len(), 5, "{deliveries:?}");
+    let suppressed: Vec<_> = deliveries
+        .iter()
+        .filter(|d| d["status"] == "suppressed")
+        .collect();
+    assert_eq!(
+        suppressed.len(),
+        2,
+        "db-old's email and webhook: {deliveries:?}"
+    );
+    assert!(suppressed[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("older than max_age_secs = 3600"));
+    assert_eq!(
+        deliveries
+            .iter()
+            .filter(|d| d["status"] == "delivered")
+            .count(),
+        3
+    );
     let hook = deliveries
         .iter()
         .find(|d| d["channel"] == "webhook")

@@ -65,6 +65,17 @@ pub static NOTIFICATIONS_FAILED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Notifications recorded but not delivered because their event is too
+/// old (`notify.max_age_secs`), per channel.
+pub static NOTIFICATIONS_SUPPRESSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "weir_notifications_suppressed_total",
+        "Notifications about events older than notify.max_age_secs, recorded and not delivered",
+        &["channel"]
+    )
+    .expect("metric registers once")
+});
+
 /// Results forwarded, per kind of target (`topic` or `tcp`).
 pub static FORWARDED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!("weir_forwarded_total", "Results forwarded", &["target"])

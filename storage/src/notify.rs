@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::consumer::{ResultHandler, StorageError};
-use crate::metrics::{NOTIFICATIONS_FAILED, NOTIFICATIONS_SENT};
+use crate::metrics::{NOTIFICATIONS_FAILED, NOTIFICATIONS_SENT, NOTIFICATIONS_SUPPRESSED};
 
 /// `[notify]` settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,6 +44,10 @@ pub struct NotifyConfig {
     pub backoff_ms: u64,
     /// Timeout of one webhook request.
     pub webhook_timeout_ms: u64,
+    /// Notifications about events older than this (seconds, by event
+    /// time) are recorded as suppressed instead of delivered, so a replay
+    /// over last month pages nobody; 0 delivers every one.
+    pub max_age_secs: u64,
     /// The SMTP relay for `notify email`.
     pub smtp: SmtpConfig,
 }
@@ -55,6 +59,7 @@ impl Default for NotifyConfig {
             max_attempts: 5,
             backoff_ms: 500,
             webhook_timeout_ms: 10_000,
+            max_age_secs: 3600,
             smtp: SmtpConfig::default(),
         }
     }
@@ -283,6 +288,27 @@ impl ResultHandler for Notifier {
             return Ok(());
         };
         let channel = options["channel"].as_str().unwrap_or("").to_owned();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let max_age = self.config.max_age_secs as f64;
+        if max_age > 0.0 && now - n.time > max_age {
+            NOTIFICATIONS_SUPPRESSED
+                .with_label_values(&[&channel])
+                .inc();
+            return self.record(&Delivery {
+                id: &n.id,
+                channel: &channel,
+                status: "suppressed",
+                attempts: 0,
+                error: Some(format!(
+                    "event is {:.0}s old, older than max_age_secs = {}",
+                    now - n.time,
+                    self.config.max_age_secs
+                )),
+                at: now,
+            });
+        }
         let mut attempts = 0;
         let mut backoff = Duration::from_millis(self.config.backoff_ms);
         let outcome = loop {
@@ -308,16 +334,13 @@ impl ResultHandler for Notifier {
                 ("failed", Some(error))
             }
         };
-        let at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
         self.record(&Delivery {
             id: &n.id,
             channel: &channel,
             status,
             attempts,
             error,
-            at,
+            at: now,
         })
     }
 
