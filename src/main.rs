@@ -3,11 +3,12 @@
 //! Subcommands: `run` (every stage in one process), the services `ingest`,
 //! `process` and `store` (the same stages split, for Kafka), `send` (godot's producer), `check` (validate a config), `eval` (run a
 //! pipeline over recorded events), `bench` (load generator), `state`
-//! (where reactors' checkpoints stand).
+//! (where reactors' checkpoints stand), `replay` (a reactor over history).
 
 mod bench;
 mod config;
 mod eval;
+mod replay;
 mod run;
 mod send;
 mod state;
@@ -59,6 +60,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Generate load against a running weir and report throughput.
     Bench(bench::BenchArgs),
+    /// Run one reactor over history as its own consumer group (and on live with --follow).
+    Replay(replay::ReplayArgs),
     /// Show where a reactor's state stands on each partition of running processors.
     State(state::StateArgs),
 }
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::eval(args),
         Command::Bench(args) => bench::bench(args),
         Command::State(args) => state::state(args),
+        Command::Replay(args) => replay::replay(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

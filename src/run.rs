@@ -17,7 +17,7 @@ use anyhow::Context;
 use clap::Args;
 use weir_log::{Backend, EmbeddedLog, Log, LogConfig, Topics};
 use weir_processor::checkpoint::CheckpointStore;
-use weir_processor::{Processor, Status};
+use weir_processor::{Processor, Reactor, Status};
 use weir_storage::consumer::Source;
 use weir_storage::file::FileSink;
 use weir_storage::forward::Forwarder;
@@ -47,6 +47,61 @@ pub struct ServiceArgs {
     metrics: Option<String>,
 }
 
+/// What every service starts from.
+pub struct Setup {
+    /// The config with the command line applied.
+    pub config: Config,
+    /// The data directory (created).
+    pub data_dir: PathBuf,
+    /// The opened log, with weir's topics created.
+    pub log: Arc<dyn Log>,
+    /// Topic names.
+    pub topics: Topics,
+    /// The config's reactors, every one valid.
+    pub reactors: Vec<Reactor>,
+}
+
+impl ServiceArgs {
+    /// Loads the config, applies the command line, checks the reactors
+    /// (all errors at once) and opens the log.
+    pub fn setup(self) -> anyhow::Result<Setup> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(backend) = self.log {
+            config.log.backend = backend;
+        }
+        if let Some(brokers) = self.brokers {
+            config.log.brokers = brokers;
+        }
+        if let Some(metrics) = self.metrics {
+            config.metrics_listen = Some(metrics);
+        }
+        let reactors = match Processor::check(&config.reactor) {
+            Ok(reactors) => reactors,
+            Err(errors) => {
+                for error in &errors {
+                    eprintln!("error: {error}");
+                }
+                anyhow::bail!("the config has {} invalid reactors", errors.len());
+            }
+        };
+        let data_dir = config.data_dir(self.data_dir.as_deref());
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        let topics = Topics::new(&config.log.namespace);
+        let log = weir_log::open(&config.log, &data_dir).context("opening the log")?;
+        topics
+            .create(&*log, config.log.partitions)
+            .context("creating weir's topics")?;
+        Ok(Setup {
+            config,
+            data_dir,
+            log,
+            topics,
+            reactors,
+        })
+    }
+}
+
 /// Which stages a process runs.
 #[derive(Clone, Copy)]
 pub struct Roles {
@@ -69,40 +124,20 @@ impl Roles {
 
 /// Runs the `roles` until interrupted.
 pub fn run(args: ServiceArgs, roles: Roles) -> anyhow::Result<()> {
-    let mut config = Config::load(args.config.as_deref())?;
-    if let Some(backend) = args.log {
-        config.log.backend = backend;
-    }
-    if let Some(brokers) = args.brokers {
-        config.log.brokers = brokers;
-    }
-    if let Some(metrics) = args.metrics {
-        config.metrics_listen = Some(metrics);
-    }
     let whole = roles.ingest && roles.process && roles.store;
+    let Setup {
+        config,
+        data_dir,
+        log,
+        topics,
+        reactors,
+    } = args.setup()?;
     if !whole && config.log.backend == Backend::Embedded {
         anyhow::bail!(
             "the services share the log across processes, which needs `--log kafka` \
              (or `[log] backend = \"kafka\"`); the embedded log belongs to one process: use `weir run`"
         );
     }
-    let reactors = match Processor::check(&config.reactor) {
-        Ok(reactors) => reactors,
-        Err(errors) => {
-            for error in &errors {
-                eprintln!("error: {error}");
-            }
-            anyhow::bail!("the config has {} invalid reactors", errors.len());
-        }
-    };
-    let data_dir = config.data_dir(args.data_dir.as_deref());
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
-    let topics = Topics::new(&config.log.namespace);
-    let log = weir_log::open(&config.log, &data_dir).context("opening the log")?;
-    topics
-        .create(&*log, config.log.partitions)
-        .context("creating weir's topics")?;
     for reactor in &reactors {
         if let Some(topic) = reactor.forward_topic() {
             log.create_topic(topic, config.log.partitions, false)?;
@@ -289,7 +324,8 @@ async fn serve_metrics(
     }))
 }
 
-async fn wait_for_signal() {
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {

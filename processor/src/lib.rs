@@ -19,4 +19,7 @@ pub mod stage;
 pub mod stages;
 
 pub use reactor::{Engine, Reactor, ReactorConfig, ReactorError};
-pub use runtime::{PartitionStatus, Processor, ProcessorConfig, ProcessorError, Status};
+pub use runtime::{
+    PartitionStatus, Processor, ProcessorConfig, ProcessorError, ReplayProgress, ReplayWindow,
+    Status,
+};
