@@ -341,3 +341,89 @@ fn processors_share_partitions_survive_a_kill_and_match_the_embedded_run() {
     ingest.stop();
     store.stop();
 }
+
+#[test]
+fn a_reactor_replayed_with_follow_catches_up_and_keeps_up_live() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let all = events(0..60);
+    let expected: Vec<String> = reference(dir.path(), &all)
+        .into_iter()
+        .filter(|r| r.contains(r#""reactor":"running""#))
+        .collect();
+
+    // Live: the config's first reactor only.
+    let only_first = format!(
+        "{}\n[[reactor]]\nname = \"per-minute\"\npipeline = \"by host | count 10s\"\n",
+        config("kafka", &broker.addr)
+            .split("[[reactor]]")
+            .next()
+            .unwrap()
+    );
+    let live_config = dir.path().join("live.toml");
+    std::fs::write(&live_config, only_first).unwrap();
+    let start = |command: &str, name: &str| {
+        Service::start(
+            command,
+            &live_config,
+            &dir.path().join(name),
+            &["--metrics", "127.0.0.1:0"],
+            "warn",
+        )
+    };
+    let ingest = start("ingest", "ingest");
+    let store = start("store", "store");
+    let processor = start("process", "p1");
+    let mut stream = TcpStream::connect(ingest.addr("tcp")).unwrap();
+    send(&mut stream, &all[..30 * APPS]);
+
+    // The new reactor is replayed from the earliest event, then follows.
+    let full_config = dir.path().join("full.toml");
+    std::fs::write(&full_config, config("kafka", &broker.addr)).unwrap();
+    let mut replay = std::process::Command::new(common::bin())
+        .args(["replay", "--reactor", "running", "--follow", "--config"])
+        .arg(&full_config)
+        .arg("--data-dir")
+        .arg(dir.path().join("replay"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    send(&mut stream, &all[30 * APPS..]);
+    drop(stream);
+
+    let store_data = dir.path().join("store");
+    wait_until(
+        Duration::from_secs(120),
+        "the replayed reactor's results",
+        || {
+            results(&store_data)
+                .iter()
+                .filter(|r| r["reactor"] == "running")
+                .count()
+                >= expected.len()
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    std::process::Command::new("kill")
+        .arg(replay.id().to_string())
+        .status()
+        .unwrap();
+    let output = replay.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let summary = String::from_utf8(output.stdout).unwrap();
+    assert!(summary.contains("results appended"), "{summary}");
+
+    let got: Vec<Value> = results(&store_data)
+        .into_iter()
+        .filter(|r| r["reactor"] == "running")
+        .collect();
+    assert_eq!(unique_ids(&got), got.len(), "a result id was stored twice");
+    assert!(
+        comparable(&got) == expected,
+        "the replayed reactor's results differ from a run from the start"
+    );
+    processor.stop();
+    ingest.stop();
+    store.stop();
+}
