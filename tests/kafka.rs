@@ -380,7 +380,7 @@ fn a_reactor_replayed_with_follow_catches_up_and_keeps_up_live() {
     // The new reactor is replayed from the earliest event, then follows.
     let full_config = dir.path().join("full.toml");
     std::fs::write(&full_config, config("kafka", &broker.addr)).unwrap();
-    let mut replay = std::process::Command::new(common::bin())
+    let replay = std::process::Command::new(common::bin())
         .args(["replay", "--reactor", "running", "--follow", "--config"])
         .arg(&full_config)
         .arg("--data-dir")
