@@ -1,7 +1,8 @@
-//! `weir state --reactor NAME`: per partition, where a reactor's state
-//! stands — the checkpointed offset, the checkpoint's age, the reactor's
-//! share of it in bytes, and the lag — read from running processors'
-//! `/admin/state`.
+//! `weir state --reactor NAME`: per partition and version, where a
+//! reactor's state stands — the checkpointed offset, the checkpoint's age,
+//! the version's share of it in bytes, and the lag — read from running
+//! processors' `/admin/state`. Retired versions (no longer configured)
+//! are kept until `--forget VERSION` drops them.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,17 +20,36 @@ pub struct StateArgs {
     /// HTTP or metrics address of a processor (`weir run` or `weir process`); repeatable.
     #[arg(long = "target", value_name = "ADDR", default_value = "127.0.0.1:9877")]
     targets: Vec<String>,
+    /// Drop the kept state of this retired version of the reactor (a
+    /// version no longer in the config; `weir state` lists it) at every
+    /// partition's next checkpoint.
+    #[arg(long, value_name = "VERSION")]
+    forget: Option<String>,
 }
 
-/// Prints one line per partition that holds the reactor.
+/// Prints one line per partition and version of the reactor, or with
+/// `--forget` asks every target to drop a retired version.
 pub fn state(args: StateArgs) -> anyhow::Result<()> {
+    if let Some(version) = &args.forget {
+        let identity = format!("{}@{version}", args.reactor);
+        for target in &args.targets {
+            let url = format!("http://{target}/admin/state/{identity}");
+            reqwest::blocking::Client::new()
+                .delete(&url)
+                .send()
+                .and_then(|r| r.error_for_status())
+                .with_context(|| format!("DELETE {url}"))?;
+        }
+        println!("{identity}: its kept state goes at each partition's next checkpoint");
+        return Ok(());
+    }
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let prefix = format!("{}@", args.reactor);
     println!(
-        "{:<22} {:>9} {:>12} {:>9} {:>12} {:>10}",
-        "processor", "partition", "offset", "age", "size", "lag"
+        "{:<22} {:>9} {:>18} {:>12} {:>9} {:>12} {:>10}",
+        "processor", "partition", "version", "offset", "age", "size", "lag"
     );
     let mut shown = 0;
     for target in &args.targets {
@@ -40,12 +60,12 @@ pub fn state(args: StateArgs) -> anyhow::Result<()> {
             .with_context(|| format!("reading {url}"))?;
         for (partition, status) in partitions {
             for (identity, bytes) in &status.reactor_bytes {
-                if !identity.starts_with(&prefix) {
+                let Some(version) = identity.strip_prefix(&prefix) else {
                     continue;
-                }
+                };
                 let age = now_ms.saturating_sub(status.saved_at_ms) as f64 / 1000.0;
                 println!(
-                    "{target:<22} {partition:>9} {:>12} {:>8.1}s {:>12} {:>10}",
+                    "{target:<22} {partition:>9} {version:>18} {:>12} {:>8.1}s {:>12} {:>10}",
                     status.offset, age, bytes, status.lag
                 );
                 shown += 1;

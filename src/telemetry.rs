@@ -1,9 +1,11 @@
 //! Logging set-up and the `/metrics`, `/healthz` (and `/admin/state`)
 //! routes every service serves.
 
+use axum::extract::Path;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::Json;
 use axum::Router;
 use prometheus::{Encoder, TextEncoder};
@@ -24,19 +26,32 @@ pub fn init_logging(json: bool) {
 }
 
 /// `GET /metrics` (Prometheus text format), `GET /healthz`, and with a
-/// processor `GET /admin/state` (its partitions' checkpoints, for `weir state`).
+/// processor `GET /admin/state` (its partitions' checkpoints, for `weir
+/// state`) and `DELETE /admin/state/NAME@VERSION` (drop a retired
+/// version's kept state at the next checkpoints).
 pub fn routes(status: Option<Status>) -> Router {
     let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }));
     match status {
-        Some(status) => router.route(
-            "/admin/state",
-            get(move || {
-                let partitions = status.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                async move { Json(partitions) }
-            }),
-        ),
+        Some(status) => {
+            let forget = status.clone();
+            router
+                .route(
+                    "/admin/state",
+                    get(move || {
+                        let partitions = status.partitions();
+                        async move { Json(partitions) }
+                    }),
+                )
+                .route(
+                    "/admin/state/{identity}",
+                    delete(move |Path(identity): Path<String>| {
+                        forget.forget(identity);
+                        async { StatusCode::ACCEPTED }
+                    }),
+                )
+        }
         None => router,
     }
 }

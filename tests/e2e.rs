@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::net::{TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -343,8 +343,29 @@ fn sigkill_under_load_loses_no_acknowledged_event_and_writes_no_result_twice() {
     );
 }
 
+/// `weir state --reactor REACTOR --target ADDR EXTRA…`.
+fn weir_state(addr: SocketAddr, reactor: &str, extra: &[&str]) -> std::process::Output {
+    Command::new(common::bin())
+        .args(["state", "--reactor", reactor, "--target", &addr.to_string()])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// Rows of `weir state`: processor, partition, version, offset, age, size, lag.
+fn state_rows(addr: SocketAddr, reactor: &str) -> Vec<Vec<String>> {
+    let output = weir_state(addr, reactor, &[]);
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect()
+}
+
 #[test]
-fn weir_state_shows_each_partitions_checkpoint_of_a_reactor() {
+fn weir_state_shows_checkpoints_and_keeps_a_retired_version_until_forgotten() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let extra = "[processor]\ncheckpoint_interval_ms = 100\n";
@@ -359,45 +380,52 @@ fn weir_state_shows_each_partitions_checkpoint_of_a_reactor() {
         .unwrap();
     }
     drop(stream);
-    wait_until(Duration::from_secs(20), "400 events processed", || {
-        weir.metric("weir_ingest_accepted_total{protocol=\"tcp\"}") >= 400.0
-    });
-    let state = |reactor: &str| {
-        Command::new(common::bin())
-            .args(["state", "--reactor", reactor, "--target"])
-            .arg(weir.http.to_string())
-            .output()
-            .unwrap()
-    };
-    // Rows: processor, partition, offset, age, size, lag.
     let mut rows = Vec::new();
     wait_until(
         Duration::from_secs(20),
         "checkpoints past every event",
         || {
-            let output = state("heartbeats");
-            assert!(output.status.success(), "{output:?}");
-            rows = String::from_utf8(output.stdout)
-                .unwrap()
-                .lines()
-                .skip(1)
-                .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
-                .collect();
-            let offsets: u64 = rows.iter().map(|r| r[2].parse::<u64>().unwrap()).sum();
-            offsets >= 400
+            rows = state_rows(weir.http, "heartbeats");
+            rows.iter()
+                .map(|r| r[3].parse::<u64>().unwrap())
+                .sum::<u64>()
+                >= 400
         },
     );
     assert_eq!(rows.len(), 4, "one row per partition: {rows:?}");
     for row in &rows {
-        let size: usize = row[4].parse().unwrap();
+        let size: usize = row[5].parse().unwrap();
         assert!(
             size > 2,
             "the by-host state of 40 hosts is not empty: {row:?}"
         );
-        assert!(row[3].ends_with('s'), "age: {row:?}");
+        assert!(row[4].ends_with('s'), "age: {row:?}");
     }
-    let unknown = state("nope");
+    let old = rows[0][2].clone();
+    let unknown = weir_state(weir.http, "nope", &[]);
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("\"nope\""));
+    weir.stop();
+
+    // A changed pipeline is a new version; the old one's state is kept…
+    let changed = config(extra, None).replace("| expire |", "| expire | where host ~ \"h*\" |");
+    let weir = Weir::start(&changed, &data);
+    let versions = |weir: &Weir| -> HashSet<String> {
+        state_rows(weir.http, "heartbeats")
+            .into_iter()
+            .map(|r| r[2].clone())
+            .collect()
+    };
+    wait_until(Duration::from_secs(20), "both versions listed", || {
+        versions(&weir).len() == 2
+    });
+    assert!(versions(&weir).contains(&old));
+    // …until it is forgotten.
+    let forget = weir_state(weir.http, "heartbeats", &["--forget", &old]);
+    assert!(forget.status.success(), "{forget:?}");
+    wait_until(Duration::from_secs(20), "the old version dropped", || {
+        !versions(&weir).contains(&old)
+    });
+    assert_eq!(versions(&weir).len(), 1);
     weir.stop();
 }

@@ -170,6 +170,9 @@ pub struct Engine {
     clock: f64,
     /// Events older than `clock - lateness` are counted as late.
     lateness: f64,
+    /// State of reactor versions no longer configured, kept in every
+    /// checkpoint until [`Engine::forget`] drops it.
+    retired: Map<String, Value>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -186,6 +189,7 @@ impl Engine {
             reactors,
             clock: f64::NEG_INFINITY,
             lateness,
+            retired: Map::new(),
         }
     }
 
@@ -292,11 +296,8 @@ impl Engine {
 
     /// The state of every reactor and the clock, for a checkpoint.
     pub fn save(&self) -> Value {
-        let reactors = self
-            .reactors
-            .iter()
-            .map(|r| (r.identity(), r.chain.save()))
-            .collect();
+        let mut reactors = self.retired.clone();
+        reactors.extend(self.reactors.iter().map(|r| (r.identity(), r.chain.save())));
         serde_json::to_value(EngineState {
             clock: if self.clock.is_finite() {
                 self.clock
@@ -310,6 +311,7 @@ impl Engine {
 
     /// Restores a checkpoint. A reactor whose `name@version` is absent (new
     /// or changed pipeline) starts fresh; the names of those are returned.
+    /// State of versions no longer configured is kept, not run.
     pub fn load(&mut self, state: Value) -> Result<Vec<String>, StateError> {
         let mut saved: EngineState = serde_json::from_value(state)?;
         self.clock = if saved.clock == f64::MIN {
@@ -324,6 +326,13 @@ impl Engine {
                 None => fresh.push(reactor.name.clone()),
             }
         }
+        self.retired = saved.reactors;
         Ok(fresh)
+    }
+
+    /// Drops the kept state of a retired reactor version (`name@version`);
+    /// false if there is none.
+    pub fn forget(&mut self, identity: &str) -> bool {
+        self.retired.remove(identity).is_some()
     }
 }

@@ -12,7 +12,7 @@
 //! and reproduces the same results with the same ids, which downstream
 //! consumers drop.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -114,8 +114,26 @@ impl Running {
     }
 }
 
-/// The last checkpoint of each owned partition, shared with the admin API.
-pub type Status = Arc<Mutex<BTreeMap<u32, PartitionStatus>>>;
+/// The processor's side of the admin API: the last checkpoint of each
+/// owned partition, and reactor versions whose kept state is to be dropped.
+#[derive(Clone, Default)]
+pub struct Status {
+    partitions: Arc<Mutex<BTreeMap<u32, PartitionStatus>>>,
+    forget: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl Status {
+    /// A copy of every owned partition's status.
+    pub fn partitions(&self) -> BTreeMap<u32, PartitionStatus> {
+        lock(&self.partitions).clone()
+    }
+
+    /// Drops the kept state of retired version `identity` (`name@version`)
+    /// from every partition at its next checkpoint.
+    pub fn forget(&self, identity: String) {
+        lock(&self.forget).insert(identity);
+    }
+}
 
 /// What `weir state` shows of one partition.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -197,7 +215,7 @@ impl Owner for Workers {
                 Err(_) => tracing::error!(partition, "partition worker panicked"),
             }
             OWNED.with_label_values(&[&partition.to_string()]).set(0);
-            if let Some(status) = lock(&self.progress).remove(&partition) {
+            if let Some(status) = lock(&self.progress.partitions).remove(&partition) {
                 last.push((partition, status.offset));
             }
         }
@@ -205,7 +223,7 @@ impl Owner for Workers {
     }
 
     fn progress(&self) -> Vec<(u32, u64)> {
-        lock(&self.progress)
+        lock(&self.progress.partitions)
             .iter()
             .map(|(p, status)| (*p, status.offset))
             .collect()
@@ -251,7 +269,7 @@ impl Processor {
         &self,
         partition: u32,
         stop: &AtomicBool,
-        progress: &Mutex<BTreeMap<u32, PartitionStatus>>,
+        progress: &Status,
     ) -> Result<(), ProcessorError> {
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -404,11 +422,20 @@ impl Processor {
     fn checkpoint(
         &self,
         partition: u32,
-        engine: &Engine,
+        engine: &mut Engine,
         next: u64,
-        progress: &Mutex<BTreeMap<u32, PartitionStatus>>,
+        progress: &Status,
     ) -> Result<(), ProcessorError> {
         let started = Instant::now();
+        for identity in lock(&progress.forget).iter() {
+            if engine.forget(identity) {
+                tracing::info!(
+                    partition,
+                    identity,
+                    "dropped the kept state of a retired reactor version"
+                );
+            }
+        }
         let checkpoint = Checkpoint {
             offset: next,
             state: engine.save(),
@@ -435,9 +462,11 @@ impl Processor {
                         .collect()
                 })
                 .unwrap_or_default(),
-            lag: lock(progress).get(&partition).map_or(0, |s| s.lag),
+            lag: lock(&progress.partitions)
+                .get(&partition)
+                .map_or(0, |s| s.lag),
         };
-        lock(progress).insert(partition, status);
+        lock(&progress.partitions).insert(partition, status);
         CHECKPOINT_SECONDS.observe(started.elapsed().as_secs_f64());
         CHECKPOINT_BYTES
             .with_label_values(&[&partition.to_string()])
@@ -449,7 +478,7 @@ impl Processor {
         &self,
         partition: u32,
         stop: &AtomicBool,
-        progress: &Mutex<BTreeMap<u32, PartitionStatus>>,
+        progress: &Status,
     ) -> Result<(), ProcessorError> {
         let restoring = Instant::now();
         let Some((mut engine, mut next)) = self.restore(partition, stop)? else {
@@ -458,7 +487,7 @@ impl Processor {
         RESTORE_SECONDS.observe(restoring.elapsed().as_secs_f64());
         // Checkpoint at once: a catch-up is never repeated, and the group
         // sees the partition's position.
-        self.checkpoint(partition, &engine, next, progress)?;
+        self.checkpoint(partition, &mut engine, next, progress)?;
         let label = partition.to_string();
         let events = EVENTS.with_label_values(&[&label]);
         let lag = LAG.with_label_values(&[&label]);
@@ -482,7 +511,7 @@ impl Processor {
                 && (since_checkpoint >= self.config.checkpoint_every
                     || last_checkpoint.elapsed() >= interval)
             {
-                self.checkpoint(partition, &engine, next, progress)?;
+                self.checkpoint(partition, &mut engine, next, progress)?;
                 since_checkpoint = 0;
                 last_checkpoint = Instant::now();
             }
@@ -490,14 +519,14 @@ impl Processor {
                 let (_, end) = self.log.offsets(&self.topics.events, partition)?;
                 let behind = end.saturating_sub(next);
                 lag.set(behind as i64);
-                if let Some(status) = lock(progress).get_mut(&partition) {
+                if let Some(status) = lock(&progress.partitions).get_mut(&partition) {
                     status.lag = behind;
                 }
                 lag_measured = Instant::now();
             }
         }
         if since_checkpoint > 0 {
-            self.checkpoint(partition, &engine, next, progress)?;
+            self.checkpoint(partition, &mut engine, next, progress)?;
         }
         Ok(())
     }
