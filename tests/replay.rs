@@ -1,6 +1,7 @@
-//! `weir replay`: a reactor added after the events were ingested, replayed
-//! from the earliest entry, produces what it would have produced had it
-//! been running from the start; a second replay resumes and adds nothing.
+//! `weir replay`: a reactor added after 1,000,000 events were ingested,
+//! replayed from the earliest entry, produces what it would have produced
+//! had it been running from the start; a second replay resumes and adds
+//! nothing. (`tests/kafka.rs` covers `--follow` going on live.)
 
 mod common;
 
@@ -15,32 +16,51 @@ use serde_json::Value;
 
 const OLD: &str = r#"
 [[reactor]]
-name = "running"
-pipeline = "by host | sum"
+name = "busy"
+pipeline = "by host | count 600s"
 "#;
 
 const NEW: &str = r#"
 [[reactor]]
 name = "windows"
-pipeline = "by host | count 5s"
+pipeline = "by host | count 60s"
 "#;
 
-const EVENTS: usize = 3000;
+const EVENTS: usize = 1_000_000;
 
 /// Future event times: the router's wall-clock ticks never move the
-/// clock, so both runs see the same event-time history.
+/// clock, so both runs see the same event-time history. Waits until the
+/// processor has taken every event.
 fn send_events(weir: &Weir) {
     let mut stream = TcpStream::connect(weir.tcp).unwrap();
+    let mut chunk = String::new();
     for i in 0..EVENTS {
-        writeln!(
-            stream,
-            r#"{{"host":"h{}","service":"s","metric":{},"time":{}}}"#,
+        chunk.push_str(&format!(
+            "{{\"host\":\"h{}\",\"service\":\"s\",\"metric\":{},\"time\":{}}}\n",
             i % 30,
             i % 7,
             4_000_000_000u64 + (i / 30) as u64
-        )
-        .unwrap();
+        ));
+        if chunk.len() > 1 << 20 {
+            stream.write_all(chunk.as_bytes()).unwrap();
+            chunk.clear();
+        }
     }
+    stream.write_all(chunk.as_bytes()).unwrap();
+    drop(stream);
+    wait_until(Duration::from_secs(300), "every event accepted", || {
+        weir.metric("weir_ingest_accepted_total{protocol=\"tcp\"}") >= EVENTS as f64
+    });
+    // Every entry in the log by now (events and ticks) must be processed.
+    std::thread::sleep(Duration::from_millis(500));
+    let appended = weir.metric("weir_log_appended_records_total{topic=\"weir.events\"}");
+    wait_until(Duration::from_secs(300), "every entry processed", || {
+        std::thread::sleep(Duration::from_millis(200));
+        (0..4)
+            .map(|p| weir.metric(&format!("weir_processor_events_total{{partition=\"{p}\"}}")))
+            .sum::<f64>()
+            >= appended
+    });
 }
 
 fn of(reactor: &str, all: &[Value]) -> Vec<Value> {
@@ -76,14 +96,6 @@ fn replay(config: &Path, data: &Path) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-/// Waits until the file sink has written `count` results and they settle.
-fn wait_for(data: &Path, count: usize) {
-    wait_until(Duration::from_secs(60), "the results", || {
-        results(data).len() >= count
-    });
-    std::thread::sleep(Duration::from_millis(500));
-}
-
 #[test]
 fn a_replayed_reactor_matches_one_that_ran_from_the_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -92,20 +104,30 @@ fn a_replayed_reactor_matches_one_that_ran_from_the_start() {
     let reference = dir.path().join("reference");
     let weir = Weir::start(&format!("{LISTENERS}{OLD}{NEW}"), &reference);
     send_events(&weir);
-    wait_until(Duration::from_secs(60), "the reference results", || {
-        of("running", &results(&reference)).len() == EVENTS
-    });
-    std::thread::sleep(Duration::from_secs(1));
+    let settled = || {
+        let mut previous = usize::MAX;
+        move |data: &Path| {
+            wait_until(Duration::from_secs(120), "the results to settle", || {
+                std::thread::sleep(Duration::from_millis(500));
+                let now = results(data).len();
+                let done = now == previous && now > 0;
+                previous = now;
+                done
+            })
+        }
+    };
+    settled()(&reference);
     weir.stop();
     let expected = of("windows", &results(&reference));
-    assert!(expected.len() > 300, "{}", expected.len());
+    assert!(expected.len() > 10_000, "{}", expected.len());
 
     // Live with the old reactor only; the new one is replayed afterwards.
     let live = dir.path().join("live");
     let weir = Weir::start(&format!("{LISTENERS}{OLD}"), &live);
     send_events(&weir);
-    wait_for(&live, EVENTS);
+    settled()(&live);
     weir.stop();
+    let before = results(&live).len();
     let both = dir.path().join("both.toml");
     std::fs::write(&both, format!("{LISTENERS}{OLD}{NEW}")).unwrap();
     let summary = replay(&both, &live);
@@ -118,7 +140,10 @@ fn a_replayed_reactor_matches_one_that_ran_from_the_start() {
 
     // The old config's sinks pick the replayed results up from the log.
     let weir = Weir::start(&format!("{LISTENERS}{OLD}"), &live);
-    wait_for(&live, EVENTS + expected.len());
+    wait_until(Duration::from_secs(120), "the replayed results", || {
+        results(&live).len() >= before + expected.len()
+    });
+    std::thread::sleep(Duration::from_millis(500));
     weir.stop();
     let got = of("windows", &results(&live));
     assert_eq!(got.len(), expected.len());
