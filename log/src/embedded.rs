@@ -34,6 +34,8 @@ struct Inner {
     dir: PathBuf,
     config: LogConfig,
     topics: RwLock<HashMap<String, Arc<Vec<Partition>>>>,
+    /// Held (an exclusive lock on `dir/lock`) while the log is open.
+    _lock: fs::File,
 }
 
 struct Partition {
@@ -67,10 +69,31 @@ impl EmbeddedLog {
     pub fn open(dir: &Path, config: LogConfig) -> Result<EmbeddedLog, LogError> {
         fs::create_dir_all(dir.join("topics")).map_err(io_err("create", dir))?;
         fs::create_dir_all(dir.join("groups")).map_err(io_err("create", dir))?;
+        // One process owns the log: a second would interleave appends.
+        let lock_path = dir.join("lock");
+        let lock = fs::File::create(&lock_path).map_err(io_err("create", &lock_path))?;
+        // A previous owner in this process may still be letting go (its
+        // fsync thread holds it for a moment): wait a little before refusing.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(LogError::Locked(dir.to_path_buf()))
+                }
+                Err(fs::TryLockError::Error(error)) => {
+                    return Err(io_err("lock", &lock_path)(error))
+                }
+            }
+        }
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             config,
             topics: RwLock::new(HashMap::new()),
+            _lock: lock,
         });
         if inner.config.fsync == FsyncPolicy::Interval {
             let weak = Arc::downgrade(&inner);

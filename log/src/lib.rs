@@ -90,6 +90,9 @@ pub enum LogError {
     /// An earlier write failed; the partition refuses further work until reopened.
     #[error("partition {0} is poisoned by an earlier I/O error; restart to recover")]
     Poisoned(String),
+    /// Another process has the embedded log open.
+    #[error("{0} is in use by another weir process (stop it first: the embedded log belongs to one process)")]
+    Locked(PathBuf),
     /// The Kafka client or broker failed.
     #[error("kafka: {op}: {detail}")]
     Kafka {

@@ -386,3 +386,16 @@ fn random_operations_match_a_vec_model_across_restarts_and_torn_tails() {
 fn segment_size_for(seed: u64) -> u64 {
     (seed * 37) % 400
 }
+
+#[test]
+fn a_second_opener_is_refused_while_the_log_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path(), LogConfig::default());
+    let refused = EmbeddedLog::open(dir.path(), LogConfig::default());
+    assert!(
+        matches!(refused, Err(weir_log::LogError::Locked(_))),
+        "a second opener got in"
+    );
+    drop(first);
+    open(dir.path(), LogConfig::default());
+}
