@@ -4,13 +4,13 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{results, wait_until, Broker, Service, Weir, LISTENERS};
+use common::{results, unique_ids, wait_until, without_ids, Broker, Service, Weir, LISTENERS};
 use serde_json::Value;
 use weir_log::{Committed, KafkaConfig, KafkaLog, Log, LogError};
 
@@ -136,29 +136,6 @@ fn send(stream: &mut TcpStream, lines: &[String]) {
     stream.flush().unwrap();
 }
 
-/// Results without their ids (which hold input offsets, and those differ
-/// with the interleaving of tick records), as a sorted multiset.
-fn comparable(results: &[Value]) -> Vec<String> {
-    let mut lines: Vec<String> = results
-        .iter()
-        .map(|r| {
-            let mut r = r.clone();
-            r.as_object_mut().unwrap().remove("id");
-            r.to_string()
-        })
-        .collect();
-    lines.sort();
-    lines
-}
-
-fn unique_ids(results: &[Value]) -> usize {
-    results
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect::<HashSet<_>>()
-        .len()
-}
-
 /// The reference: every event through `weir run` on the embedded log.
 fn reference(dir: &Path, lines: &[String]) -> Vec<String> {
     let data = dir.join("reference");
@@ -173,7 +150,7 @@ fn reference(dir: &Path, lines: &[String]) -> Vec<String> {
         settled
     });
     weir.stop();
-    comparable(&results(&data))
+    without_ids(&results(&data))
 }
 
 /// Checks from the processors' logs that no partition ever had two owners:
@@ -318,7 +295,7 @@ fn processors_share_partitions_survive_a_kill_and_match_the_embedded_run() {
     assert_eq!(unique_ids(&got), got.len(), "a result id was stored twice");
     assert_eq!(got.len(), expected.len());
     assert!(
-        comparable(&got) == expected,
+        without_ids(&got) == expected,
         "Kafka results differ from the embedded run"
     );
 
@@ -420,7 +397,7 @@ fn a_reactor_replayed_with_follow_catches_up_and_keeps_up_live() {
         .collect();
     assert_eq!(unique_ids(&got), got.len(), "a result id was stored twice");
     assert!(
-        comparable(&got) == expected,
+        without_ids(&got) == expected,
         "the replayed reactor's results differ from a run from the start"
     );
     processor.stop();

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, results, wait_until, Weir, LISTENERS};
+use common::{bin, results, unique_ids, wait_until, without_ids, Weir, LISTENERS};
 use serde_json::Value;
 
 const OLD: &str = r#"
@@ -68,20 +68,6 @@ fn of(reactor: &str, all: &[Value]) -> Vec<Value> {
         .filter(|r| r["reactor"] == reactor)
         .cloned()
         .collect()
-}
-
-/// Without ids (their offsets count tick records too), sorted.
-fn contents(results: &[Value]) -> Vec<String> {
-    let mut lines: Vec<String> = results
-        .iter()
-        .map(|r| {
-            let mut r = r.clone();
-            r.as_object_mut().unwrap().remove("id");
-            r.to_string()
-        })
-        .collect();
-    lines.sort();
-    lines
 }
 
 fn replay(config: &Path, data: &Path) -> String {
@@ -148,9 +134,8 @@ fn a_replayed_reactor_matches_one_that_ran_from_the_start() {
     let got = of("windows", &results(&live));
     assert_eq!(got.len(), expected.len());
     assert!(
-        contents(&got) == contents(&expected),
+        without_ids(&got) == without_ids(&expected),
         "replayed results differ from a run from the start"
     );
-    let ids: std::collections::HashSet<_> = got.iter().map(|r| r["id"].clone()).collect();
-    assert_eq!(ids.len(), got.len());
+    assert_eq!(unique_ids(&got), got.len(), "a result id was stored twice");
 }

@@ -10,7 +10,7 @@
 //! stay paused: it only carries the assignment and the progress commits.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -329,33 +329,47 @@ impl Log for KafkaLog {
             .map_err(kafka_err(format!("subscribe {group} to {topic}")))?;
         let topic = topic.to_owned();
         let partitions = self.partitions(&topic)?;
+        // Short timeouts: the watch must notice, not wait on a busy broker.
         let mut watch = StallWatch::new(
             &topic,
             partitions,
             Duration::from_millis(2 * self.config.session_timeout_ms),
-            self.timeout(),
+            self.timeout().min(Duration::from_secs(5)),
         );
         let member = Member::spawn(move |stop| {
-            let mut last = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                // Partitions are paused: polls serve heartbeats and rebalances.
-                if let Some(Err(error)) = consumer.poll(Duration::from_millis(100)) {
-                    tracing::warn!(%error, "group consumer");
-                }
-                if last.elapsed() >= PROGRESS_INTERVAL {
-                    let progress = owner.progress();
-                    commit(&consumer, &topic, &progress, CommitMode::Async);
-                    last = Instant::now();
-                    let owned: Vec<u32> = progress.iter().map(|(p, _)| *p).collect();
-                    if let Some(stalled) = watch.stalled(&consumer, &owned) {
-                        tracing::warn!(partitions = ?stalled, "partitions owned by no live member make no progress; rejoining the group to force a rebalance");
+            let rejoin = AtomicBool::new(false);
+            std::thread::scope(|scope| {
+                // Broker queries run beside the poll loop, never in it: a
+                // poll loop that stalls past max.poll.interval.ms is
+                // thrown out of the group.
+                scope.spawn(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(PROGRESS_INTERVAL);
+                        let owned: Vec<u32> = owner.progress().iter().map(|(p, _)| *p).collect();
+                        if let Some(stalled) = watch.stalled(&consumer, &owned) {
+                            tracing::warn!(partitions = ?stalled, "partitions owned by no live member make no progress; rejoining the group to force a rebalance");
+                            rejoin.store(true, Ordering::Relaxed);
+                        }
+                    }
+                });
+                let mut last = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    // Partitions are paused: polls serve heartbeats and rebalances.
+                    if let Some(Err(error)) = consumer.poll(Duration::from_millis(100)) {
+                        tracing::warn!(%error, "group consumer");
+                    }
+                    if last.elapsed() >= PROGRESS_INTERVAL {
+                        commit(&consumer, &topic, &owner.progress(), CommitMode::Async);
+                        last = Instant::now();
+                    }
+                    if rejoin.swap(false, Ordering::Relaxed) {
                         consumer.unsubscribe();
                         if let Err(error) = consumer.subscribe(&[&topic]) {
                             tracing::error!(%error, "rejoining the group failed");
                         }
                     }
                 }
-            }
+            });
             let owned: Vec<u32> = owner.progress().iter().map(|(p, _)| *p).collect();
             let last = owner.revoked(&owned);
             commit(&consumer, &topic, &last, CommitMode::Sync);

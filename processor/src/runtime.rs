@@ -310,6 +310,17 @@ impl Processor {
         }
     }
 
+    /// The next batch of `partition` from `next`, waiting briefly at the end.
+    fn read_events(&self, partition: u32, next: u64) -> Result<Vec<Record>, LogError> {
+        self.log.read(
+            &self.topics.events,
+            partition,
+            next,
+            self.config.read_max_bytes,
+            Duration::from_millis(100),
+        )
+    }
+
     fn build(&self, only: Option<&[String]>) -> Result<Vec<Reactor>, ProcessorError> {
         Ok(self
             .reactors
@@ -391,13 +402,7 @@ impl Processor {
                 lag.set(0);
                 return Ok(None);
             }
-            let mut batch = self.log.read(
-                &self.topics.events,
-                partition,
-                next,
-                self.config.read_max_bytes,
-                Duration::from_millis(100),
-            )?;
+            let mut batch = self.read_events(partition, next)?;
             batch.retain(|r| r.offset < until);
             next = output.process(&mut engine, &batch, next)?;
             lag.set((until - next) as i64);
@@ -497,13 +502,7 @@ impl Processor {
         let interval = Duration::from_millis(self.config.checkpoint_interval_ms);
         let mut lag_measured = Instant::now() - interval;
         while !stop.load(Ordering::Relaxed) {
-            let batch = self.log.read(
-                &self.topics.events,
-                partition,
-                next,
-                self.config.read_max_bytes,
-                Duration::from_millis(100),
-            )?;
+            let batch = self.read_events(partition, next)?;
             next = output.process(&mut engine, &batch, next)?;
             events.inc_by(batch.len() as u64);
             since_checkpoint += batch.len() as u64;
@@ -601,13 +600,7 @@ impl Processor {
             if stop.load(Ordering::Relaxed) || (next >= end && !window.follow) {
                 break;
             }
-            let batch = self.log.read(
-                &self.topics.events,
-                partition,
-                next,
-                self.config.read_max_bytes,
-                Duration::from_millis(100),
-            )?;
+            let batch = self.read_events(partition, next)?;
             let past_to = batch
                 .iter()
                 .position(|r| window.to_ms.is_some_and(|to| r.timestamp_ms > to));

@@ -283,6 +283,32 @@ pub fn results(data: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// Results without their ids, sorted: for comparing runs over different
+/// logs (ids hold input offsets, which count tick records too).
+pub fn without_ids(results: &[Value]) -> Vec<String> {
+    let mut lines: Vec<String> = results
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            if let Some(fields) = r.as_object_mut() {
+                fields.remove("id");
+            }
+            r.to_string()
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// How many distinct result ids `results` holds.
+pub fn unique_ids(results: &[Value]) -> usize {
+    results
+        .iter()
+        .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+}
+
 /// Polls `check` until it holds or `timeout` passes; panics with `what` then.
 pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
