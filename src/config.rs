@@ -9,8 +9,8 @@ use weir_ingest::IngestConfig;
 use weir_log::LogConfig;
 use weir_processor::{ProcessorConfig, ReactorConfig};
 use weir_router::RouterConfig;
-use weir_storage::file::FileSinkConfig;
 use weir_storage::notify::NotifyConfig;
+use weir_storage::SinkConfig;
 
 /// The built-in example config used when `weir run` gets no `--config`.
 pub const DEFAULT_CONFIG: &str = include_str!("../examples/default.toml");
@@ -31,26 +31,36 @@ pub struct Config {
     pub router: RouterConfig,
     /// Reactor runtime.
     pub processor: ProcessorConfig,
-    /// Sinks.
-    pub storage: StorageConfig,
+    /// `[[sink]]` tables; none: one file sink named `file`.
+    pub sink: Vec<SinkConfig>,
     /// Notification delivery.
     pub notify: NotifyConfig,
     /// The reactors.
     pub reactor: Vec<ReactorConfig>,
 }
 
-/// `[storage]`: the sinks.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StorageConfig {
-    /// The NDJSON file sink (always on in the embedded default).
-    pub file: FileSinkConfig,
-}
-
 impl Config {
     /// Parses config text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
         toml::from_str(text).with_context(|| format!("config {origin}"))
+    }
+
+    /// The configured sinks, or the default file sink; checked (names
+    /// unique and valid, filters parse).
+    pub fn sinks(&self) -> anyhow::Result<Vec<SinkConfig>> {
+        if self.sink.is_empty() {
+            return Ok(vec![SinkConfig::default_file()]);
+        }
+        let mut names = std::collections::HashSet::new();
+        for sink in &self.sink {
+            sink.validate().map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(
+                names.insert(&sink.name),
+                "two sinks are named {:?}",
+                sink.name
+            );
+        }
+        Ok(self.sink.clone())
     }
 
     /// Reads `path`, or the built-in example when `None`.

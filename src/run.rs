@@ -17,12 +17,12 @@ use anyhow::Context;
 use clap::Args;
 use weir_log::{Backend, EmbeddedLog, Log, LogConfig, Topics};
 use weir_processor::checkpoint::CheckpointStore;
-use weir_processor::{Processor, Reactor, Status};
+use weir_processor::{Processor, Reactor};
 use weir_storage::consumer::Source;
-use weir_storage::file::FileSink;
 use weir_storage::forward::Forwarder;
 use weir_storage::notify::Notifier;
-use weir_storage::spawn_consumers;
+use weir_storage::sink::{RunningSink, SinkDirs};
+use weir_storage::{spawn_consumers, SinkKind};
 
 use crate::config::Config;
 use crate::telemetry;
@@ -158,13 +158,16 @@ pub fn run(args: ServiceArgs, roles: Roles) -> anyhow::Result<()> {
     } else {
         None
     };
-    let consumers = if roles.store {
-        start_storage(&config, &log, &topics, &data_dir, &shutdown)?
+    let storage = if roles.store {
+        Some(start_storage(&config, &log, &topics, &data_dir, &shutdown)?)
     } else {
-        Vec::new()
+        None
     };
 
-    let status = processor.as_ref().map(|p| p.status());
+    let admin = telemetry::Admin {
+        status: processor.as_ref().map(|p| p.status()),
+        graphite: Arc::new(storage.as_ref().map(Storage::graphite).unwrap_or_default()),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -172,11 +175,11 @@ pub fn run(args: ServiceArgs, roles: Roles) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let router_thread = runtime.block_on(async {
         let metrics = match &config.metrics_listen {
-            Some(listen) => Some(serve_metrics(listen, status.clone()).await?),
+            Some(listen) => Some(serve_metrics(listen, admin.clone()).await?),
             None => None,
         };
         let ingest = if roles.ingest {
-            Some(start_ingest(&config, &log, &topics, status.clone()).await?)
+            Some(start_ingest(&config, &log, &topics, admin.clone()).await?)
         } else {
             None
         };
@@ -205,28 +208,44 @@ pub fn run(args: ServiceArgs, roles: Roles) -> anyhow::Result<()> {
             tracing::error!(%error, "processor worker failed");
         }
     }
-    consumers.into_iter().for_each(|c| {
-        let _ = c.join();
-    });
+    if let Some(storage) = storage {
+        storage.join();
+    }
     Ok(())
 }
 
-/// The results consumers: file sink, notifier, forwarder.
+/// The results consumers: the sinks, the notifier and the forwarder.
+struct Storage {
+    sinks: Vec<RunningSink>,
+    consumers: Vec<JoinHandle<()>>,
+}
+
+impl Storage {
+    /// The Graphite sinks, by name, for the admin API.
+    fn graphite(&self) -> telemetry::GraphiteSinks {
+        self.sinks
+            .iter()
+            .filter_map(|sink| Some((sink.name.clone(), sink.graphite.clone()?)))
+            .collect()
+    }
+
+    /// Joins everything (after `shutdown` was set).
+    fn join(self) {
+        self.sinks.into_iter().for_each(RunningSink::join);
+        self.consumers.into_iter().for_each(|c| {
+            let _ = c.join();
+        });
+    }
+}
+
 fn start_storage(
     config: &Config,
     log: &Arc<dyn Log>,
     topics: &Topics,
     data_dir: &std::path::Path,
     shutdown: &Arc<AtomicBool>,
-) -> anyhow::Result<Vec<JoinHandle<()>>> {
-    let results_dir = config
-        .storage
-        .file
-        .dir
-        .clone()
-        .unwrap_or_else(|| data_dir.join("results"));
-    println!("results in {}", results_dir.display());
-    let max_file_bytes = config.storage.file.max_file_bytes;
+) -> anyhow::Result<Storage> {
+    let sinks = config.sinks()?;
     // Kafka brokers cap (and some drop) commit metadata: keep positions here.
     let positions: Option<Arc<dyn Log>> = match config.log.backend {
         Backend::Embedded => None,
@@ -241,27 +260,43 @@ fn start_storage(
         group: group.to_owned(),
         positions: positions.clone(),
     };
-    let mut consumers = spawn_consumers(
-        &source("weir.storage.file"),
-        |p| FileSink::new(&results_dir, p, max_file_bytes),
-        shutdown.clone(),
-    )?;
+    let dirs = SinkDirs {
+        data: data_dir.to_path_buf(),
+    };
+    let mut started = Vec::new();
+    for sink in &sinks {
+        if let SinkKind::Kafka(kafka) = &sink.kind {
+            anyhow::ensure!(
+                config.log.backend == Backend::Kafka,
+                "sink {}: a kafka sink needs the Kafka log (`--log kafka`)",
+                sink.name
+            );
+            log.create_topic(&kafka.topic, config.log.partitions, false)?;
+        }
+        let running = weir_storage::sink::start(sink, &source(""), &dirs, shutdown.clone())
+            .with_context(|| format!("starting sink {}", sink.name))?;
+        println!("sink {} ({})", sink.name, sink.describe(&dirs));
+        started.push(running);
+    }
     let deliveries = config
         .notify
         .dir
         .clone()
         .unwrap_or_else(|| data_dir.join("notifications"));
-    consumers.extend(spawn_consumers(
+    let mut consumers = spawn_consumers(
         &source("weir.notifier"),
         |p| Notifier::new(&config.notify, &deliveries, p),
         shutdown.clone(),
-    )?);
+    )?;
     consumers.extend(spawn_consumers(
         &source("weir.forwarder"),
         |p| Forwarder::new(log.clone(), p),
         shutdown.clone(),
     )?);
-    Ok(consumers)
+    Ok(Storage {
+        sinks: started,
+        consumers,
+    })
 }
 
 type Ingest = (
@@ -276,7 +311,7 @@ async fn start_ingest(
     config: &Config,
     log: &Arc<dyn Log>,
     topics: &Topics,
-    status: Option<Status>,
+    admin: telemetry::Admin,
 ) -> anyhow::Result<Ingest> {
     let (router, router_thread) = weir_router::start(log.clone(), topics.clone(), &config.router)?;
     let bound = weir_ingest::listeners::start(&config.ingest, router.clone()).await?;
@@ -299,7 +334,7 @@ async fn start_ingest(
                 socket.local_addr()?
             );
             let app = weir_ingest::http::routes(&config.ingest, router.clone())
-                .merge(telemetry::routes(status));
+                .merge(telemetry::routes(admin));
             Some(tokio::spawn(async move { axum::serve(socket, app).await }))
         }
         None => None,
@@ -310,7 +345,7 @@ async fn start_ingest(
 /// Serves /metrics and /healthz on their own listener.
 async fn serve_metrics(
     listen: &str,
-    status: Option<Status>,
+    admin: telemetry::Admin,
 ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     let socket = tokio::net::TcpListener::bind(listen)
         .await
@@ -320,7 +355,7 @@ async fn serve_metrics(
         socket.local_addr()?
     );
     Ok(tokio::spawn(async move {
-        axum::serve(socket, telemetry::routes(status)).await
+        axum::serve(socket, telemetry::routes(admin)).await
     }))
 }
 

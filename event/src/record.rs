@@ -133,6 +133,33 @@ impl ResultRecord {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// Decodes a record written by [`ResultRecord::encode`].
+    pub fn decode(value: &[u8]) -> Result<ResultRecord, Rejection> {
+        let mut object: serde_json::Map<String, Value> = serde_json::from_slice(value)
+            .map_err(|e| Rejection::new(crate::Reason::InvalidJson, e.to_string()))?;
+        let id = match object.remove("id") {
+            Some(Value::String(id)) => id.parse().map_err(|e: BadResultId| {
+                Rejection::new(crate::Reason::InvalidField, e.to_string())
+            })?,
+            _ => {
+                return Err(Rejection::new(
+                    crate::Reason::InvalidField,
+                    "a result needs a string id",
+                ))
+            }
+        };
+        object.remove("reactor");
+        let notify = object.remove("notify");
+        let forward = object.remove("forward");
+        let event = crate::decode_value(Value::Object(object), &DecodeOptions::default(), 0.0)?;
+        Ok(ResultRecord {
+            id,
+            notify,
+            forward,
+            event,
+        })
+    }
+
     /// Reads only the `id` of an encoded record, skipping everything else.
     pub fn peek_id(value: &[u8]) -> Option<ResultId> {
         #[derive(Deserialize)]
@@ -184,6 +211,23 @@ mod tests {
         };
         assert_eq!(id.to_string().parse::<ResultId>().unwrap(), id);
         assert!("nonsense".parse::<ResultId>().is_err());
+    }
+
+    #[test]
+    fn results_decode_back_to_what_was_encoded() {
+        let mut event = Event::new("web-1", 1732280000.5);
+        event.service = Some("cpu".into());
+        event.metric = Some(0.75);
+        event.tags = vec!["prod".into()];
+        let record = ResultRecord {
+            id: "cpu@ab12:3:99:1".parse().unwrap(),
+            notify: Some(serde_json::json!({"channel": "log"})),
+            forward: None,
+            event,
+        };
+        assert_eq!(ResultRecord::decode(&record.encode()).unwrap(), record);
+        let error = ResultRecord::decode(br#"{"host":"h","time":1}"#).unwrap_err();
+        assert!(error.detail.contains("id"), "{error:?}");
     }
 
     #[test]

@@ -39,6 +39,18 @@ pub enum StorageError {
         /// Why.
         source: std::io::Error,
     },
+    /// The destination refused a record as invalid (it goes to the
+    /// sink's dead letters; the sink goes on).
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// The destination failed (down, timed out, refused a batch); retried.
+    #[error("sink {sink}: {detail}")]
+    Sink {
+        /// The sink's name.
+        sink: String,
+        /// What failed.
+        detail: String,
+    },
     /// The committed metadata is not what this sink writes.
     #[error("committed position of {group} is unreadable: {detail}")]
     Metadata {
@@ -52,7 +64,7 @@ pub enum StorageError {
 /// What a sink does with results; the consumer loop does the rest.
 pub trait ResultHandler: Send {
     /// The metric label and the name in logs.
-    fn kind(&self) -> &'static str;
+    fn name(&self) -> &str;
 
     /// Resumes from the handler's part of the last commit (`None`: fresh).
     fn restore(&mut self, resume: Option<Value>) -> Result<(), StorageError>;
@@ -114,7 +126,7 @@ where
         let source = source.clone();
         let shutdown = shutdown.clone();
         let thread = std::thread::Builder::new()
-            .name(format!("weir-{}-{partition}", handler.kind()))
+            .name(format!("weir-{}-{partition}", handler.name()))
             .spawn(move || supervise(&source, partition, &mut handler, &shutdown))
             .map_err(|source| StorageError::Io {
                 what: "spawn consumer thread",
@@ -124,6 +136,33 @@ where
         threads.push(thread);
     }
     Ok(threads)
+}
+
+/// Makes a consumer group without a commit start at the current end of
+/// every partition (it gets what comes from now on) instead of the
+/// beginning; a group that has committed keeps its positions.
+pub fn start_at_end(source: &Source) -> Result<(), StorageError> {
+    for partition in 0..source.log.partitions(&source.topic)? {
+        let positions = source.positions();
+        if positions
+            .committed(&source.group, &source.topic, partition)?
+            .is_some()
+        {
+            continue;
+        }
+        let (_, end) = source.log.offsets(&source.topic, partition)?;
+        let metadata = serde_json::to_string(&Metadata {
+            resume: Value::Null,
+            watermarks: Watermarks::new(),
+        })
+        .unwrap_or_default();
+        let committed = Committed {
+            offset: end,
+            metadata,
+        };
+        positions.commit(&source.group, &source.topic, partition, &committed)?;
+    }
+    Ok(())
 }
 
 fn supervise(
@@ -136,9 +175,10 @@ fn supervise(
     while !shutdown.load(Ordering::Relaxed) {
         match consume(source, partition, handler, shutdown) {
             Ok(()) => return,
+            Err(_) if shutdown.load(Ordering::Relaxed) => return,
             Err(error) => {
-                ERRORS.with_label_values(&[handler.kind()]).inc();
-                tracing::warn!(sink = handler.kind(), partition, %error, retry_in = ?backoff, "sink failed; resuming from the last commit");
+                ERRORS.with_label_values(&[handler.name()]).inc();
+                tracing::warn!(sink = handler.name(), partition, %error, retry_in = ?backoff, "sink failed; resuming from the last commit");
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
@@ -152,7 +192,7 @@ fn consume(
     handler: &mut dyn ResultHandler,
     shutdown: &AtomicBool,
 ) -> Result<(), StorageError> {
-    let kind = handler.kind();
+    let name = handler.name().to_owned();
     let committed = source
         .positions()
         .committed(&source.group, &source.topic, partition)?;
@@ -171,9 +211,9 @@ fn consume(
             (committed.offset, metadata.watermarks)
         }
     };
-    let written = WRITTEN.with_label_values(&[kind]);
-    let duplicates = DUPLICATES.with_label_values(&[kind]);
-    let lag = LAG.with_label_values(&[kind, &partition.to_string()]);
+    let written = WRITTEN.with_label_values(&[&name]);
+    let duplicates = DUPLICATES.with_label_values(&[&name]);
+    let lag = LAG.with_label_values(&[&name, &partition.to_string()]);
     while !shutdown.load(Ordering::Relaxed) {
         let batch = source.log.read(
             &source.topic,
@@ -189,7 +229,7 @@ fn consume(
             next = record.offset + 1;
             let Some(id) = ResultRecord::peek_id(&record.value) else {
                 tracing::warn!(
-                    sink = kind,
+                    sink = %name,
                     partition,
                     offset = record.offset,
                     "skipping a result without a valid id"

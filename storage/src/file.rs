@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::consumer::{ResultHandler, StorageError};
+use weir_event::ResultRecord;
+
+use crate::consumer::StorageError;
+use crate::sink::{DeadLetters, RecordSink};
 
 /// File sink settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -127,11 +130,7 @@ impl FileSink {
     }
 }
 
-impl ResultHandler for FileSink {
-    fn kind(&self) -> &'static str {
-        "file"
-    }
-
+impl RecordSink for FileSink {
     fn restore(&mut self, resume: Option<Value>) -> Result<(), StorageError> {
         fs::create_dir_all(&self.dir).map_err(io("create", &self.dir))?;
         self.buffer.clear();
@@ -160,8 +159,8 @@ impl ResultHandler for FileSink {
         self.open()
     }
 
-    fn handle(&mut self, record: &[u8]) -> Result<(), StorageError> {
-        self.buffer.extend_from_slice(record);
+    fn handle(&mut self, raw: &[u8], _record: ResultRecord) -> Result<(), StorageError> {
+        self.buffer.extend_from_slice(raw);
         self.buffer.push(b'\n');
         if self.len + self.buffer.len() as u64 >= self.max_file_bytes {
             self.write_buffer()?;
@@ -175,7 +174,7 @@ impl ResultHandler for FileSink {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<Value, StorageError> {
+    fn flush(&mut self, _dead: &mut DeadLetters) -> Result<Value, StorageError> {
         self.write_buffer()?;
         let path = self.path(self.seq);
         if let Some(file) = &self.file {

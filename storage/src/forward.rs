@@ -75,7 +75,7 @@ impl Forwarder {
 }
 
 impl ResultHandler for Forwarder {
-    fn kind(&self) -> &'static str {
+    fn name(&self) -> &str {
         "forward"
     }
 

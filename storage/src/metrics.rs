@@ -81,3 +81,65 @@ pub static FORWARDED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!("weir_forwarded_total", "Results forwarded", &["target"])
         .expect("metric registers once")
 });
+
+/// Results a sink's route did not take, or that it cannot represent
+/// (e.g. a result without a metric for a metrics store), per sink.
+pub static SKIPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "weir_sink_skipped_total",
+        "Results a sink did not take (route, or nothing to store)",
+        &["sink"]
+    )
+    .expect("metric registers once")
+});
+
+/// Records a sink rejected as invalid, kept as dead letters, per sink.
+pub static DEAD_LETTERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "weir_sink_dead_letters_total",
+        "Records a sink rejected as invalid, written to its dead-letter file",
+        &["sink"]
+    )
+    .expect("metric registers once")
+});
+
+/// Lines written to a Graphite destination, per sink and destination.
+pub static DESTINATION_SENT: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "weir_graphite_sent_total",
+        "Lines written to a Graphite destination",
+        &["sink", "destination"]
+    )
+    .expect("metric registers once")
+});
+
+/// Lines waiting in a Graphite destination's queue.
+pub static DESTINATION_QUEUED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "weir_graphite_queued",
+        "Lines waiting in a Graphite destination's queue",
+        &["sink", "destination"]
+    )
+    .expect("metric registers once")
+});
+
+/// Lines dropped by a Graphite destination (removed while lines waited,
+/// in broadcast mode; round-robin hands them to the others instead).
+pub static DESTINATION_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "weir_graphite_dropped_total",
+        "Lines a Graphite destination dropped",
+        &["sink", "destination"]
+    )
+    .expect("metric registers once")
+});
+
+/// Failed connects and broken connections of a Graphite destination.
+pub static DESTINATION_RECONNECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "weir_graphite_reconnects_total",
+        "Failed connects and broken connections of a Graphite destination",
+        &["sink", "destination"]
+    )
+    .expect("metric registers once")
+});

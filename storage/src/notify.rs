@@ -249,7 +249,7 @@ impl Notifier {
 }
 
 impl ResultHandler for Notifier {
-    fn kind(&self) -> &'static str {
+    fn name(&self) -> &str {
         "notify"
     }
 

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use weir_event::{Event, ResultRecord};
 use weir_log::{EmbeddedLog, Log, LogConfig};
 use weir_storage::consumer::Source;
-use weir_storage::file::FileSink;
-use weir_storage::spawn_consumers;
+use weir_storage::file::FileSinkConfig;
+use weir_storage::sink::SinkDirs;
+use weir_storage::{SinkConfig, SinkKind};
 
 const TOPIC: &str = "weir.results";
 
@@ -47,20 +48,26 @@ fn drain(log: &Arc<EmbeddedLog>, out: &std::path::Path, max_file_bytes: u64) {
         positions: None,
         log: log.clone(),
         topic: TOPIC.into(),
-        group: "files".into(),
+        group: String::new(),
+    };
+    let config = SinkConfig {
+        name: "files".into(),
+        filter: None,
+        types: Vec::new(),
+        kind: SinkKind::File(FileSinkConfig {
+            dir: Some(out.to_path_buf()),
+            max_file_bytes,
+        }),
+    };
+    let dirs = SinkDirs {
+        data: out.parent().unwrap().to_path_buf(),
     };
     let shutdown = Arc::new(AtomicBool::new(false));
-    let out = out.to_path_buf();
-    let threads = spawn_consumers(
-        &source,
-        |p| FileSink::new(&out, p, max_file_bytes),
-        shutdown.clone(),
-    )
-    .unwrap();
+    let sink = weir_storage::sink::start(&config, &source, &dirs, shutdown.clone()).unwrap();
     let end = log.offsets(TOPIC, 0).unwrap().1;
     let deadline = Instant::now() + Duration::from_secs(10);
     while log
-        .committed("files", TOPIC, 0)
+        .committed(&config.group(), TOPIC, 0)
         .unwrap()
         .is_none_or(|c| c.offset < end)
     {
@@ -68,7 +75,7 @@ fn drain(log: &Arc<EmbeddedLog>, out: &std::path::Path, max_file_bytes: u64) {
         std::thread::sleep(Duration::from_millis(10));
     }
     shutdown.store(true, Ordering::Relaxed);
-    threads.into_iter().for_each(|t| t.join().unwrap());
+    sink.join();
 }
 
 #[test]
