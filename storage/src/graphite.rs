@@ -14,10 +14,12 @@
 //!   from the log when it returns — nothing is dropped.
 //!
 //! A line counts as delivered (and the consumer may commit past it) once
-//! it was written and the connection was still open afterwards: a write
+//! it was written and the connection was still open 50 ms later: a write
 //! into a socket whose peer has gone is seen at the next check and the
-//! line is sent again. Carbon keeps one value per timestamp, so a line
-//! sent twice is absorbed.
+//! line is sent again. Carbon plaintext has no acknowledgements, and a
+//! carbon that stops drops what it received but had not read yet, so the
+//! lines of the last 2 seconds are also sent again after a break. Carbon
+//! keeps one value per timestamp: a line sent twice is absorbed.
 //!
 //! Destinations are listed, added and removed at runtime
 //! ([`Graphite::destinations`], [`Graphite::add`], [`Graphite::remove`]);
@@ -238,6 +240,13 @@ struct Line {
 /// counts as delivered (a reset from a vanished peer arrives well within).
 const CONFIRM_AFTER: Duration = Duration::from_millis(50);
 
+/// How long delivered lines are kept to be sent again after a break
+/// (carbon keeps one value per timestamp, so a repeat is absorbed).
+const RESEND_WINDOW: Duration = Duration::from_secs(2);
+
+/// At most this many delivered lines are kept to be sent again.
+const RESEND_MAX_LINES: usize = 1 << 16;
+
 /// One carbon listener and the lines waiting for it.
 struct Destination {
     address: String,
@@ -446,6 +455,11 @@ impl Pool {
         let mut stream: Option<BufWriter<TcpStream>> = None;
         // Batches written, with when: delivered once the peer outlived them.
         let mut unconfirmed: VecDeque<(Instant, Vec<Line>)> = VecDeque::new();
+        // Batches delivered lately, sent again if the connection breaks:
+        // a peer that closes drops what it had received but not yet read.
+        let mut recent: VecDeque<(Instant, Vec<Line>)> = VecDeque::new();
+        let mut recent_lines = 0usize;
+        let nobody_waits = Arc::new(Pending::default());
         let take_unconfirmed = |unconfirmed: &mut VecDeque<(Instant, Vec<Line>)>| {
             unconfirmed
                 .drain(..)
@@ -514,7 +528,25 @@ impl Pool {
                         break;
                     };
                     sent.inc_by(lines.len() as u64);
-                    lines.iter().for_each(|line| line.pending.settle());
+                    recent_lines += lines.len();
+                    let kept = lines
+                        .into_iter()
+                        .map(|line| {
+                            line.pending.settle();
+                            Line {
+                                text: line.text,
+                                pending: nobody_waits.clone(),
+                            }
+                        })
+                        .collect();
+                    recent.push_back((Instant::now(), kept));
+                }
+                while recent.front().is_some_and(|(at, lines)| {
+                    at.elapsed() > RESEND_WINDOW || recent_lines - lines.len() >= RESEND_MAX_LINES
+                }) {
+                    if let Some((_, lines)) = recent.pop_front() {
+                        recent_lines -= lines.len();
+                    }
                 }
                 if !batch.is_empty() {
                     healthy = batch
@@ -528,11 +560,14 @@ impl Pool {
                 unconfirmed.push_back((Instant::now(), batch));
             }
             if !healthy {
-                // Everything not yet confirmed is sent again on a new connection.
+                // The recent and the unconfirmed lines are sent again on a new connection.
                 reconnects.inc();
                 stream = None;
                 destination.connected.store(false, Ordering::Relaxed);
-                destination.push_front(take_unconfirmed(&mut unconfirmed));
+                let mut lines = take_unconfirmed(&mut recent);
+                recent_lines = 0;
+                lines.extend(take_unconfirmed(&mut unconfirmed));
+                destination.push_front(lines);
             }
         }
     }

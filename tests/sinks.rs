@@ -1,0 +1,572 @@
+//! The sinks against the real servers (Debian's graphite-carbon,
+//! victoria-metrics and postgresql): a known input arrives complete and
+//! correct, read back through the server's own interface; a server
+//! stopped for 30 seconds under load loses nothing and duplicates nothing;
+//! Graphite round-robin survives a killed destination and takes one added
+//! at runtime; invalid records become dead letters.
+
+mod servers;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use servers::{Carbon, Postgres, Victoria};
+use weir_event::{Event, ResultRecord};
+use weir_log::{EmbeddedLog, Log, LogConfig};
+use weir_storage::consumer::Source;
+use weir_storage::graphite::{Distribution, GraphiteConfig};
+use weir_storage::postgres::PostgresConfig;
+use weir_storage::sink::{RunningSink, SinkDirs};
+use weir_storage::victoria::VictoriaConfig;
+use weir_storage::{SinkConfig, SinkKind};
+
+const TOPIC: &str = "weir.results";
+const PARTITIONS: u32 = 4;
+const HOSTS: u64 = 10;
+
+/// An embedded log with a results topic, and the results fed into it.
+struct Results {
+    dir: tempfile::TempDir,
+    log: Arc<EmbeddedLog>,
+    /// Event time of result 0, whole seconds, recent enough for every store.
+    base: i64,
+    fed: AtomicU64,
+}
+
+impl Results {
+    fn new() -> Arc<Results> {
+        let dir = tempfile::tempdir().unwrap();
+        let log =
+            Arc::new(EmbeddedLog::open(&dir.path().join("log"), LogConfig::default()).unwrap());
+        log.create_topic(TOPIC, PARTITIONS).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        Arc::new(Results {
+            dir,
+            log,
+            base: now - 20_000,
+            fed: AtomicU64::new(0),
+        })
+    }
+
+    /// Result `i`: host `h{i % 10}`, one second after that host's previous
+    /// result, metric `i`.
+    fn result(&self, i: u64) -> (u32, ResultRecord) {
+        let host = i % HOSTS;
+        let partition = (host % PARTITIONS as u64) as u32;
+        let mut event = Event::new(format!("h{host}"), (self.base + (i / HOSTS) as i64) as f64);
+        event.service = Some("load".into());
+        event.metric = Some(i as f64);
+        event.tags = vec!["t1".into(), "t2".into()];
+        event.meta.insert("dc".into(), json!("fra"));
+        let record = ResultRecord {
+            id: format!("load@v1:{partition}:{i}:0").parse().unwrap(),
+            notify: None,
+            forward: None,
+            event,
+        };
+        (partition, record)
+    }
+
+    fn append(&self, records: impl IntoIterator<Item = (u32, ResultRecord)>) {
+        let mut by_partition: BTreeMap<u32, Vec<(Vec<u8>, Vec<u8>)>> = BTreeMap::new();
+        for (partition, record) in records {
+            by_partition
+                .entry(partition)
+                .or_default()
+                .push((record.event.host.clone().into_bytes(), record.encode()));
+        }
+        for (partition, records) in by_partition {
+            self.log.append(TOPIC, partition, &records).unwrap();
+        }
+    }
+
+    /// Appends the next `n` results.
+    fn feed(&self, n: u64) {
+        let from = self.fed.fetch_add(n, Ordering::SeqCst);
+        self.append((from..from + n).map(|i| self.result(i)));
+    }
+
+    /// Feeds `per_tick` results every 50 ms until `stop`.
+    fn feed_until(
+        self: &Arc<Self>,
+        per_tick: u64,
+        stop: Arc<AtomicBool>,
+    ) -> std::thread::JoinHandle<()> {
+        let results = self.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                results.feed(per_tick);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    }
+
+    fn source(&self) -> Source {
+        Source {
+            log: self.log.clone(),
+            topic: TOPIC.into(),
+            group: String::new(),
+            positions: None,
+        }
+    }
+
+    fn start(&self, name: &str, kind: SinkKind) -> Sink {
+        let config = SinkConfig {
+            name: name.into(),
+            filter: None,
+            types: Vec::new(),
+            kind,
+        };
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let dirs = SinkDirs {
+            data: self.dir.path().to_path_buf(),
+        };
+        let running =
+            weir_storage::sink::start(&config, &self.source(), &dirs, shutdown.clone()).unwrap();
+        Sink {
+            running: Some(running),
+            shutdown,
+        }
+    }
+
+    /// The expected (host, time) → metric of every result fed.
+    fn expected(&self) -> BTreeMap<(String, i64), f64> {
+        (0..self.fed.load(Ordering::SeqCst))
+            .map(|i| {
+                let (_, record) = self.result(i);
+                let time = record.event.time as i64;
+                ((record.event.host, time), i as f64)
+            })
+            .collect()
+    }
+
+    fn dead_letters(&self, sink: &str) -> Vec<Value> {
+        let dir = self.dir.path().join("dead-letters").join(sink);
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .flat_map(|e| {
+                let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+                text.lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect::<Vec<Value>>()
+            })
+            .collect()
+    }
+}
+
+struct Sink {
+    running: Option<RunningSink>,
+    shutdown: Arc<AtomicBool>,
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+        if let Some(running) = self.running.take() {
+            running.join();
+        }
+    }
+}
+
+/// Polls `check` until it returns true, for up to `secs` seconds.
+fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Whisper points as (host, time) → value, for paths `HOST.load`.
+fn carbon_points(carbon: &Carbon) -> BTreeMap<(String, i64), f64> {
+    carbon
+        .points()
+        .into_iter()
+        .flat_map(|(path, series)| {
+            let host = path.strip_suffix(".load").unwrap_or(&path).to_owned();
+            series
+                .into_iter()
+                .map(move |(time, value)| ((host.clone(), time), value))
+        })
+        .collect()
+}
+
+fn graphite(destinations: &[&Carbon], distribution: Distribution) -> SinkKind {
+    SinkKind::Graphite(GraphiteConfig {
+        destinations: destinations.iter().map(|c| c.address()).collect(),
+        distribution,
+        backoff_ms: 100,
+        ..GraphiteConfig::default()
+    })
+}
+
+fn victoria_samples(victoria: &Victoria) -> BTreeMap<(String, i64), f64> {
+    victoria
+        .samples("weir_metric")
+        .into_iter()
+        .map(|(labels, millis, value)| ((labels["host"].clone(), millis / 1000), value))
+        .collect()
+}
+
+fn victoria(server: &Victoria) -> SinkKind {
+    SinkKind::VictoriaMetrics(VictoriaConfig {
+        url: server.write_url(),
+        meta: vec!["dc".into()],
+        timeout_ms: 2000,
+        ..VictoriaConfig::default()
+    })
+}
+
+fn postgres(server: &Postgres) -> SinkKind {
+    SinkKind::Postgres(PostgresConfig {
+        url: server.url(),
+        ..PostgresConfig::default()
+    })
+}
+
+fn postgres_rows(server: &Postgres) -> BTreeMap<(String, i64), f64> {
+    let mut client = server.client();
+    let exists = client
+        .query_one("SELECT to_regclass('weir_events') IS NOT NULL", &[])
+        .unwrap()
+        .get::<_, bool>(0);
+    if !exists {
+        return BTreeMap::new();
+    }
+    client
+        .query(
+            "SELECT host, extract(epoch FROM time)::float8, metric FROM weir_events",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| ((row.get(0), row.get::<_, f64>(1) as i64), row.get(2)))
+        .collect()
+}
+
+/// Runs a load for ~40 s, stops the server after 3 s for 30 s, and checks
+/// that every result arrived exactly once.
+fn survives_a_30_second_outage(
+    results: &Arc<Results>,
+    stop_server: impl FnOnce(),
+    resume_server: impl FnOnce(),
+    stored: impl Fn() -> BTreeMap<(String, i64), f64>,
+    count: impl Fn() -> usize,
+) {
+    let stop_feeding = Arc::new(AtomicBool::new(false));
+    let feeder = results.feed_until(20, stop_feeding.clone());
+    std::thread::sleep(Duration::from_secs(3));
+    stop_server();
+    std::thread::sleep(Duration::from_secs(30));
+    resume_server();
+    std::thread::sleep(Duration::from_secs(7));
+    stop_feeding.store(true, Ordering::Relaxed);
+    feeder.join().unwrap();
+    let expected = results.expected();
+    assert!(expected.len() > 10_000, "the load ran: {}", expected.len());
+    eventually(120, "every result stored after the outage", || {
+        count() >= expected.len()
+    });
+    assert_eq!(count(), expected.len(), "nothing stored twice");
+    assert_eq!(stored(), expected);
+}
+
+#[test]
+fn graphite_stores_every_result_as_a_point_and_dead_letters_what_it_cannot_name() {
+    let results = Results::new();
+    let carbon = Carbon::start(&results.dir.path().join("carbon"));
+    results.feed(2000);
+    // Ids grow per partition, as a processor emits them.
+    results.append((0..5).map(|i| {
+        let (partition, mut record) = results.result(100_000 + i);
+        record.event.service = None;
+        (partition, record)
+    }));
+    results.append((0..5).map(|i| {
+        let (partition, mut record) = results.result(200_000 + i);
+        record.event.metric = None;
+        (partition, record)
+    }));
+    let _sink = results.start("carbon", graphite(&[&carbon], Distribution::Broadcast));
+    let expected = results.expected();
+    eventually(60, "every point in whisper", || {
+        carbon.count() >= expected.len()
+    });
+    assert_eq!(carbon_points(&carbon), expected);
+    eventually(20, "dead letters written", || {
+        results.dead_letters("carbon").len() >= 5
+    });
+    let dead = results.dead_letters("carbon");
+    assert_eq!(dead.len(), 5, "{dead:#?}");
+    assert!(dead
+        .iter()
+        .all(|d| d["reason"].as_str().unwrap().contains("needs service")));
+}
+
+#[test]
+fn graphite_broadcast_keeps_feeding_the_live_destination_and_the_stopped_one_catches_up() {
+    let results = Results::new();
+    let live = Carbon::start(&results.dir.path().join("live"));
+    let mut stopped = Carbon::start(&results.dir.path().join("stopped"));
+    let _sink = results.start(
+        "carbon",
+        graphite(&[&live, &stopped], Distribution::Broadcast),
+    );
+    let stop_feeding = Arc::new(AtomicBool::new(false));
+    let feeder = results.feed_until(20, stop_feeding.clone());
+    std::thread::sleep(Duration::from_secs(3));
+    stopped.stop();
+    std::thread::sleep(Duration::from_secs(20));
+    // While one destination is down, the other is kept up to date.
+    let fed_before = results.fed.load(Ordering::SeqCst) as usize;
+    eventually(10, "the live destination keeps up", || {
+        live.count() >= fed_before
+    });
+    std::thread::sleep(Duration::from_secs(10));
+    stopped.resume();
+    std::thread::sleep(Duration::from_secs(5));
+    stop_feeding.store(true, Ordering::Relaxed);
+    feeder.join().unwrap();
+    let expected = results.expected();
+    eventually(120, "both destinations complete", || {
+        live.count() >= expected.len() && stopped.count() >= expected.len()
+    });
+    assert_eq!(carbon_points(&live), expected);
+    assert_eq!(carbon_points(&stopped), expected);
+}
+
+#[test]
+fn graphite_round_robin_hands_a_killed_destinations_share_to_the_rest_and_takes_new_ones() {
+    let results = Results::new();
+    let a = Carbon::start(&results.dir.path().join("a"));
+    let b = Carbon::start(&results.dir.path().join("b"));
+    let mut killed = Carbon::start(&results.dir.path().join("killed"));
+    let sink = results.start(
+        "carbon",
+        graphite(&[&a, &b, &killed], Distribution::RoundRobin),
+    );
+    let graphite = sink.running.as_ref().unwrap().graphite.clone().unwrap();
+    let stop_feeding = Arc::new(AtomicBool::new(false));
+    let feeder = results.feed_until(30, stop_feeding.clone());
+    std::thread::sleep(Duration::from_secs(3));
+    killed.kill();
+    let after_kill = results.fed.load(Ordering::SeqCst);
+    eventually(30, "the killed destination leaves the pool", || {
+        graphite
+            .destinations()
+            .iter()
+            .any(|d| d.address == killed.address() && !d.in_pool)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let added = Carbon::start(&results.dir.path().join("added"));
+    assert!(graphite.add(&added.address()).unwrap());
+    let after_add = results.fed.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(4));
+    stop_feeding.store(true, Ordering::Relaxed);
+    feeder.join().unwrap();
+
+    let expected = results.expected();
+    let later = |from: u64| -> BTreeSet<(String, i64)> {
+        expected
+            .iter()
+            .filter(|(_, &i)| i as u64 >= from)
+            .map(|(key, _)| key.clone())
+            .collect()
+    };
+    let after_the_kill = later(after_kill);
+    let survivors = [&a, &b, &added];
+    eventually(
+        60,
+        "every result after the kill stored by the others",
+        || {
+            let stored: BTreeSet<_> = survivors
+                .iter()
+                .flat_map(|c| carbon_points(c).into_keys())
+                .collect();
+            after_the_kill.is_subset(&stored)
+        },
+    );
+    for carbon in [&a, &b] {
+        let got: BTreeSet<_> = carbon_points(carbon).into_keys().collect();
+        assert!(
+            got.intersection(&after_the_kill).count() > after_the_kill.len() / 4,
+            "each survivor took a share after the kill"
+        );
+    }
+    let got: BTreeSet<_> = carbon_points(&added).into_keys().collect();
+    assert!(
+        got.intersection(&later(after_add)).count() > 0,
+        "the destination added at runtime receives"
+    );
+    let values_agree = survivors
+        .iter()
+        .flat_map(|c| carbon_points(c))
+        .all(|(key, value)| expected.get(&key) == Some(&value));
+    assert!(values_agree);
+}
+
+#[test]
+fn graphite_survives_a_30_second_outage() {
+    let results = Results::new();
+    let carbon = std::cell::RefCell::new(Carbon::start(&results.dir.path().join("carbon")));
+    let address = carbon.borrow().address();
+    let kind = SinkKind::Graphite(GraphiteConfig {
+        destinations: vec![address],
+        backoff_ms: 100,
+        ..GraphiteConfig::default()
+    });
+    let _sink = results.start("carbon", kind);
+    survives_a_30_second_outage(
+        &results,
+        || carbon.borrow_mut().stop(),
+        || carbon.borrow_mut().resume(),
+        || carbon_points(&carbon.borrow()),
+        || carbon.borrow().count(),
+    );
+}
+
+#[test]
+fn victoriametrics_stores_every_result_with_its_labels() {
+    let results = Results::new();
+    let server = Victoria::start(&results.dir.path().join("victoria"));
+    results.feed(2000);
+    let _sink = results.start("vm", victoria(&server));
+    eventually(60, "every sample exported", || {
+        server.samples("weir_metric").len() >= 2000
+    });
+    let samples = server.samples("weir_metric");
+    assert_eq!(samples.len(), 2000);
+    for (labels, millis, value) in samples {
+        let (_, record) = results.result(value as u64);
+        assert_eq!(labels["host"], record.event.host);
+        assert_eq!(labels["service"], "load");
+        assert_eq!(labels["reactor"], "load");
+        assert_eq!(labels["tags"], "t1;t2");
+        assert_eq!(labels["dc"], "fra");
+        assert_eq!(millis, record.event.time as i64 * 1000);
+    }
+}
+
+#[test]
+fn victoriametrics_survives_a_30_second_outage() {
+    let results = Results::new();
+    let server = std::cell::RefCell::new(Victoria::start(&results.dir.path().join("victoria")));
+    let _sink = results.start("vm", victoria(&server.borrow()));
+    survives_a_30_second_outage(
+        &results,
+        || server.borrow_mut().stop(),
+        || server.borrow_mut().resume(),
+        || victoria_samples(&server.borrow()),
+        || server.borrow().samples("weir_metric").len(),
+    );
+}
+
+#[test]
+fn postgres_stores_events_and_notifications_once_and_dead_letters_bad_rows() {
+    let results = Results::new();
+    let server = Postgres::start();
+    results.feed(1000);
+    let (partition, mut notification) = results.result(1000);
+    notification.notify = Some(json!({"channel": "email", "to": "ops@example.com"}));
+    let (bad_partition, mut bad) = results.result(1001);
+    bad.event.description = Some("nul \u{0} byte".into());
+    results.append([(partition, notification), (bad_partition, bad)]);
+    results.fed.store(1002, Ordering::SeqCst);
+    {
+        let _sink = results.start("pg", postgres(&server));
+        eventually(60, "every row inserted", || {
+            postgres_rows(&server).len() >= 1000
+        });
+        eventually(20, "the notification inserted", || {
+            server
+                .client()
+                .query_one("SELECT count(*) FROM weir_notifications", &[])
+                .unwrap()
+                .get::<_, i64>(0)
+                == 1
+        });
+    }
+    let mut expected = results.expected();
+    expected.retain(|_, &mut i| i < 1000.0);
+    assert_eq!(postgres_rows(&server), expected);
+    let mut client = server.client();
+    let row = client
+        .query_one(
+            "SELECT channel, options->>'to', host FROM weir_notifications",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "email");
+    assert_eq!(row.get::<_, String>(1), "ops@example.com");
+    let row = client
+        .query_one(
+            "SELECT tags, meta->>'dc', reactor FROM weir_events WHERE id = 'load@v1:0:0:0'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, Vec<String>>(0), ["t1", "t2"]);
+    assert_eq!(row.get::<_, String>(1), "fra");
+    assert_eq!(row.get::<_, String>(2), "load");
+    eventually(20, "the dead letter written", || {
+        !results.dead_letters("pg").is_empty()
+    });
+    let dead = results.dead_letters("pg");
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    assert_eq!(dead[0]["record"]["id"], "load@v1:1:1001:0");
+
+    // Everything delivered again (a new group starts from the beginning)
+    // adds no row.
+    let _again = results.start("pg-again", postgres(&server));
+    let committed = |group: &str| {
+        (0..PARTITIONS)
+            .map(|p| {
+                results
+                    .log
+                    .committed(group, TOPIC, p)
+                    .unwrap()
+                    .map_or(0, |c| c.offset)
+            })
+            .sum::<u64>()
+    };
+    eventually(60, "the second sink caught up", || {
+        committed("weir.sink.pg-again") == committed("weir.sink.pg")
+    });
+    assert_eq!(postgres_rows(&server), expected);
+}
+
+#[test]
+fn postgres_survives_a_30_second_outage() {
+    let results = Results::new();
+    let server = std::cell::RefCell::new(Postgres::start());
+    let _sink = results.start("pg", postgres(&server.borrow()));
+    let count = || {
+        let server = server.borrow();
+        let mut client = server.client();
+        let exists: bool = client
+            .query_one("SELECT to_regclass('weir_events') IS NOT NULL", &[])
+            .unwrap()
+            .get(0);
+        if !exists {
+            return 0;
+        }
+        client
+            .query_one("SELECT count(*) FROM weir_events", &[])
+            .unwrap()
+            .get::<_, i64>(0) as usize
+    };
+    survives_a_30_second_outage(
+        &results,
+        || server.borrow_mut().stop(),
+        || server.borrow_mut().resume(),
+        || postgres_rows(&server.borrow()),
+        count,
+    );
+}
