@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use servers::{Carbon, Postgres, Victoria};
 use weir_event::{Event, ResultRecord};
-use weir_log::{EmbeddedLog, Log, LogConfig};
+use weir_log::{EmbeddedLog, Log, LogConfig, Produce};
 use weir_storage::consumer::Source;
 use weir_storage::graphite::{Distribution, GraphiteConfig};
 use weir_storage::postgres::PostgresConfig;
@@ -74,7 +74,7 @@ impl Results {
     }
 
     fn append(&self, records: impl IntoIterator<Item = (u32, ResultRecord)>) {
-        let mut by_partition: BTreeMap<u32, Vec<(Vec<u8>, Vec<u8>)>> = BTreeMap::new();
+        let mut by_partition: BTreeMap<u32, Vec<Produce>> = BTreeMap::new();
         for (partition, record) in records {
             by_partition
                 .entry(partition)
