@@ -5,6 +5,7 @@
 //! Graphite round-robin survives a killed destination and takes one added
 //! at runtime; invalid records become dead letters.
 
+mod common;
 mod servers;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -569,4 +570,165 @@ fn postgres_survives_a_30_second_outage() {
         || postgres_rows(&server.borrow()),
         count,
     );
+}
+
+/// Posts `events` (JSON objects) to weir's HTTP listener.
+fn post_events(weir: &common::Weir, events: &[Value]) {
+    let body: String = events.iter().map(|e| format!("{e}\n")).collect();
+    let response = reqwest::blocking::Client::new()
+        .post(format!("http://{}/events", weir.http))
+        .body(body)
+        .send()
+        .unwrap();
+    assert!(response.status().is_success(), "{response:?}");
+}
+
+fn cpu_events(base: i64, from: u64, n: u64) -> Vec<Value> {
+    (from..from + n)
+        .map(|i| {
+            json!({"host": format!("web-{}", i % 5), "service": "cpu",
+                   "time": base + (i / 5) as i64, "metric": (i % 100) as f64 / 100.0})
+        })
+        .collect()
+}
+
+#[test]
+fn weir_run_feeds_every_configured_sink_and_changes_graphite_destinations_at_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Carbon::start(&dir.path().join("first"));
+    let second = Carbon::start(&dir.path().join("second"));
+    let victoria_server = Victoria::start(&dir.path().join("victoria"));
+    let postgres_server = Postgres::start();
+    let config = format!(
+        r#"
+{listeners}
+[[reactor]]
+name = "cpu"
+pipeline = 'where service = "cpu"'
+
+[[reactor]]
+name = "hot"
+pipeline = 'where service = "cpu" and metric >= 0.9 | notify log'
+
+[[sink]]
+name = "carbon"
+type = "graphite"
+destinations = ["{first}"]
+backoff_ms = 100
+filter = 'metric exists'
+
+[[sink]]
+name = "vm"
+type = "victoriametrics"
+url = "{vm}"
+
+[[sink]]
+name = "pg"
+type = "postgres"
+url = "{pg}"
+
+[[sink]]
+name = "file"
+type = "file"
+filter = "metric >= 0.5"
+"#,
+        listeners = common::LISTENERS,
+        first = first.address(),
+        vm = victoria_server.write_url(),
+        pg = postgres_server.url(),
+    );
+    let data = dir.path().join("data");
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - 10_000;
+    let weir = common::Weir::start(&config, &data);
+    post_events(&weir, &cpu_events(base, 0, 500));
+
+    // Graphite: one point per host and second (both reactors' results
+    // for an event share path, time and value).
+    eventually(60, "graphite points", || first.count() >= 500);
+    assert_eq!(first.count(), 500);
+    // VictoriaMetrics: a series per host and reactor.
+    let hot = 5 * 10; // metrics 0.90..0.99, 5 of each
+    eventually(60, "victoriametrics samples", || {
+        victoria_server.samples("weir_metric").len() >= 500 + hot
+    });
+    let samples = victoria_server.samples("weir_metric");
+    assert_eq!(samples.len(), 500 + hot);
+    assert_eq!(
+        samples.iter().filter(|(l, _, _)| l["reactor"] == "hot").count(),
+        hot
+    );
+    // PostgreSQL: results and notifications apart.
+    let count = |table: &str| -> i64 {
+        let mut client = postgres_server.client();
+        let exists: bool = client
+            .query_one(&format!("SELECT to_regclass('{table}') IS NOT NULL"), &[])
+            .unwrap()
+            .get(0);
+        if !exists {
+            return 0;
+        }
+        client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .unwrap()
+            .get(0)
+    };
+    eventually(60, "postgres rows", || {
+        count("weir_events") >= 500 && count("weir_notifications") >= hot as i64
+    });
+    assert_eq!(count("weir_events"), 500);
+    assert_eq!(count("weir_notifications"), hot as i64);
+    // The filtered file sink: only metric >= 0.5 (cpu and hot alike).
+    eventually(30, "filtered files", || common::results(&data).len() >= 250 + hot);
+    let files = common::results(&data);
+    assert_eq!(files.len(), 250 + hot);
+    assert!(files.iter().all(|r| r["metric"].as_f64().unwrap() >= 0.5));
+
+    // The destinations admin API.
+    let admin = format!("http://{}/admin/sinks/carbon/destinations", weir.http);
+    let client = reqwest::blocking::Client::new();
+    let listed = |weir_admin: &str| -> Vec<String> {
+        let list: Vec<Value> = client.get(weir_admin).send().unwrap().json().unwrap();
+        list.iter()
+            .map(|d| d["address"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(listed(&admin), [first.address()]);
+    let put = client
+        .put(format!("{admin}/{}", second.address()))
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    assert_eq!(listed(&admin), [first.address(), second.address()]);
+    let bad = client.put(format!("{admin}/no-port")).send().unwrap();
+    assert_eq!(bad.status(), 400);
+    let unknown = client
+        .get(format!("http://{}/admin/sinks/nope/destinations", weir.http))
+        .send()
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    // The added destination gets what comes from now on.
+    post_events(&weir, &cpu_events(base, 500, 100));
+    eventually(60, "points at the added destination", || {
+        second.count() >= 100 && first.count() >= 600
+    });
+    assert_eq!(second.count(), 100);
+    let removed = client
+        .delete(format!("{admin}/{}", first.address()))
+        .send()
+        .unwrap();
+    assert_eq!(removed.status(), 204);
+    weir.stop();
+
+    // The change outlives a restart.
+    let weir = common::Weir::start(&config, &data);
+    let admin = format!("http://{}/admin/sinks/carbon/destinations", weir.http);
+    assert_eq!(listed(&admin), [second.address()]);
+    post_events(&weir, &cpu_events(base, 600, 50));
+    eventually(60, "points after the restart", || second.count() >= 150);
+    assert_eq!(first.count(), 600, "the removed destination gets nothing");
+    weir.stop();
 }
