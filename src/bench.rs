@@ -47,6 +47,10 @@ pub struct BenchArgs {
     /// First measure a plain rdkafka producer against these brokers.
     #[arg(long, value_name = "BROKERS")]
     kafka_ceiling: Option<String>,
+    /// Then wait for this sink to store one result per event sent and
+    /// report its rate (use a config whose reactors emit one result per event).
+    #[arg(long, value_name = "NAME")]
+    sink: Option<String>,
 }
 
 /// Events written per socket write.
@@ -58,7 +62,16 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         let ceiling = kafka_ceiling(brokers, &args)?;
         println!("ceiling   plain rdkafka producer: {ceiling:.0} events/s");
     }
+    let processed = |metrics: &str| counter(metrics, "weir_processor_events_total");
+    let stored_series = args
+        .sink
+        .as_ref()
+        .map(|name| format!("weir_storage_written_total{{sink=\"{name}\"}}"));
     let before = processed(&args.metrics)?;
+    let stored_before = match &stored_series {
+        Some(series) => counter(&args.metrics, series)?,
+        None => 0,
+    };
     let sent = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -152,18 +165,45 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         "processed {total} events in {end_to_end:.2}s: {:.0} events/s end to end",
         total as f64 / end_to_end
     );
+    if let (Some(name), Some(series)) = (&args.sink, &stored_series) {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template("storing {bar:30} {pos}/{len} results")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let (mut last, mut last_change) = (0, Instant::now());
+        loop {
+            let done = counter(&args.metrics, series)?.saturating_sub(stored_before);
+            bar.set_position(done.min(total));
+            if done >= total {
+                break;
+            }
+            if done != last {
+                (last, last_change) = (done, Instant::now());
+            } else if last_change.elapsed() > Duration::from_secs(30) {
+                bail!("sink {name} stalled at {done} of {total} results");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let stored = started.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        println!(
+            "stored    {total} results in {stored:.2}s: {:.0} results/s into sink {name}",
+            total as f64 / stored
+        );
+    }
     Ok(())
 }
 
-/// The target's count of processed log entries (events and ticks).
-fn processed(metrics: &str) -> anyhow::Result<u64> {
+/// The sum of the target's metric lines starting with `series`.
+fn counter(metrics: &str, series: &str) -> anyhow::Result<u64> {
     let url = format!("http://{metrics}/metrics");
     let text = reqwest::blocking::get(&url)
         .and_then(|r| r.text())
         .with_context(|| format!("reading {url}"))?;
     Ok(text
         .lines()
-        .filter(|l| l.starts_with("weir_processor_events_total"))
+        .filter(|l| l.starts_with(series))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64)
 }
