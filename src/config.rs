@@ -89,18 +89,24 @@ mod tests {
 
     #[test]
     fn every_shipped_config_parses_and_its_reactors_build() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut seen = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
+        let examples = std::fs::read_dir(root.join("examples")).unwrap();
+        let paths = examples
+            .map(|entry| entry.unwrap().path())
+            .chain([root.join("deploy/weir.toml")]);
+        for path in paths {
             if path.extension().is_some_and(|e| e == "toml") {
                 let config = Config::load(Some(&path)).unwrap();
                 weir_processor::Processor::check(&config.reactor)
                     .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+                config
+                    .sinks()
+                    .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
                 seen += 1;
             }
         }
-        assert!(seen >= 2);
+        assert!(seen >= 3);
         assert_eq!(Config::load(None).unwrap().reactor.len(), 2);
     }
 
@@ -114,6 +120,7 @@ mod tests {
             .expect("README has a toml block");
         let config = Config::parse(block, "README.md").unwrap();
         assert_eq!(config.reactor.len(), 1);
+        assert_eq!(config.sinks().unwrap().len(), 5);
         assert_eq!(config.metrics_listen.as_deref(), Some("127.0.0.1:9101"));
     }
 

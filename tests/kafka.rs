@@ -404,3 +404,86 @@ fn a_reactor_replayed_with_follow_catches_up_and_keeps_up_live() {
     ingest.stop();
     store.stop();
 }
+
+#[test]
+fn the_kafka_sink_copies_routed_results_to_a_topic() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use weir_event::{Event, ResultRecord};
+    use weir_storage::consumer::Source;
+    use weir_storage::kafka::KafkaSinkConfig;
+    use weir_storage::sink::SinkDirs;
+    use weir_storage::{SinkConfig, SinkKind};
+
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log: Arc<dyn Log> = Arc::new(KafkaLog::connect(&broker.addr, &kafka_config()).unwrap());
+    log.create_topic("weir.results", 2, false).unwrap();
+    log.create_topic("copy", 2, false).unwrap();
+    let record = |i: u64, kind: &str| {
+        let mut event = Event::new(format!("h{i}"), 1000.0 + i as f64);
+        event.kind = Some(kind.into());
+        event.metric = Some(i as f64);
+        ResultRecord {
+            id: format!("r@00:{}:{i}:0", i % 2).parse().unwrap(),
+            notify: None,
+            forward: None,
+            event,
+        }
+    };
+    for partition in 0..2 {
+        let records: Vec<_> = (0..40)
+            .filter(|i| i % 2 == partition)
+            .map(|i| {
+                let kind = if i % 4 < 2 { "metric" } else { "log" };
+                (vec![], record(i, kind).encode())
+            })
+            .collect();
+        log.append("weir.results", partition as u32, &records)
+            .unwrap();
+    }
+    let positions: Arc<dyn Log> = Arc::new(
+        weir_log::EmbeddedLog::open(&dir.path().join("positions"), Default::default()).unwrap(),
+    );
+    let source = Source {
+        log: log.clone(),
+        topic: "weir.results".into(),
+        group: String::new(),
+        positions: Some(positions),
+    };
+    let config = SinkConfig {
+        name: "copy".into(),
+        filter: None,
+        types: vec!["metric".into()],
+        kind: SinkKind::Kafka(KafkaSinkConfig {
+            topic: "copy".into(),
+        }),
+    };
+    let dirs = SinkDirs {
+        data: dir.path().to_path_buf(),
+    };
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let sink = weir_storage::sink::start(&config, &source, &dirs, shutdown.clone()).unwrap();
+    let copied = || -> Vec<Value> {
+        (0..2)
+            .flat_map(|p| {
+                log.read("copy", p, 0, 1 << 20, Duration::from_millis(500))
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| serde_json::from_slice(&r.value).unwrap())
+            })
+            .collect()
+    };
+    wait_until(Duration::from_secs(60), "20 copied results", || {
+        copied().len() >= 20
+    });
+    shutdown.store(true, Ordering::Relaxed);
+    sink.join();
+    let mut copied = copied();
+    copied.sort_by_key(|r| r["metric"].as_f64().unwrap() as u64);
+    let expected: Vec<Value> = (0..40)
+        .filter(|i| i % 4 < 2)
+        .map(|i| serde_json::from_slice(&record(i, "metric").encode()).unwrap())
+        .collect();
+    assert_eq!(copied, expected);
+}

@@ -658,7 +658,10 @@ filter = "metric >= 0.5"
     let samples = victoria_server.samples("weir_metric");
     assert_eq!(samples.len(), 500 + hot);
     assert_eq!(
-        samples.iter().filter(|(l, _, _)| l["reactor"] == "hot").count(),
+        samples
+            .iter()
+            .filter(|(l, _, _)| l["reactor"] == "hot")
+            .count(),
         hot
     );
     // PostgreSQL: results and notifications apart.
@@ -682,7 +685,9 @@ filter = "metric >= 0.5"
     assert_eq!(count("weir_events"), 500);
     assert_eq!(count("weir_notifications"), hot as i64);
     // The filtered file sink: only metric >= 0.5 (cpu and hot alike).
-    eventually(30, "filtered files", || common::results(&data).len() >= 250 + hot);
+    eventually(30, "filtered files", || {
+        common::results(&data).len() >= 250 + hot
+    });
     let files = common::results(&data);
     assert_eq!(files.len(), 250 + hot);
     assert!(files.iter().all(|r| r["metric"].as_f64().unwrap() >= 0.5));
@@ -706,7 +711,10 @@ filter = "metric >= 0.5"
     let bad = client.put(format!("{admin}/no-port")).send().unwrap();
     assert_eq!(bad.status(), 400);
     let unknown = client
-        .get(format!("http://{}/admin/sinks/nope/destinations", weir.http))
+        .get(format!(
+            "http://{}/admin/sinks/nope/destinations",
+            weir.http
+        ))
         .send()
         .unwrap();
     assert_eq!(unknown.status(), 404);
