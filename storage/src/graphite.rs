@@ -814,9 +814,9 @@ impl Graphite {
         &self.name
     }
 
-    /// The destinations and how they are doing.
+    /// The destinations and how they are doing, by address.
     pub fn destinations(&self) -> Vec<DestinationStatus> {
-        lock(&self.running)
+        let mut destinations = lock(&self.running)
             .values()
             .flat_map(|run| {
                 lock(&run.pool.destinations)
@@ -829,7 +829,9 @@ impl Graphite {
                     })
                     .collect::<Vec<_>>()
             })
-            .collect()
+            .collect::<Vec<_>>();
+        destinations.sort_by(|a, b| a.address.cmp(&b.address));
+        destinations
     }
 
     fn addresses(running: &BTreeMap<String, Running>) -> Vec<String> {
