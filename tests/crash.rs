@@ -4,7 +4,10 @@
 //! times; the results equal an uninterrupted run's over the same log,
 //! record for record (ids included), and no notification is recorded
 //! twice. Then the checkpoint store is corrupted: it is rebuilt and
-//! nothing changes. (The Kafka backend's kill test is in tests/kafka.rs.)
+//! nothing changes. On Kafka, `weir process` is killed three times while
+//! `weir ingest` feeds it; the results equal an uninterrupted embedded
+//! run's (ids aside: they count the tick records, which differ between
+//! logs), and no notification is recorded twice.
 
 mod common;
 
@@ -15,7 +18,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{results, wait_until, Service, Weir, LISTENERS};
+use common::{results, unique_ids, wait_until, without_ids, Broker, Service, Weir, LISTENERS};
 use serde_json::Value;
 
 const EVENTS: usize = 200_000;
@@ -227,4 +230,85 @@ fn processed(service: &Service) -> f64 {
     (0..4)
         .map(|p| service.metric(&format!("weir_processor_events_total{{partition=\"{p}\"}}")))
         .sum()
+}
+
+#[test]
+fn on_kafka_three_processor_kills_change_no_result() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference");
+    let config = format!("{LISTENERS}{REACTORS}");
+    let weir = Weir::start(&config, &reference);
+    ingest_and_stop(weir);
+    finish(&config, &reference);
+    let expected = without_ids(&results(&reference));
+
+    let config_path = dir.path().join("kafka.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[log]\nbackend = \"kafka\"\nbrokers = \"{}\"\n[log.kafka]\nsession_timeout_ms = 6000\nmax_poll_interval_ms = 6000\n{LISTENERS}{REACTORS}",
+            broker.addr
+        ),
+    )
+    .unwrap();
+    let start = |command: &str, name: &str| {
+        Service::start(
+            command,
+            &config_path,
+            &dir.path().join(name),
+            &["--metrics", "127.0.0.1:0"],
+            "warn",
+        )
+    };
+    let ingest = start("ingest", "ingest");
+    let store = start("store", "store");
+    let mut stream = TcpStream::connect(ingest.addr("tcp")).unwrap();
+    let feeder = std::thread::spawn(move || {
+        for line in lines() {
+            writeln!(stream, "{line}").unwrap();
+        }
+    });
+    let mut kills = KillPoints::new();
+    for _ in 0..3 {
+        let processor = start("process", "processor");
+        let target = kills.next(2_000, 20_000) as f64;
+        wait_until(Duration::from_secs(120), "processing under way", || {
+            processed(&processor) >= target
+        });
+        eprintln!("SIGKILL after {} entries processed", processed(&processor));
+        processor.kill();
+    }
+    feeder.join().unwrap();
+    let processor = start("process", "processor");
+    let store_data = dir.path().join("store");
+    let mut previous = usize::MAX;
+    wait_until(Duration::from_secs(600), "every result stored", || {
+        std::thread::sleep(Duration::from_secs(2));
+        let now = results(&store_data).len();
+        let settled = now == previous && now >= expected.len();
+        previous = now;
+        settled
+    });
+    let got = results(&store_data);
+    assert_eq!(unique_ids(&got), got.len(), "a result id was stored twice");
+    assert_eq!(got.len(), expected.len());
+    assert!(
+        without_ids(&got) == expected,
+        "results differ from the uninterrupted run"
+    );
+    processor.stop();
+    store.stop();
+    ingest.stop();
+    let mut per_id: HashMap<String, usize> = HashMap::new();
+    for delivery in deliveries(&store_data) {
+        *per_id
+            .entry(delivery["id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert!(
+        per_id.values().all(|n| *n == 1),
+        "a notification recorded twice"
+    );
+    assert_eq!(per_id.len(), deliveries(&reference).len());
 }
