@@ -23,7 +23,7 @@ use weir_processor::predicate::Predicate;
 
 use crate::consumer::{spawn_consumers, ResultHandler, Source, StorageError};
 use crate::file::{FileSink, FileSinkConfig};
-use crate::graphite::{Graphite, GraphiteConfig};
+use crate::graphite::{Distribution, Graphite, GraphiteConfig};
 use crate::kafka::{KafkaSink, KafkaSinkConfig};
 use crate::metrics::{DEAD_LETTERS, SKIPPED};
 use crate::postgres::{PostgresConfig, PostgresSink};
@@ -87,11 +87,13 @@ impl SinkConfig {
                 let dir = file.dir.clone().unwrap_or_else(|| dirs.results(&self.name));
                 format!("file, {}", dir.display())
             }
-            SinkKind::Graphite(graphite) => format!(
-                "graphite {:?}, {}",
-                graphite.distribution,
-                graphite.destinations.join(" ")
-            ),
+            SinkKind::Graphite(graphite) => {
+                let distribution = match graphite.distribution {
+                    Distribution::Broadcast => "broadcast",
+                    Distribution::RoundRobin => "round-robin",
+                };
+                format!("graphite {distribution}, {}", graphite.destinations.join(" "))
+            }
             SinkKind::VictoriaMetrics(victoria) => format!("victoriametrics, {}", victoria.url),
             SinkKind::Postgres(postgres) => {
                 format!(
