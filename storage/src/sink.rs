@@ -92,7 +92,10 @@ impl SinkConfig {
                     Distribution::Broadcast => "broadcast",
                     Distribution::RoundRobin => "round-robin",
                 };
-                format!("graphite {distribution}, {}", graphite.destinations.join(" "))
+                format!(
+                    "graphite {distribution}, {}",
+                    graphite.destinations.join(" ")
+                )
             }
             SinkKind::VictoriaMetrics(victoria) => format!("victoriametrics, {}", victoria.url),
             SinkKind::Postgres(postgres) => {
