@@ -138,60 +138,57 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         total as f64 / send_secs
     );
 
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template("processing {bar:30} {pos}/{len} events")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let mut last_change = Instant::now();
-    let mut last = 0;
-    loop {
-        let done = processed(&args.metrics)?.saturating_sub(before);
-        bar.set_position(done.min(total));
-        if done >= total {
-            break;
-        }
-        if done != last {
-            last = done;
-            last_change = Instant::now();
-        } else if last_change.elapsed() > Duration::from_secs(30) {
-            bail!("processing stalled at {done} of {total} events");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let what = format!("processing {total} events");
+    wait_for_count(&what, total, || {
+        Ok(processed(&args.metrics)?.saturating_sub(before))
+    })?;
     let end_to_end = started.elapsed().as_secs_f64();
-    bar.finish_and_clear();
     println!(
         "processed {total} events in {end_to_end:.2}s: {:.0} events/s end to end",
         total as f64 / end_to_end
     );
     if let (Some(name), Some(series)) = (&args.sink, &stored_series) {
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template("storing {bar:30} {pos}/{len} results")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        let (mut last, mut last_change) = (0, Instant::now());
-        loop {
-            let done = counter(&args.metrics, series)?.saturating_sub(stored_before);
-            bar.set_position(done.min(total));
-            if done >= total {
-                break;
-            }
-            if done != last {
-                (last, last_change) = (done, Instant::now());
-            } else if last_change.elapsed() > Duration::from_secs(30) {
-                bail!("sink {name} stalled at {done} of {total} results");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let what = format!("storing {total} results into sink {name}");
+        wait_for_count(&what, total, || {
+            Ok(counter(&args.metrics, series)?.saturating_sub(stored_before))
+        })?;
         let stored = started.elapsed().as_secs_f64();
-        bar.finish_and_clear();
         println!(
             "stored    {total} results in {stored:.2}s: {:.0} results/s into sink {name}",
             total as f64 / stored
         );
     }
+    Ok(())
+}
+
+/// Shows `count()` rising to `total` on a progress bar; an error if it
+/// stops rising for 30 s.
+fn wait_for_count(
+    what: &str,
+    total: u64,
+    mut count: impl FnMut() -> anyhow::Result<u64>,
+) -> anyhow::Result<()> {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(what.to_owned());
+    let (mut last, mut last_change) = (0, Instant::now());
+    loop {
+        let done = count()?;
+        bar.set_position(done.min(total));
+        if done >= total {
+            break;
+        }
+        if done != last {
+            (last, last_change) = (done, Instant::now());
+        } else if last_change.elapsed() > Duration::from_secs(30) {
+            bail!("{what}: stalled at {done}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bar.finish_and_clear();
     Ok(())
 }
 

@@ -99,6 +99,22 @@ fn ingest_and_stop(weir: Weir) {
     weir.stop();
 }
 
+/// Every notification of the uninterrupted run `reference` was recorded
+/// in `data`'s delivery log once, and no other.
+fn assert_each_notification_once(data: &Path, reference: &Path) {
+    let mut per_id: HashMap<String, usize> = HashMap::new();
+    for delivery in deliveries(data) {
+        *per_id
+            .entry(delivery["id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert!(
+        per_id.values().all(|n| *n == 1),
+        "a notification recorded twice"
+    );
+    assert_eq!(per_id.len(), deliveries(reference).len());
+}
+
 fn deliveries(data: &Path) -> Vec<Value> {
     std::fs::read_dir(data.join("notifications"))
         .map(|entries| {
@@ -164,18 +180,7 @@ fn three_sigkills_change_no_result_and_repeat_no_notification() {
             "{reactor} emitted nothing"
         );
     }
-    let delivered = deliveries(&crashed);
-    let mut per_id: HashMap<String, usize> = HashMap::new();
-    for delivery in &delivered {
-        *per_id
-            .entry(delivery["id"].as_str().unwrap().to_owned())
-            .or_default() += 1;
-    }
-    assert!(
-        per_id.values().all(|n| *n == 1),
-        "a notification recorded twice"
-    );
-    assert_eq!(per_id.len(), deliveries(&reference).len());
+    assert_each_notification_once(&crashed, &reference);
 
     // A corrupted checkpoint store is moved aside and the state rebuilt
     // from the log; the re-emitted results are dropped by id.
@@ -300,15 +305,5 @@ fn on_kafka_three_processor_kills_change_no_result() {
     processor.stop();
     store.stop();
     ingest.stop();
-    let mut per_id: HashMap<String, usize> = HashMap::new();
-    for delivery in deliveries(&store_data) {
-        *per_id
-            .entry(delivery["id"].as_str().unwrap().to_owned())
-            .or_default() += 1;
-    }
-    assert!(
-        per_id.values().all(|n| *n == 1),
-        "a notification recorded twice"
-    );
-    assert_eq!(per_id.len(), deliveries(&reference).len());
+    assert_each_notification_once(&store_data, &reference);
 }

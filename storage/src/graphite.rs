@@ -35,6 +35,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use prometheus::IntGauge;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use weir_event::ResultRecord;
@@ -256,6 +257,8 @@ struct Destination {
     connected: AtomicBool,
     removed: AtomicBool,
     sink: String,
+    /// `weir_graphite_queued` of this destination, looked up once.
+    queued_gauge: IntGauge,
 }
 
 impl Destination {
@@ -266,9 +269,7 @@ impl Destination {
     fn push(&self, line: Line) {
         let mut queue = lock(&self.queue);
         queue.push_back(line);
-        DESTINATION_QUEUED
-            .with_label_values(&self.labels())
-            .set(queue.len() as i64);
+        self.queued_gauge.set(queue.len() as i64);
         self.arrived.notify_one();
     }
 
@@ -278,9 +279,7 @@ impl Destination {
         for line in lines.into_iter().rev() {
             queue.push_front(line);
         }
-        DESTINATION_QUEUED
-            .with_label_values(&self.labels())
-            .set(queue.len() as i64);
+        self.queued_gauge.set(queue.len() as i64);
     }
 
     /// Up to `max` lines, waiting up to `wait` for the first.
@@ -295,15 +294,13 @@ impl Destination {
         }
         let n = queue.len().min(max);
         let lines: Vec<Line> = queue.drain(..n).collect();
-        DESTINATION_QUEUED
-            .with_label_values(&self.labels())
-            .set(queue.len() as i64);
+        self.queued_gauge.set(queue.len() as i64);
         lines
     }
 
     fn drain(&self) -> Vec<Line> {
         let lines = lock(&self.queue).drain(..).collect();
-        DESTINATION_QUEUED.with_label_values(&self.labels()).set(0);
+        self.queued_gauge.set(0);
         lines
     }
 
@@ -347,7 +344,9 @@ impl Pool {
     }
 
     fn add(self: &Arc<Self>, address: &str) -> Result<(), StorageError> {
+        let queued_gauge = DESTINATION_QUEUED.with_label_values(&[&self.sink, address]);
         let destination = Arc::new(Destination {
+            queued_gauge,
             address: address.to_owned(),
             queue: Mutex::new(VecDeque::new()),
             arrived: Condvar::new(),
@@ -389,19 +388,16 @@ impl Pool {
     /// while every one is full (or none is in the pool).
     fn enqueue(&self, line: Line) -> Result<(), StorageError> {
         loop {
-            let candidates: Vec<Arc<Destination>> = lock(&self.destinations)
-                .iter()
-                .filter(|d| d.in_pool.load(Ordering::Relaxed))
-                .cloned()
-                .collect();
-            if !candidates.is_empty() {
+            {
+                let destinations = lock(&self.destinations);
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
-                for i in 0..candidates.len() {
-                    let destination = &candidates[(start + i) % candidates.len()];
-                    if destination.queued() < self.writing.queue_cap {
-                        destination.push(line);
-                        return Ok(());
-                    }
+                let n = destinations.len();
+                let with_room = (0..n).map(|i| &destinations[(start + i) % n]).find(|d| {
+                    d.in_pool.load(Ordering::Relaxed) && d.queued() < self.writing.queue_cap
+                });
+                if let Some(destination) = with_room {
+                    destination.push(line);
+                    return Ok(());
                 }
             }
             if self.stop.load(Ordering::Relaxed) {
