@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use weir_ingest::IngestConfig;
-use weir_log::LogConfig;
+use weir_log::{Backend, LogConfig};
 use weir_processor::{ProcessorConfig, ReactorConfig};
 use weir_router::RouterConfig;
 use weir_storage::notify::NotifyConfig;
-use weir_storage::SinkConfig;
+use weir_storage::{SinkConfig, SinkKind};
 
 /// The built-in example config used when `weir run` gets no `--config`.
 pub const DEFAULT_CONFIG: &str = include_str!("../examples/default.toml");
@@ -46,7 +46,8 @@ impl Config {
     }
 
     /// The configured sinks, or the default file sink; checked (names
-    /// unique and valid, filters parse).
+    /// unique and valid, filters and templates parse, a kafka sink only on
+    /// the Kafka log).
     pub fn sinks(&self) -> anyhow::Result<Vec<SinkConfig>> {
         if self.sink.is_empty() {
             return Ok(vec![SinkConfig::default_file()]);
@@ -57,6 +58,11 @@ impl Config {
             anyhow::ensure!(
                 names.insert(&sink.name),
                 "two sinks are named {:?}",
+                sink.name
+            );
+            anyhow::ensure!(
+                !matches!(sink.kind, SinkKind::Kafka(_)) || self.log.backend == Backend::Kafka,
+                "sink {}: a kafka sink needs the Kafka log (`--log kafka`)",
                 sink.name
             );
         }
@@ -120,7 +126,7 @@ mod tests {
             .expect("README has a toml block");
         let config = Config::parse(block, "README.md").unwrap();
         assert_eq!(config.reactor.len(), 1);
-        assert_eq!(config.sinks().unwrap().len(), 5);
+        assert_eq!(config.sinks().unwrap().len(), 4);
         assert_eq!(config.metrics_listen.as_deref(), Some("127.0.0.1:9101"));
     }
 

@@ -113,9 +113,17 @@ fn main() -> ExitCode {
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = config::Config::load(Some(path))?;
+    let sinks = config
+        .sinks()
+        .map_err(|e| e.context(path.display().to_string()))?;
     match weir_processor::Processor::check(&config.reactor) {
         Ok(reactors) => {
-            println!("{}: ok, {} reactors", path.display(), reactors.len());
+            println!(
+                "{}: ok, {} reactors, {} sinks",
+                path.display(),
+                reactors.len(),
+                sinks.len()
+            );
             Ok(())
         }
         Err(errors) => {

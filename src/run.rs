@@ -266,11 +266,6 @@ fn start_storage(
     let mut started = Vec::new();
     for sink in &sinks {
         if let SinkKind::Kafka(kafka) = &sink.kind {
-            anyhow::ensure!(
-                config.log.backend == Backend::Kafka,
-                "sink {}: a kafka sink needs the Kafka log (`--log kafka`)",
-                sink.name
-            );
             log.create_topic(&kafka.topic, config.log.partitions, false)?;
         }
         let running = weir_storage::sink::start(sink, &source(""), &dirs, shutdown.clone())

@@ -54,6 +54,25 @@ fn check_reports_every_bad_reactor_with_its_column_and_fails() {
 }
 
 #[test]
+fn check_reports_a_bad_sink_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weir.toml");
+    std::fs::write(
+        &config,
+        "[[sink]]\nname = \"carbon\"\ntype = \"graphite\"\nfilter = 'metric >'\n",
+    )
+    .unwrap();
+    let output = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("sink carbon: filter"), "{stderr}");
+}
+
+#[test]
 fn eval_prints_exactly_what_the_pipeline_emits() {
     let output = weir_with_input(
         &["eval", "--pipeline", "by host | expire 10s", "--until", "100"],

@@ -23,7 +23,7 @@ use weir_processor::predicate::Predicate;
 
 use crate::consumer::{spawn_consumers, ResultHandler, Source, StorageError};
 use crate::file::{FileSink, FileSinkConfig};
-use crate::graphite::{Distribution, Graphite, GraphiteConfig};
+use crate::graphite::{Distribution, Graphite, GraphiteConfig, Template};
 use crate::kafka::{KafkaSink, KafkaSinkConfig};
 use crate::metrics::{DEAD_LETTERS, SKIPPED};
 use crate::postgres::{PostgresConfig, PostgresSink};
@@ -108,7 +108,8 @@ impl SinkConfig {
         }
     }
 
-    /// Checks what the types cannot: the name's characters and the filter.
+    /// Checks what the types cannot: the name's characters, the filter and
+    /// a Graphite path template.
     pub fn validate(&self) -> Result<(), String> {
         let valid_name = !self.name.is_empty()
             && self
@@ -118,9 +119,11 @@ impl SinkConfig {
         if !valid_name {
             return Err(format!("sink name {:?} must be [A-Za-z0-9_-]+", self.name));
         }
-        Route::new(self)
-            .map(|_| ())
-            .map_err(|e| format!("sink {}: filter: {e}", self.name))
+        Route::new(self).map_err(|e| format!("sink {}: filter: {e}", self.name))?;
+        if let SinkKind::Graphite(graphite) = &self.kind {
+            Template::parse(&graphite.template).map_err(|e| format!("sink {}: {e}", self.name))?;
+        }
+        Ok(())
     }
 }
 
@@ -507,6 +510,12 @@ mod tests {
         config.filter = None;
         config.name = "no spaces".into();
         assert!(config.validate().unwrap_err().contains("name"));
+        config.name = "carbon".into();
+        config.kind = SinkKind::Graphite(GraphiteConfig {
+            template: "{host}.{servce}".into(),
+            ..GraphiteConfig::default()
+        });
+        assert!(config.validate().unwrap_err().contains("{servce}"));
     }
 
     #[test]
