@@ -11,7 +11,6 @@
 //! consumer retry from its last commit.
 
 use postgres::error::SqlState;
-use postgres::types::Json;
 use postgres::{Client, NoTls};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -80,7 +79,7 @@ const INSERT_EVENTS: &str = "INSERT INTO {p}events
            to_timestamp((r->>'time')::float8), (r->>'metric')::float8, r->>'description',
            ARRAY(SELECT jsonb_array_elements_text(COALESCE(r->'tags', '[]'))),
            COALESCE(r->'meta', '{}'), r->>'type', (r->>'ttl')::float8, r
-    FROM jsonb_array_elements($1::jsonb) AS r
+    FROM jsonb_array_elements($1::text::jsonb) AS r
     ON CONFLICT (id) DO NOTHING";
 
 const INSERT_NOTIFICATIONS: &str = "INSERT INTO {p}notifications
@@ -88,7 +87,7 @@ const INSERT_NOTIFICATIONS: &str = "INSERT INTO {p}notifications
     SELECT r->>'id', r->>'reactor', COALESCE(r->'notify'->>'channel', 'log'), r->'notify',
            r->>'host', r->>'service', r->>'state',
            to_timestamp((r->>'time')::float8), (r->>'metric')::float8, r->>'description', r
-    FROM jsonb_array_elements($1::jsonb) AS r
+    FROM jsonb_array_elements($1::text::jsonb) AS r
     ON CONFLICT (id) DO NOTHING";
 
 /// Writes one results partition to PostgreSQL.
@@ -96,8 +95,9 @@ pub struct PostgresSink {
     name: String,
     config: PostgresConfig,
     client: Option<Client>,
-    events: Vec<(Value, Vec<u8>)>,
-    notifications: Vec<(Value, Vec<u8>)>,
+    /// Encoded results since the last flush (a result's JSON is the row's source).
+    events: Vec<Vec<u8>>,
+    notifications: Vec<Vec<u8>>,
 }
 
 impl PostgresSink {
@@ -163,30 +163,30 @@ impl PostgresSink {
     fn insert(
         &mut self,
         statement: &str,
-        rows: &[(Value, Vec<u8>)],
+        rows: &[Vec<u8>],
         dead: &mut DeadLetters,
     ) -> Result<(), StorageError> {
         if rows.is_empty() {
             return Ok(());
         }
         let statement = self.sql(statement);
-        let batch = Value::Array(rows.iter().map(|(row, _)| row.clone()).collect());
+        let batch = json_array(rows.iter().map(Vec::as_slice));
         let Some(client) = self.client.as_mut() else {
             return Err(self.failed("not connected"));
         };
-        match client.execute(&statement, &[&Json(&batch)]) {
+        match client.execute(&statement, &[&batch]) {
             Ok(_) => return Ok(()),
             Err(error) if !is_data_error(&error) => return Err(self.failed(error)),
             Err(error) => {
                 tracing::warn!(sink = %self.name, %error, "batch refused; inserting its records one by one")
             }
         }
-        for (row, raw) in rows {
-            let one = Value::Array(vec![row.clone()]);
+        for raw in rows {
+            let one = json_array(std::iter::once(raw.as_slice()));
             let Some(client) = self.client.as_mut() else {
                 return Err(self.failed("not connected"));
             };
-            match client.execute(&statement, &[&Json(&one)]) {
+            match client.execute(&statement, &[&one]) {
                 Ok(_) => {}
                 Err(error) if is_data_error(&error) => {
                     let reason = error
@@ -200,6 +200,19 @@ impl PostgresSink {
         }
         Ok(())
     }
+}
+
+/// `[r1,r2,…]` from encoded records, as the statements' one parameter.
+fn json_array<'a>(records: impl Iterator<Item = &'a [u8]>) -> String {
+    let mut array = String::from("[");
+    for (i, record) in records.enumerate() {
+        if i > 0 {
+            array.push(',');
+        }
+        array.push_str(&String::from_utf8_lossy(record));
+    }
+    array.push(']');
+    array
 }
 
 /// Whether the server refused the data itself (SQLSTATE classes 22, 23),
@@ -219,12 +232,9 @@ impl RecordSink for PostgresSink {
     }
 
     fn handle(&mut self, raw: &[u8], record: ResultRecord) -> Result<(), StorageError> {
-        let row =
-            serde_json::to_value(&record).map_err(|e| StorageError::Rejected(e.to_string()))?;
-        if record.notify.is_some() {
-            self.notifications.push((row, raw.to_vec()));
-        } else {
-            self.events.push((row, raw.to_vec()));
+        match record.notify {
+            Some(_) => self.notifications.push(raw.to_vec()),
+            None => self.events.push(raw.to_vec()),
         }
         Ok(())
     }
