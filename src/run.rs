@@ -270,7 +270,13 @@ fn start_storage(
         }
         let running = weir_storage::sink::start(sink, &source(""), &dirs, shutdown.clone())
             .with_context(|| format!("starting sink {}", sink.name))?;
-        println!("sink {} ({})", sink.name, sink.describe(&dirs));
+        let mut description = sink.describe(&dirs);
+        if let Some(graphite) = &running.graphite {
+            for destination in graphite.destinations() {
+                description.push_str(&format!(", {}", destination.address));
+            }
+        }
+        println!("sink {} ({description})", sink.name);
         started.push(running);
     }
     let deliveries = config

@@ -80,7 +80,8 @@ impl SinkConfig {
         format!("weir.sink.{}", self.name)
     }
 
-    /// One line saying where the sink writes (no credentials).
+    /// One line saying where the sink writes (no credentials; a Graphite
+    /// sink's destinations are its running ones, see [`Graphite::destinations`]).
     pub fn describe(&self, dirs: &SinkDirs) -> String {
         match &self.kind {
             SinkKind::File(file) => {
@@ -92,10 +93,7 @@ impl SinkConfig {
                     Distribution::Broadcast => "broadcast",
                     Distribution::RoundRobin => "round-robin",
                 };
-                format!(
-                    "graphite {distribution}, {}",
-                    graphite.destinations.join(" ")
-                )
+                format!("graphite {distribution}")
             }
             SinkKind::VictoriaMetrics(victoria) => format!("victoriametrics, {}", victoria.url),
             SinkKind::Postgres(postgres) => {
