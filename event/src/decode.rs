@@ -302,7 +302,7 @@ impl<'de> Visitor<'de> for TypedVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Typed, A::Error> {
         let mut typed = Typed::default();
-        while let Some(key) = access.next_key::<Cow<'de, str>>()? {
+        while let Some(Key(key)) = access.next_key::<Key<'de>>()? {
             match key.as_ref() {
                 "host" => typed.host = access.next_value()?,
                 "service" => typed.service = access.next_value()?,
@@ -329,6 +329,38 @@ impl<'de> Visitor<'de> for TypedVisitor {
             }
         }
         Ok(typed)
+    }
+}
+
+/// An object key, borrowed from the input when it has no escapes (serde's
+/// own `Cow<str>` always allocates, which cost an allocation per field).
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, key: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Borrowed(key)))
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(key.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, key: String) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(key)))
     }
 }
 
@@ -397,7 +429,7 @@ impl<'de> Visitor<'de> for RawVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
         let mut raw = Raw::default();
-        while let Some(key) = access.next_key::<Cow<'de, str>>()? {
+        while let Some(Key(key)) = access.next_key::<Key<'de>>()? {
             let value = access.next_value::<Value>()?;
             raw.set(key, value);
         }

@@ -11,17 +11,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use futures::executor::block_on;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
@@ -68,7 +68,7 @@ impl Default for KafkaConfig {
 pub struct KafkaLog {
     brokers: String,
     config: KafkaConfig,
-    producer: FutureProducer,
+    producer: ThreadedProducer<Deliveries>,
     /// Metadata and watermark queries.
     meta: BaseConsumer,
     readers: Mutex<HashMap<(String, u32), SharedReader>>,
@@ -106,7 +106,7 @@ impl KafkaLog {
             .set("queue.buffering.max.kbytes", "1048576")
             .set("batch.num.messages", "100000")
             .set("message.max.bytes", "67108864")
-            .create()
+            .create_with_context(Deliveries)
             .map_err(kafka_err("create producer"))?;
         let meta: BaseConsumer = client_config(brokers, config)
             .create()
@@ -189,27 +189,35 @@ impl KafkaLog {
             .map(|t| t.partitions().len() as u32))
     }
 
-    /// Queues one record; waits for room when the producer queue is full.
-    fn send(
-        &self,
-        topic: &str,
-        partition: u32,
-        (key, value): &Produce,
-    ) -> Result<DeliveryFuture, LogError> {
-        let mut record = FutureRecord::to(topic)
-            .partition(partition as i32)
-            .key(key)
-            .payload(value);
-        loop {
-            match self.producer.send_result(record) {
-                Ok(delivery) => return Ok(delivery),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(1));
+    /// Queues every record of `batches` with one shared acknowledgement
+    /// (waiting for room while the producer queue is full), then waits for
+    /// all deliveries; returns the offset after the newest delivered record.
+    fn produce(&self, topic: &str, batches: &[(u32, &[Produce])]) -> Result<Option<u64>, LogError> {
+        let pending = Arc::new(Pending::default());
+        pending.lock().remaining = batches.iter().map(|(_, records)| records.len()).sum();
+        for (partition, records) in batches {
+            for (key, value) in records.iter() {
+                let mut record = BaseRecord::with_opaque_to(topic, pending.clone())
+                    .partition(*partition as i32)
+                    .key(key)
+                    .payload(value);
+                loop {
+                    match self.producer.send(record) {
+                        Ok(()) => break,
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                            record = back;
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        Err((error, _)) => {
+                            return Err(kafka_err(format!("produce to {topic}"))(error))
+                        }
+                    }
                 }
-                Err((error, _)) => return Err(kafka_err(format!("produce to {topic}"))(error)),
             }
         }
+        pending
+            .wait()
+            .map_err(kafka_err(format!("produce to {topic}")))
     }
 }
 
@@ -223,22 +231,69 @@ fn client_config(brokers: &str, config: &KafkaConfig) -> ClientConfig {
     client
 }
 
-/// Waits for deliveries in order; returns the offset after the last one.
-fn delivered(topic: &str, deliveries: Vec<DeliveryFuture>) -> Result<Option<u64>, LogError> {
-    let mut last = None;
-    for delivery in deliveries {
-        match block_on(delivery) {
-            Ok(Ok(delivery)) => last = Some(delivery.offset as u64 + 1),
-            Ok(Err((error, _))) => return Err(kafka_err(format!("produce to {topic}"))(error)),
-            Err(_) => {
-                return Err(LogError::Kafka {
-                    op: format!("produce to {topic}"),
-                    detail: "the producer shut down before delivery".into(),
-                })
-            }
+/// Delivery reports of the records one append sent.
+#[derive(Default)]
+struct Pending {
+    state: Mutex<PendingState>,
+    all_delivered: Condvar,
+}
+
+#[derive(Default)]
+struct PendingState {
+    /// Records sent and not yet reported.
+    remaining: usize,
+    /// The offset after the newest delivered record.
+    next: Option<u64>,
+    /// The first failure.
+    error: Option<KafkaError>,
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Blocks until every record is reported.
+    fn wait(&self) -> Result<Option<u64>, KafkaError> {
+        let mut state = self.lock();
+        while state.remaining > 0 {
+            state = self
+                .all_delivered
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        match state.error.take() {
+            Some(error) => Err(error),
+            None => Ok(state.next),
         }
     }
-    Ok(last)
+}
+
+/// Routes the producer's delivery reports to their append's [`Pending`]:
+/// one shared count per append instead of a channel per record.
+struct Deliveries;
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = Arc<Pending>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, pending: Arc<Pending>) {
+        let mut state = pending.lock();
+        match result {
+            Ok(message) => {
+                let next = message.offset() as u64 + 1;
+                state.next = Some(state.next.map_or(next, |n| n.max(next)));
+            }
+            Err((error, _)) => {
+                state.error.get_or_insert_with(|| error.clone());
+            }
+        }
+        state.remaining -= 1;
+        if state.remaining == 0 {
+            pending.all_delivered.notify_all();
+        }
+    }
 }
 
 impl Log for KafkaLog {
@@ -380,24 +435,18 @@ impl Log for KafkaLog {
     }
 
     fn append(&self, topic: &str, partition: u32, records: &[Produce]) -> Result<u64, LogError> {
-        let deliveries = records
-            .iter()
-            .map(|record| self.send(topic, partition, record))
-            .collect::<Result<Vec<_>, _>>()?;
-        match delivered(topic, deliveries)? {
+        match self.produce(topic, &[(partition, records)])? {
             Some(next) => Ok(next),
             None => Ok(self.offsets(topic, partition)?.1),
         }
     }
 
     fn append_batches(&self, topic: &str, batches: &[(u32, Vec<Produce>)]) -> Result<(), LogError> {
-        let mut deliveries = Vec::new();
-        for (partition, records) in batches {
-            for record in records {
-                deliveries.push(self.send(topic, *partition, record)?);
-            }
-        }
-        delivered(topic, deliveries).map(|_| ())
+        let batches: Vec<(u32, &[Produce])> = batches
+            .iter()
+            .map(|(partition, records)| (*partition, records.as_slice()))
+            .collect();
+        self.produce(topic, &batches).map(|_| ())
     }
 
     fn read(
@@ -421,29 +470,45 @@ impl Log for KafkaLog {
                 .map_err(kafka_err(format!("assign {topic}/{partition}")))?;
             reader.next = Some(from);
         }
-        let mut records = Vec::new();
+        // Messages are held until the batch is complete, then copied into
+        // one buffer that every record slices (one allocation per batch).
+        let mut messages = Vec::new();
         let mut bytes = 0;
         let mut timeout = wait;
         while bytes < max_bytes {
             let Some(message) = reader.consumer.poll(timeout) else {
                 break;
             };
-            let message = message.map_err(kafka_err(format!("read {topic}/{partition}")))?;
+            let message = message.map_err(|e| kafka_err(format!("read {topic}/{partition}"))(e))?;
             timeout = Duration::ZERO;
-            let offset = message.offset() as u64;
-            if offset < from {
+            if (message.offset() as u64) < from {
                 continue;
             }
-            let key = Bytes::copy_from_slice(message.key().unwrap_or_default());
-            let value = Bytes::copy_from_slice(message.payload().unwrap_or_default());
-            bytes += key.len() + value.len();
-            records.push(Record {
-                offset,
-                timestamp_ms: message.timestamp().to_millis().unwrap_or(0).max(0) as u64,
-                key,
-                value,
-            });
+            bytes += message.key_len() + message.payload_len();
+            messages.push(message);
         }
+        let mut buffer = BytesMut::with_capacity(bytes);
+        for message in &messages {
+            buffer.extend_from_slice(message.key().unwrap_or_default());
+            buffer.extend_from_slice(message.payload().unwrap_or_default());
+        }
+        let buffer = buffer.freeze();
+        let mut at = 0;
+        let records: Vec<Record> = messages
+            .iter()
+            .map(|message| {
+                let key = buffer.slice(at..at + message.key_len());
+                at += message.key_len();
+                let value = buffer.slice(at..at + message.payload_len());
+                at += message.payload_len();
+                Record {
+                    offset: message.offset() as u64,
+                    timestamp_ms: message.timestamp().to_millis().unwrap_or(0).max(0) as u64,
+                    key,
+                    value,
+                }
+            })
+            .collect();
         if let Some(last) = records.last() {
             reader.next = Some(last.offset + 1);
         }
