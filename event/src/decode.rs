@@ -91,9 +91,24 @@ impl Rejection {
 
 /// Decodes and validates one line; `now` (epoch seconds) fills a missing `time`.
 pub fn decode_line(line: &[u8], options: &DecodeOptions, now: f64) -> Result<Event, Rejection> {
+    decode_line_as_is(line, options, now).map(|(event, _)| event)
+}
+
+/// [`decode_line`], and whether the line needed no normalization (its
+/// `time` present and in seconds, its `ttl` in seconds): such a line
+/// decodes to the same event again without `now` or the options.
+pub(crate) fn decode_line_as_is(
+    line: &[u8],
+    options: &DecodeOptions,
+    now: f64,
+) -> Result<(Event, bool), Rejection> {
     match decode_fast(line) {
-        Some(typed) => typed.finish(options, now),
-        None => decode_slow(line, options, now),
+        Some(typed) => {
+            let as_is = typed.time.is_some_and(|time| time <= MILLIS_THRESHOLD)
+                && (typed.ttl.is_none() || options.ttl_unit == TtlUnit::S);
+            typed.finish(options, now).map(|event| (event, as_is))
+        }
+        None => decode_slow(line, options, now).map(|event| (event, false)),
     }
 }
 

@@ -9,7 +9,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{decode_line, DecodeOptions, Event, Rejection};
+use crate::{decode_line, decode_line_as_is, DecodeOptions, Event, Rejection};
 
 /// Prefix of a tick record's value. An event always serializes `host`
 /// first, so the two can never be confused.
@@ -37,7 +37,25 @@ impl Entry {
         }
     }
 
-    /// Decodes a record value written by [`Entry::encode`].
+    /// Decodes an ingested line into its event and its record value: the
+    /// line itself when it reads back as the same event (nothing to
+    /// normalize, and not mistakable for a tick), so that it is not
+    /// encoded again; the event's JSON otherwise.
+    pub fn from_line(
+        line: &[u8],
+        options: &DecodeOptions,
+        now: f64,
+    ) -> Result<(Event, Vec<u8>), Rejection> {
+        let (event, as_is) = decode_line_as_is(line, options, now)?;
+        let value = if as_is && !line.starts_with(TICK_PREFIX) {
+            line.to_vec()
+        } else {
+            event.to_json()
+        };
+        Ok((event, value))
+    }
+
+    /// Decodes a record value written by [`Entry::encode`] or [`Entry::from_line`].
     pub fn decode(value: &[u8]) -> Result<Entry, Rejection> {
         if let Some(rest) = value.strip_prefix(TICK_PREFIX) {
             let number = rest.strip_suffix(b"}").unwrap_or(rest);
@@ -198,6 +216,38 @@ mod tests {
         assert_eq!(Entry::decode(&tick.encode()).unwrap(), tick);
         let event = Entry::Event(Event::new("h", 3.0));
         assert_eq!(Entry::decode(&event.encode()).unwrap(), event);
+    }
+
+    #[test]
+    fn an_ingested_line_is_stored_as_is_only_when_it_reads_back_the_same() {
+        let seconds = DecodeOptions::default();
+        let millis = DecodeOptions {
+            ttl_unit: crate::TtlUnit::Ms,
+        };
+        let cases: [(&str, &DecodeOptions, bool); 7] = [
+            (
+                r#"{"service":"s", "host":"a","time":10.5,"ttl":60,"x":null}"#,
+                &seconds,
+                true,
+            ),
+            (r#"{"host":"a","time":10.5,"ttl":60000}"#, &millis, false),
+            (r#"{"host":"a","time":10.5}"#, &millis, true),
+            (r#"{"host":"a"}"#, &seconds, false),
+            (r#"{"host":"a","time":1732280000500}"#, &seconds, false),
+            (r#"{"tick":5,"host":"a","time":10.5}"#, &seconds, false),
+            (r#"{"host":"a","host":"b","time":1}"#, &seconds, true),
+        ];
+        for (line, options, kept) in cases {
+            let (event, value) = Entry::from_line(line.as_bytes(), options, 99.0).unwrap();
+            assert_eq!(value == line.as_bytes(), kept, "{line}");
+            assert_eq!(
+                Entry::decode(&value).unwrap(),
+                Entry::Event(event),
+                "{line}"
+            );
+        }
+        let bad = Entry::from_line(br#"{"host":7}"#, &seconds, 0.0).unwrap_err();
+        assert_eq!(bad.reason, crate::Reason::InvalidField);
     }
 
     #[test]

@@ -4,19 +4,20 @@
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use weir_event::{decode_line, DecodeOptions, Event, Reason, Rejection};
-use weir_router::{RouteError, RouterHandle};
+use weir_event::{DecodeOptions, Entry, Reason, Rejection};
+use weir_router::{Encoded, RouteError, RouterHandle};
 
 use crate::metrics::{reject, ACCEPTED};
 use crate::now_secs;
 
-/// Decodes the complete lines of `text` into `events`, counting rejects.
+/// Decodes the complete lines of `text` into `events` (each with its
+/// record value), counting rejects.
 pub fn decode_lines(
     text: &[u8],
     protocol: &str,
     options: &DecodeOptions,
     max_line: usize,
-    events: &mut Vec<Event>,
+    events: &mut Vec<Encoded>,
 ) {
     let now = now_secs();
     for line in text.split(|b| *b == b'\n') {
@@ -30,7 +31,7 @@ fn decode_one(
     options: &DecodeOptions,
     max_line: usize,
     now: f64,
-    events: &mut Vec<Event>,
+    events: &mut Vec<Encoded>,
 ) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.iter().all(u8::is_ascii_whitespace) {
@@ -43,8 +44,8 @@ fn decode_one(
         );
         return reject(protocol, &rejection);
     }
-    match decode_line(line, options, now) {
-        Ok(event) => events.push(event),
+    match Entry::from_line(line, options, now) {
+        Ok((event, value)) => events.push((event.host, value)),
         Err(rejection) => reject(protocol, &rejection),
     }
 }
@@ -100,7 +101,7 @@ pub async fn read_stream<R: AsyncRead + Unpin>(
         }
         if !events.is_empty() {
             accepted.inc_by(events.len() as u64);
-            match router.send(std::mem::take(&mut events)).await {
+            match router.send_encoded(std::mem::take(&mut events)).await {
                 Ok(()) => {}
                 Err(RouteError::Closed) => return Ok(()),
                 Err(error) => tracing::warn!(%error, "router refused a batch"),

@@ -61,7 +61,7 @@ pub enum RouteError {
 }
 
 /// An event already encoded as its `weir.events` record value, with its host.
-type Encoded = (String, Vec<u8>);
+pub type Encoded = (String, Vec<u8>);
 
 enum Message {
     Events {
@@ -82,11 +82,14 @@ impl RouterHandle {
     /// Events are encoded here, on the caller's thread, so that the single
     /// router thread only looks up and appends.
     pub async fn send(&self, events: Vec<Event>) -> Result<(), RouteError> {
+        self.send_encoded(encode(events)).await
+    }
+
+    /// Queues events the caller already encoded; waits while the queue is
+    /// full (backpressure).
+    pub async fn send_encoded(&self, events: Vec<Encoded>) -> Result<(), RouteError> {
         self.tx
-            .send(Message::Events {
-                events: encode(events),
-                ack: None,
-            })
+            .send(Message::Events { events, ack: None })
             .await
             .map_err(|_| RouteError::Closed)
     }
