@@ -83,6 +83,9 @@ struct Reader {
     consumer: BaseConsumer,
     /// The offset the next poll delivers (`None`: not assigned yet).
     next: Option<u64>,
+    /// The memory batches are copied into, reused once the caller dropped
+    /// the previous batch's records.
+    buffer: BytesMut,
 }
 
 fn kafka_err(op: impl Into<String>) -> impl FnOnce(KafkaError) -> LogError {
@@ -156,6 +159,7 @@ impl KafkaLog {
         let reader = Arc::new(Mutex::new(Reader {
             consumer,
             next: None,
+            buffer: BytesMut::new(),
         }));
         readers.insert((topic.to_owned(), partition), reader.clone());
         Ok(reader)
@@ -458,7 +462,8 @@ impl Log for KafkaLog {
         wait: Duration,
     ) -> Result<Vec<Record>, LogError> {
         let reader = self.reader(topic, partition)?;
-        let mut reader = reader.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = reader.lock().unwrap_or_else(|e| e.into_inner());
+        let reader = &mut *guard;
         if reader.next != Some(from) {
             let mut assignment = TopicPartitionList::new();
             assignment
@@ -471,7 +476,7 @@ impl Log for KafkaLog {
             reader.next = Some(from);
         }
         // Messages are held until the batch is complete, then copied into
-        // one buffer that every record slices (one allocation per batch).
+        // one buffer that every record slices (no allocation per record).
         let mut messages = Vec::new();
         let mut bytes = 0;
         let mut timeout = wait;
@@ -487,12 +492,16 @@ impl Log for KafkaLog {
             bytes += message.key_len() + message.payload_len();
             messages.push(message);
         }
-        let mut buffer = BytesMut::with_capacity(bytes);
+        reader.buffer.reserve(bytes);
         for message in &messages {
-            buffer.extend_from_slice(message.key().unwrap_or_default());
-            buffer.extend_from_slice(message.payload().unwrap_or_default());
+            reader
+                .buffer
+                .extend_from_slice(message.key().unwrap_or_default());
+            reader
+                .buffer
+                .extend_from_slice(message.payload().unwrap_or_default());
         }
-        let buffer = buffer.freeze();
+        let buffer = reader.buffer.split().freeze();
         let mut at = 0;
         let records: Vec<Record> = messages
             .iter()
