@@ -15,8 +15,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
-use weir_event::{decode_line, decode_value, DecodeOptions, Event, Reason, Rejection};
-use weir_router::RouterHandle;
+use weir_event::{decode_value, DecodeOptions, Entry, Reason, Rejection};
+use weir_router::{Encoded, RouterHandle};
 
 use crate::metrics::{reject, ACCEPTED};
 use crate::{now_secs, IngestConfig};
@@ -54,11 +54,11 @@ pub fn routes(config: &IngestConfig, router: RouterHandle) -> Router {
         .with_state(state)
 }
 
-fn decode_body(body: &[u8], ingest: &Ingest) -> Result<(Vec<Event>, Vec<LineError>), Rejection> {
+fn decode_body(body: &[u8], ingest: &Ingest) -> Result<(Vec<Encoded>, Vec<LineError>), Rejection> {
     let now = now_secs();
     let mut events = Vec::new();
     let mut errors = Vec::new();
-    let mut push = |line: usize, result: Result<Event, Rejection>| match result {
+    let mut push = |line: usize, result: Result<Encoded, Rejection>| match result {
         Ok(event) => events.push(event),
         Err(rejection) => {
             reject("http", &rejection);
@@ -81,7 +81,11 @@ fn decode_body(body: &[u8], ingest: &Ingest) -> Result<(Vec<Event>, Vec<LineErro
             return Err(too_many(items.len(), ingest.max_events));
         }
         for (i, item) in items.into_iter().enumerate() {
-            push(i + 1, decode_value(item, &ingest.options, now));
+            let encoded = decode_value(item, &ingest.options, now).map(|event| {
+                let value = event.to_json();
+                (event.host, value)
+            });
+            push(i + 1, encoded);
         }
     } else {
         let lines = body
@@ -102,7 +106,8 @@ fn decode_body(body: &[u8], ingest: &Ingest) -> Result<(Vec<Event>, Vec<LineErro
                     format!("line of {} bytes exceeds {}", line.len(), ingest.max_line),
                 ))
             } else {
-                decode_line(line, &ingest.options, now)
+                Entry::from_line(line, &ingest.options, now)
+                    .map(|(event, value)| (event.host, value))
             };
             push(i + 1, result);
         }

@@ -155,7 +155,7 @@ async fn udp_loop(
             continue;
         }
         accepted.inc_by(events.len() as u64);
-        if router.send_encoded(events).await.is_err() {
+        if router.send(events).await.is_err() {
             return;
         }
     }

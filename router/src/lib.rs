@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
-use weir_event::{Entry, Event};
+use weir_event::Entry;
 use weir_log::{Log, LogError, Produce, Topics};
 
 use crate::metrics::{APPEND_SECONDS, ROUTED};
@@ -79,15 +79,10 @@ pub struct RouterHandle {
 
 impl RouterHandle {
     /// Queues `events`; waits while the queue is full (backpressure).
-    /// Events are encoded here, on the caller's thread, so that the single
-    /// router thread only looks up and appends.
-    pub async fn send(&self, events: Vec<Event>) -> Result<(), RouteError> {
-        self.send_encoded(encode(events)).await
-    }
-
-    /// Queues events the caller already encoded; waits while the queue is
-    /// full (backpressure).
-    pub async fn send_encoded(&self, events: Vec<Encoded>) -> Result<(), RouteError> {
+    /// Callers encode (`weir_event::Entry::from_line`, `Event::to_json`) on
+    /// their own threads, so that the single router thread only looks up
+    /// and appends.
+    pub async fn send(&self, events: Vec<Encoded>) -> Result<(), RouteError> {
         self.tx
             .send(Message::Events { events, ack: None })
             .await
@@ -96,27 +91,17 @@ impl RouterHandle {
 
     /// Queues `events` and waits until they are appended (durable under
     /// the log's flush policy).
-    pub async fn send_durable(&self, events: Vec<Event>) -> Result<(), RouteError> {
+    pub async fn send_durable(&self, events: Vec<Encoded>) -> Result<(), RouteError> {
         let (ack, done) = oneshot::channel();
         self.tx
             .send(Message::Events {
-                events: encode(events),
+                events,
                 ack: Some(ack),
             })
             .await
             .map_err(|_| RouteError::Closed)?;
         done.await.map_err(|_| RouteError::Closed)?
     }
-}
-
-fn encode(events: Vec<Event>) -> Vec<Encoded> {
-    events
-        .into_iter()
-        .map(|event| {
-            let value = event.to_json();
-            (event.host, value)
-        })
-        .collect()
 }
 
 /// Starts the router thread and its tick thread. Both stop once every

@@ -48,7 +48,7 @@ async fn events_of_one_application_share_a_partition() {
     };
     let (router, thread) = start(log.clone(), Topics::new(""), &config).unwrap();
     let events = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
-        .map(|h| Event::new(h, 1.0))
+        .map(|h| (h.to_owned(), Event::new(h, 1.0).to_json()))
         .to_vec();
     router.send_durable(events).await.unwrap();
     drop(router);
