@@ -88,10 +88,12 @@ struct Reader {
     buffer: BytesMut,
 }
 
-fn kafka_err(op: impl Into<String>) -> impl FnOnce(KafkaError) -> LogError {
-    let op = op.into();
+/// Maps a client error to a [`LogError`] naming the operation; the
+/// operation's text is only formatted when there is an error (pass
+/// `format_args!`), since reads and appends build one per call.
+fn kafka_err(op: impl std::fmt::Display) -> impl FnOnce(KafkaError) -> LogError {
     move |error| LogError::Kafka {
-        op,
+        op: op.to_string(),
         detail: error.to_string(),
     }
 }
@@ -117,7 +119,7 @@ impl KafkaLog {
         // Fail fast on start-up when no broker answers.
         let timeout = Duration::from_millis(config.request_timeout_ms.min(10_000));
         meta.fetch_metadata(None, timeout)
-            .map_err(kafka_err(format!("connect to brokers {brokers}")))?;
+            .map_err(kafka_err(format_args!("connect to brokers {brokers}")))?;
         Ok(KafkaLog {
             brokers: brokers.to_owned(),
             config: config.clone(),
@@ -185,7 +187,7 @@ impl KafkaLog {
         let metadata = self
             .meta
             .fetch_metadata(Some(topic), self.timeout())
-            .map_err(kafka_err(format!("metadata of {topic}")))?;
+            .map_err(kafka_err(format_args!("metadata of {topic}")))?;
         Ok(metadata
             .topics()
             .iter()
@@ -213,7 +215,7 @@ impl KafkaLog {
                             std::thread::sleep(Duration::from_millis(1));
                         }
                         Err((error, _)) => {
-                            return Err(kafka_err(format!("produce to {topic}"))(error))
+                            return Err(kafka_err(format_args!("produce to {topic}"))(error))
                         }
                     }
                 }
@@ -221,7 +223,7 @@ impl KafkaLog {
         }
         pending
             .wait()
-            .map_err(kafka_err(format!("produce to {topic}")))
+            .map_err(kafka_err(format_args!("produce to {topic}")))
     }
 }
 
@@ -317,7 +319,7 @@ impl Log for KafkaLog {
             }
             let options = AdminOptions::new().operation_timeout(Some(self.timeout()));
             let results = block_on(admin.create_topics([&new], &options))
-                .map_err(kafka_err(format!("create topic {topic}")))?;
+                .map_err(kafka_err(format_args!("create topic {topic}")))?;
             for result in results {
                 match result {
                     Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -382,10 +384,10 @@ impl Log for KafkaLog {
                 self.config.max_poll_interval_ms.to_string(),
             )
             .create_with_context(context)
-            .map_err(kafka_err(format!("join group {group}")))?;
+            .map_err(kafka_err(format_args!("join group {group}")))?;
         consumer
             .subscribe(&[topic])
-            .map_err(kafka_err(format!("subscribe {group} to {topic}")))?;
+            .map_err(kafka_err(format_args!("subscribe {group} to {topic}")))?;
         let topic = topic.to_owned();
         let partitions = self.partitions(&topic)?;
         // Short timeouts: the watch must notice, not wait on a busy broker.
@@ -472,7 +474,7 @@ impl Log for KafkaLog {
             reader
                 .consumer
                 .assign(&assignment)
-                .map_err(kafka_err(format!("assign {topic}/{partition}")))?;
+                .map_err(kafka_err(format_args!("assign {topic}/{partition}")))?;
             reader.next = Some(from);
         }
         // Messages are held until the batch is complete, then copied into
@@ -484,7 +486,7 @@ impl Log for KafkaLog {
             let Some(message) = reader.consumer.poll(timeout) else {
                 break;
             };
-            let message = message.map_err(|e| kafka_err(format!("read {topic}/{partition}"))(e))?;
+            let message = message.map_err(kafka_err(format_args!("read {topic}/{partition}")))?;
             timeout = Duration::ZERO;
             if (message.offset() as u64) < from {
                 continue;
@@ -528,7 +530,7 @@ impl Log for KafkaLog {
         let (low, high) = self
             .meta
             .fetch_watermarks(topic, partition as i32, self.timeout())
-            .map_err(kafka_err(format!("watermarks of {topic}/{partition}")))?;
+            .map_err(kafka_err(format_args!("watermarks of {topic}/{partition}")))?;
         Ok((low.max(0) as u64, high.max(0) as u64))
     }
 
@@ -547,7 +549,9 @@ impl Log for KafkaLog {
         entry.set_metadata(&committed.metadata);
         self.committer(group)?
             .commit(&offsets, CommitMode::Sync)
-            .map_err(kafka_err(format!("commit {group} {topic}/{partition}")))
+            .map_err(kafka_err(format_args!(
+                "commit {group} {topic}/{partition}"
+            )))
     }
 
     fn committed(
@@ -561,7 +565,9 @@ impl Log for KafkaLog {
         let found = self
             .committer(group)?
             .committed_offsets(wanted, self.timeout())
-            .map_err(kafka_err(format!("committed {group} {topic}/{partition}")))?;
+            .map_err(kafka_err(format_args!(
+                "committed {group} {topic}/{partition}"
+            )))?;
         let Some(entry) = found.find_partition(topic, partition as i32) else {
             return Ok(None);
         };
