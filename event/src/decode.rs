@@ -14,6 +14,8 @@ use serde_json::{Map, Value};
 
 use crate::{Event, MAX_STATE_BYTES, MILLIS_THRESHOLD};
 
+mod scan;
+
 /// The unit a listener reads `ttl` in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -91,24 +93,47 @@ impl Rejection {
 
 /// Decodes and validates one line; `now` (epoch seconds) fills a missing `time`.
 pub fn decode_line(line: &[u8], options: &DecodeOptions, now: f64) -> Result<Event, Rejection> {
-    decode_line_as_is(line, options, now).map(|(event, _)| event)
+    match decode_fast(line) {
+        Some(typed) => typed.finish(options, now),
+        None => decode_slow(line, options, now),
+    }
 }
 
-/// [`decode_line`], and whether the line needed no normalization (its
-/// `time` present and in seconds, its `ttl` in seconds): such a line
-/// decodes to the same event again without `now` or the options.
-pub(crate) fn decode_line_as_is(
+/// A valid line, as ingest needs it.
+// Returned and matched at once: boxing the event would cost an allocation
+// on the path of every line that needs normalizing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Checked {
+    /// The line needs no normalization (its `time` present and in seconds,
+    /// its `ttl` in seconds): it decodes to the same event again without
+    /// `now` or the options. Only its host was copied out.
+    Unchanged {
+        /// The event's host.
+        host: String,
+    },
+    /// The event the line normalizes to.
+    Normalized(Event),
+}
+
+/// Validates one line like [`decode_line`], building the event only when
+/// the line cannot stand for it as is.
+pub(crate) fn check_line(
     line: &[u8],
     options: &DecodeOptions,
     now: f64,
-) -> Result<(Event, bool), Rejection> {
-    match decode_fast(line) {
-        Some(typed) => {
-            let as_is = typed.time.is_some_and(|time| time <= MILLIS_THRESHOLD)
-                && (typed.ttl.is_none() || options.ttl_unit == TtlUnit::S);
-            typed.finish(options, now).map(|event| (event, as_is))
-        }
-        None => decode_slow(line, options, now).map(|event| (event, false)),
+) -> Result<Checked, Rejection> {
+    let Some(typed) = decode_fast(line) else {
+        return decode_slow(line, options, now).map(Checked::Normalized);
+    };
+    let unchanged = typed.time.is_some_and(|time| time <= MILLIS_THRESHOLD)
+        && (typed.ttl.is_none() || options.ttl_unit == TtlUnit::S);
+    if unchanged {
+        let host = typed.check()?;
+        Ok(Checked::Unchanged {
+            host: host.to_owned(),
+        })
+    } else {
+        typed.finish(options, now).map(Checked::Normalized)
     }
 }
 
@@ -227,17 +252,18 @@ impl Raw {
             Some(Value::Object(meta)) => meta,
             Some(other) => return Err(wrong_type("meta", "an object", &other)),
         };
+        let owned = |text: Option<String>| text.map(Cow::Owned);
         let typed = Typed {
-            host,
-            service: string_field("service", self.service)?,
-            state: string_field("state", self.state)?,
+            host: owned(host),
+            service: owned(string_field("service", self.service)?),
+            state: owned(string_field("state", self.state)?),
             time: number_field("time", self.time)?,
-            description: string_field("description", self.description)?,
-            tags,
+            description: owned(string_field("description", self.description)?),
+            tags: tags.into_iter().map(Cow::Owned).collect(),
             meta,
             metric: number_field("metric", self.metric)?,
             ttl: number_field("ttl", self.ttl)?,
-            kind: string_field("type", self.kind)?,
+            kind: owned(string_field("type", self.kind)?),
             extra: self.extra,
         };
         typed.finish(options, now)
@@ -245,27 +271,30 @@ impl Raw {
 }
 
 /// Known fields with their JSON types checked, before the event's rules.
+/// Strings are borrowed from the line where they have no escapes, so
+/// checking a line allocates nothing until an event is built from it.
 #[derive(Default)]
-struct Typed {
-    host: Option<String>,
-    service: Option<String>,
-    state: Option<String>,
+struct Typed<'de> {
+    host: Option<Cow<'de, str>>,
+    service: Option<Cow<'de, str>>,
+    state: Option<Cow<'de, str>>,
     time: Option<f64>,
-    description: Option<String>,
-    tags: Vec<String>,
+    description: Option<Cow<'de, str>>,
+    tags: Vec<Cow<'de, str>>,
     meta: Map<String, Value>,
     metric: Option<f64>,
     ttl: Option<f64>,
-    kind: Option<String>,
+    kind: Option<Cow<'de, str>>,
     extra: Map<String, Value>,
 }
 
-impl Typed {
-    /// Applies the rules of §1: host required, state length, time and ttl units.
-    fn finish(self, options: &DecodeOptions, now: f64) -> Result<Event, Rejection> {
-        let host = match self.host {
-            Some(host) if !host.is_empty() => host,
-            Some(_) => return Err(Rejection::new(Reason::MissingHost, "host is empty")),
+impl Typed<'_> {
+    /// Applies the rules of §1 that can reject (host required, state
+    /// length); returns the host.
+    fn check(&self) -> Result<&str, Rejection> {
+        let host = match self.host.as_deref() {
+            Some("") => return Err(Rejection::new(Reason::MissingHost, "host is empty")),
+            Some(host) => host,
             None => return Err(Rejection::new(Reason::MissingHost, "host is missing")),
         };
         if let Some(state) = &self.state {
@@ -278,6 +307,13 @@ impl Typed {
                 return Err(Rejection::new(Reason::StateTooLong, detail));
             }
         }
+        Ok(host)
+    }
+
+    /// Checks the rules, normalizes time and ttl units and builds the event.
+    fn finish(self, options: &DecodeOptions, now: f64) -> Result<Event, Rejection> {
+        self.check()?;
+        let owned = |text: Option<Cow<'_, str>>| text.map(Cow::into_owned);
         let time = match self.time {
             Some(time) if time > MILLIS_THRESHOLD => time / 1000.0,
             Some(time) => time,
@@ -288,16 +324,16 @@ impl Typed {
             TtlUnit::Ms => ttl / 1000.0,
         });
         Ok(Event {
-            host,
-            service: self.service,
-            state: self.state,
+            host: owned(self.host).unwrap_or_default(),
+            service: owned(self.service),
+            state: owned(self.state),
             time,
-            description: self.description,
-            tags: self.tags,
+            description: owned(self.description),
+            tags: self.tags.into_iter().map(Cow::into_owned).collect(),
             meta: self.meta,
             metric: self.metric,
             ttl,
-            kind: self.kind,
+            kind: owned(self.kind),
             extra: self.extra,
         })
     }
@@ -309,25 +345,29 @@ impl Typed {
 struct TypedVisitor;
 
 impl<'de> Visitor<'de> for TypedVisitor {
-    type Value = Typed;
+    type Value = Typed<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an event object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Typed, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Typed<'de>, A::Error> {
+        let text = |value: Option<Text<'de>>| value.map(|Text(text)| text);
         let mut typed = Typed::default();
-        while let Some(Key(key)) = access.next_key::<Key<'de>>()? {
+        while let Some(Text(key)) = access.next_key::<Text<'de>>()? {
             match key.as_ref() {
-                "host" => typed.host = access.next_value()?,
-                "service" => typed.service = access.next_value()?,
-                "state" => typed.state = access.next_value()?,
+                "host" => typed.host = text(access.next_value()?),
+                "service" => typed.service = text(access.next_value()?),
+                "state" => typed.state = text(access.next_value()?),
                 "time" => typed.time = access.next_value()?,
-                "description" => typed.description = access.next_value()?,
+                "description" => typed.description = text(access.next_value()?),
                 "tags" => {
                     typed.tags = access
-                        .next_value::<Option<Vec<String>>>()?
+                        .next_value::<Option<Vec<Text<'de>>>>()?
                         .unwrap_or_default()
+                        .into_iter()
+                        .map(|Text(tag)| tag)
+                        .collect()
                 }
                 "meta" => {
                     typed.meta = access
@@ -336,7 +376,7 @@ impl<'de> Visitor<'de> for TypedVisitor {
                 }
                 "metric" => typed.metric = access.next_value()?,
                 "ttl" => typed.ttl = access.next_value()?,
-                "type" => typed.kind = access.next_value()?,
+                "type" => typed.kind = text(access.next_value()?),
                 _ => {
                     let value = access.next_value()?;
                     typed.extra.insert(key.into_owned(), value);
@@ -347,39 +387,44 @@ impl<'de> Visitor<'de> for TypedVisitor {
     }
 }
 
-/// An object key, borrowed from the input when it has no escapes (serde's
-/// own `Cow<str>` always allocates, which cost an allocation per field).
-struct Key<'de>(Cow<'de, str>);
+/// A JSON string (key or value), borrowed from the input when it has no
+/// escapes (serde's own `Cow<str>` always allocates).
+struct Text<'de>(Cow<'de, str>);
 
-impl<'de> Deserialize<'de> for Key<'de> {
+impl<'de> Deserialize<'de> for Text<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_str(KeyVisitor)
+        deserializer.deserialize_str(TextVisitor)
     }
 }
 
-struct KeyVisitor;
+struct TextVisitor;
 
-impl<'de> Visitor<'de> for KeyVisitor {
-    type Value = Key<'de>;
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Text<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a field name")
+        f.write_str("a string")
     }
 
-    fn visit_borrowed_str<E: de::Error>(self, key: &'de str) -> Result<Key<'de>, E> {
-        Ok(Key(Cow::Borrowed(key)))
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Borrowed(text)))
     }
 
-    fn visit_str<E: de::Error>(self, key: &str) -> Result<Key<'de>, E> {
-        Ok(Key(Cow::Owned(key.to_owned())))
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Owned(text.to_owned())))
     }
 
-    fn visit_string<E: de::Error>(self, key: String) -> Result<Key<'de>, E> {
-        Ok(Key(Cow::Owned(key)))
+    fn visit_string<E: de::Error>(self, text: String) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Owned(text)))
     }
 }
 
-fn decode_fast(line: &[u8]) -> Option<Typed> {
+/// The fast paths: the scanner for the common shape, else serde's visitor.
+fn decode_fast(line: &[u8]) -> Option<Typed<'_>> {
+    scan::scan(line).or_else(|| decode_visited(line))
+}
+
+fn decode_visited(line: &[u8]) -> Option<Typed<'_>> {
     let mut de = serde_json::Deserializer::from_slice(line);
     let typed = de.deserialize_map(TypedVisitor).ok()?;
     de.end().ok()?;
@@ -444,7 +489,7 @@ impl<'de> Visitor<'de> for RawVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
         let mut raw = Raw::default();
-        while let Some(Key(key)) = access.next_key::<Key<'de>>()? {
+        while let Some(Text(key)) = access.next_key::<Text<'de>>()? {
             let value = access.next_value::<Value>()?;
             raw.set(key, value);
         }

@@ -11,7 +11,7 @@
 mod decode;
 mod record;
 
-use decode::decode_line_as_is;
+use decode::{check_line, Checked};
 pub use decode::{decode_line, decode_value, DecodeOptions, Reason, Rejection, TtlUnit};
 pub use record::{Entry, ResultId, ResultRecord, RESULT_KEYS};
 

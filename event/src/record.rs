@@ -9,7 +9,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{decode_line, decode_line_as_is, DecodeOptions, Event, Rejection};
+use crate::{check_line, decode_line, Checked, DecodeOptions, Event, Rejection};
 
 /// Prefix of a tick record's value. An event always serializes `host`
 /// first, so the two can never be confused.
@@ -37,22 +37,28 @@ impl Entry {
         }
     }
 
-    /// Decodes an ingested line into its event and its record value: the
-    /// line itself when it reads back as the same event (nothing to
-    /// normalize, and not mistakable for a tick), so that it is not
-    /// encoded again; the event's JSON otherwise.
+    /// Validates an ingested line into its event's host and its record
+    /// value: the line itself when it reads back as the same event
+    /// (nothing to normalize, and not mistakable for a tick), so that it is
+    /// neither built into an event nor encoded again; the event's JSON
+    /// otherwise.
     pub fn from_line(
         line: &[u8],
         options: &DecodeOptions,
         now: f64,
-    ) -> Result<(Event, Vec<u8>), Rejection> {
-        let (event, as_is) = decode_line_as_is(line, options, now)?;
-        let value = if as_is && !line.starts_with(TICK_PREFIX) {
-            line.to_vec()
+    ) -> Result<(String, Vec<u8>), Rejection> {
+        let checked = if line.starts_with(TICK_PREFIX) {
+            Checked::Normalized(decode_line(line, options, now)?)
         } else {
-            event.to_json()
+            check_line(line, options, now)?
         };
-        Ok((event, value))
+        Ok(match checked {
+            Checked::Unchanged { host } => (host, line.to_vec()),
+            Checked::Normalized(event) => {
+                let value = event.to_json();
+                (event.host, value)
+            }
+        })
     }
 
     /// Decodes a record value written by [`Entry::encode`] or [`Entry::from_line`].
@@ -238,8 +244,10 @@ mod tests {
             (r#"{"host":"a","host":"b","time":1}"#, &seconds, true),
         ];
         for (line, options, kept) in cases {
-            let (event, value) = Entry::from_line(line.as_bytes(), options, 99.0).unwrap();
+            let (host, value) = Entry::from_line(line.as_bytes(), options, 99.0).unwrap();
             assert_eq!(value == line.as_bytes(), kept, "{line}");
+            let event = decode_line(line.as_bytes(), options, 99.0).unwrap();
+            assert_eq!(host, event.host, "{line}");
             assert_eq!(
                 Entry::decode(&value).unwrap(),
                 Entry::Event(event),

@@ -107,7 +107,6 @@ fn decode_body(body: &[u8], ingest: &Ingest) -> Result<(Vec<Encoded>, Vec<LineEr
                 ))
             } else {
                 Entry::from_line(line, &ingest.options, now)
-                    .map(|(event, value)| (event.host, value))
             };
             push(i + 1, result);
         }

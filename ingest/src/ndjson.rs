@@ -45,7 +45,7 @@ fn decode_one(
         return reject(protocol, &rejection);
     }
     match Entry::from_line(line, options, now) {
-        Ok((event, value)) => events.push((event.host, value)),
+        Ok(encoded) => events.push(encoded),
         Err(rejection) => reject(protocol, &rejection),
     }
 }
