@@ -8,7 +8,6 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound;
 
 use serde_json::{json, Value};
 use weir_event::Event;
@@ -33,6 +32,9 @@ pub struct By {
 }
 
 struct Child {
+    /// Its key in `children` (for its timers, once the event that found
+    /// it has moved on).
+    key: String,
     chain: Chain,
     last_seen: f64,
     /// The deadline this child has in `timers`.
@@ -96,19 +98,41 @@ impl By {
         Chain::build(&self.template).expect("the template was built in from_spec")
     }
 
-    /// Re-files `key`'s timer after its chain ran.
-    fn reschedule(timers: &mut BTreeSet<(Time, String)>, key: &str, child: &mut Child) {
+    fn new_child(&self, key: String, last_seen: f64) -> Child {
+        Child {
+            key,
+            chain: self.new_chain(),
+            last_seen,
+            deadline: None,
+        }
+    }
+
+    /// Re-files the child's timer after its chain ran.
+    fn reschedule(timers: &mut BTreeSet<(Time, String)>, child: &mut Child) {
         let deadline = child.chain.deadline();
         if deadline == child.deadline {
             return;
         }
         if let Some(old) = child.deadline {
-            timers.remove(&(Time(old), key.to_owned()));
+            timers.remove(&(Time(old), child.key.clone()));
         }
         if let Some(new) = deadline {
-            timers.insert((Time(new), key.to_owned()));
+            timers.insert((Time(new), child.key.clone()));
         }
         child.deadline = deadline;
+    }
+
+    /// Runs `event` through one child's chain.
+    fn feed(
+        timers: &mut BTreeSet<(Time, String)>,
+        child: &mut Child,
+        event: Event,
+        now: f64,
+        out: &mut Vec<Event>,
+    ) {
+        child.last_seen = now;
+        child.chain.event(event, now, out);
+        Self::reschedule(timers, child);
     }
 
     /// Drops children idle for `idle` with nothing pending.
@@ -123,22 +147,14 @@ impl By {
 impl Stage for By {
     fn event(&mut self, event: Event, now: f64, out: &mut Vec<Event>) {
         let key = self.key(&event);
-        if !self.children.contains_key(key.as_ref()) {
-            let child = Child {
-                chain: self.new_chain(),
-                last_seen: now,
-                deadline: None,
-            };
-            self.children.insert(key.clone().into_owned(), child);
+        if let Some(child) = self.children.get_mut(key.as_ref()) {
+            Self::feed(&mut self.timers, child, event, now, out);
+        } else {
+            let key = key.into_owned();
+            let mut child = self.new_child(key.clone(), now);
+            Self::feed(&mut self.timers, &mut child, event, now, out);
+            self.children.insert(key, child);
         }
-        // The map's own key, so the event (which `key` borrows) can move on.
-        let range = (Bound::Included(key.as_ref()), Bound::Included(key.as_ref()));
-        let Some((key, child)) = self.children.range_mut::<str, _>(range).next() else {
-            return;
-        };
-        child.last_seen = now;
-        child.chain.event(event, now, out);
-        Self::reschedule(&mut self.timers, key, child);
         self.next_sweep.get_or_insert(now + self.idle);
     }
 
@@ -163,7 +179,7 @@ impl Stage for By {
             };
             child.deadline = None;
             child.chain.tick(now, out);
-            Self::reschedule(&mut self.timers, &key, child);
+            Self::reschedule(&mut self.timers, child);
         }
         if self.next_sweep.is_some_and(|s| s <= now) {
             self.sweep(now);
@@ -193,14 +209,9 @@ impl Stage for By {
             let last_seen = saved["last_seen"]
                 .as_f64()
                 .ok_or_else(|| StateError(format!("by: key {key:?} has no last_seen")))?;
-            let mut chain = self.new_chain();
-            chain.load(saved["state"].clone())?;
-            let mut child = Child {
-                chain,
-                last_seen,
-                deadline: None,
-            };
-            Self::reschedule(&mut self.timers, &key, &mut child);
+            let mut child = self.new_child(key.clone(), last_seen);
+            child.chain.load(saved["state"].clone())?;
+            Self::reschedule(&mut self.timers, &mut child);
             self.children.insert(key, child);
         }
         Ok(())
