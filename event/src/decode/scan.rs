@@ -20,6 +20,20 @@ pub(super) fn scan(line: &[u8]) -> Option<Typed<'_>> {
     (scanner.at == text.len()).then_some(typed)
 }
 
+/// Flags (high bit) the bytes of `word` (little-endian) that end or break
+/// a plain string: `"`, `\\` and control characters. Only flags above the
+/// lowest may be false (a borrow out of a flagged byte), so the lowest
+/// flag marks the first such byte.
+fn specials(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x;
+    let quote = zero_bytes(word ^ (ONES * u64::from(b'"')));
+    let backslash = zero_bytes(word ^ (ONES * u64::from(b'\\')));
+    let control = word.wrapping_sub(ONES * 0x20) & !word;
+    (quote | backslash | control) & HIGHS
+}
+
 struct Scanner<'a> {
     text: &'a str,
     at: usize,
@@ -113,12 +127,20 @@ impl<'a> Scanner<'a> {
         }
         let start = self.at;
         let bytes = self.text.as_bytes();
-        loop {
-            match *bytes.get(self.at)? {
-                b'"' => break,
-                b'\\' | 0..=0x1f => return None,
-                _ => self.at += 1,
+        // Eight bytes at a time while they last, then one by one.
+        while let Some(chunk) = bytes.get(self.at..self.at + 8) {
+            let special = specials(u64::from_le_bytes(chunk.try_into().ok()?));
+            if special != 0 {
+                self.at += special.trailing_zeros() as usize / 8;
+                break;
             }
+            self.at += 8;
+        }
+        while !matches!(*bytes.get(self.at)?, b'"' | b'\\' | 0..=0x1f) {
+            self.at += 1;
+        }
+        if bytes[self.at] != b'"' {
+            return None;
         }
         self.at += 1;
         Some(&self.text[start..self.at - 1])
@@ -263,6 +285,32 @@ mod tests {
             assert!(!agrees(line), "{line}");
         }
         assert!(scan(b"{\"host\":\"\xff\"}").is_none());
+    }
+
+    #[test]
+    fn specials_finds_the_first_byte_that_ends_a_plain_string() {
+        let naive = |bytes: [u8; 8]| {
+            bytes
+                .iter()
+                .position(|b| matches!(b, b'"' | b'\\' | 0..=0x1f))
+        };
+        let swar = |bytes: [u8; 8]| {
+            let flags = specials(u64::from_le_bytes(bytes));
+            (flags != 0).then(|| flags.trailing_zeros() as usize / 8)
+        };
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for round in 0..200_000u32 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut bytes = seed.to_le_bytes();
+            // Mostly plain text, with one chosen byte at a chosen place.
+            if round % 4 != 0 {
+                bytes = bytes.map(|b| b'a' + b % 26);
+                bytes[(round % 8) as usize] = (round / 8 % 256) as u8;
+            }
+            assert_eq!(swar(bytes), naive(bytes), "{bytes:?}");
+        }
     }
 
     /// Lines assembled at random from valid and invalid pieces: whatever
