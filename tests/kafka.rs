@@ -41,6 +41,7 @@ fn the_kafka_log_keeps_the_log_contract() {
     let records: Vec<_> = (0..100)
         .map(|i| (format!("k{i}").into_bytes(), format!("v{i}").into_bytes()))
         .collect();
+    let records = weir_log::borrowed(&records);
     assert_eq!(log.append("t", 1, &records).unwrap(), 100);
     log.append_batches(
         "t",
@@ -439,8 +440,12 @@ fn the_kafka_sink_copies_routed_results_to_a_topic() {
                 (vec![], record(i, kind).encode())
             })
             .collect();
-        log.append("weir.results", partition as u32, &records)
-            .unwrap();
+        log.append(
+            "weir.results",
+            partition as u32,
+            &weir_log::borrowed(&records),
+        )
+        .unwrap();
     }
     let positions: Arc<dyn Log> = Arc::new(
         weir_log::EmbeddedLog::open(&dir.path().join("positions"), Default::default()).unwrap(),

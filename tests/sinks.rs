@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use servers::{Carbon, Postgres, Victoria};
 use weir_event::{Event, ResultRecord};
-use weir_log::{EmbeddedLog, Log, LogConfig, Produce};
+use weir_log::{EmbeddedLog, Log, LogConfig, OwnedProduce};
 use weir_storage::consumer::Source;
 use weir_storage::graphite::{Distribution, GraphiteConfig};
 use weir_storage::postgres::PostgresConfig;
@@ -75,7 +75,7 @@ impl Results {
     }
 
     fn append(&self, records: impl IntoIterator<Item = (u32, ResultRecord)>) {
-        let mut by_partition: BTreeMap<u32, Vec<Produce>> = BTreeMap::new();
+        let mut by_partition: BTreeMap<u32, Vec<OwnedProduce>> = BTreeMap::new();
         for (partition, record) in records {
             by_partition
                 .entry(partition)
@@ -83,7 +83,9 @@ impl Results {
                 .push((record.event.host.clone().into_bytes(), record.encode()));
         }
         for (partition, records) in by_partition {
-            self.log.append(TOPIC, partition, &records).unwrap();
+            self.log
+                .append(TOPIC, partition, &weir_log::borrowed(&records))
+                .unwrap();
         }
     }
 

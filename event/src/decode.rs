@@ -103,13 +103,13 @@ pub fn decode_line(line: &[u8], options: &DecodeOptions, now: f64) -> Result<Eve
 // Returned and matched at once: boxing the event would cost an allocation
 // on the path of every line that needs normalizing.
 #[allow(clippy::large_enum_variant)]
-pub(crate) enum Checked {
+pub(crate) enum Checked<'a> {
     /// The line needs no normalization (its `time` present and in seconds,
     /// its `ttl` in seconds): it decodes to the same event again without
     /// `now` or the options. Only its host was copied out.
     Unchanged {
         /// The event's host.
-        host: String,
+        host: Cow<'a, str>,
     },
     /// The event the line normalizes to.
     Normalized(Event),
@@ -117,20 +117,20 @@ pub(crate) enum Checked {
 
 /// Validates one line like [`decode_line`], building the event only when
 /// the line cannot stand for it as is.
-pub(crate) fn check_line(
-    line: &[u8],
+pub(crate) fn check_line<'a>(
+    line: &'a [u8],
     options: &DecodeOptions,
     now: f64,
-) -> Result<Checked, Rejection> {
+) -> Result<Checked<'a>, Rejection> {
     let Some(typed) = decode_fast(line) else {
         return decode_slow(line, options, now).map(Checked::Normalized);
     };
     let unchanged = typed.time.is_some_and(|time| time <= MILLIS_THRESHOLD)
         && (typed.ttl.is_none() || options.ttl_unit == TtlUnit::S);
     if unchanged {
-        let host = typed.check()?;
+        typed.check()?;
         Ok(Checked::Unchanged {
-            host: host.to_owned(),
+            host: typed.host.unwrap_or_default(),
         })
     } else {
         typed.finish(options, now).map(Checked::Normalized)

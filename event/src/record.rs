@@ -42,21 +42,21 @@ impl Entry {
     /// (nothing to normalize, and not mistakable for a tick), so that it is
     /// neither built into an event nor encoded again; the event's JSON
     /// otherwise.
-    pub fn from_line(
-        line: &[u8],
+    pub fn from_line<'a>(
+        line: &'a [u8],
         options: &DecodeOptions,
         now: f64,
-    ) -> Result<(String, Vec<u8>), Rejection> {
+    ) -> Result<(Cow<'a, str>, Cow<'a, [u8]>), Rejection> {
         let checked = if line.starts_with(TICK_PREFIX) {
             Checked::Normalized(decode_line(line, options, now)?)
         } else {
             check_line(line, options, now)?
         };
         Ok(match checked {
-            Checked::Unchanged { host } => (host, line.to_vec()),
+            Checked::Unchanged { host } => (host, Cow::Borrowed(line)),
             Checked::Normalized(event) => {
                 let value = event.to_json();
-                (event.host, value)
+                (Cow::Owned(event.host), Cow::Owned(value))
             }
         })
     }
@@ -245,6 +245,7 @@ mod tests {
         ];
         for (line, options, kept) in cases {
             let (host, value) = Entry::from_line(line.as_bytes(), options, 99.0).unwrap();
+            assert_eq!(matches!(value, Cow::Borrowed(_)), kept, "{line}");
             assert_eq!(value == line.as_bytes(), kept, "{line}");
             let event = decode_line(line.as_bytes(), options, 99.0).unwrap();
             assert_eq!(host, event.host, "{line}");

@@ -8,6 +8,8 @@
 //! `line` is the 1-based element number) while the valid ones are still
 //! accepted; `413` above the batch or body limit; `503` if the log fails.
 
+use std::borrow::Cow;
+
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -54,12 +56,12 @@ pub fn routes(config: &IngestConfig, router: RouterHandle) -> Router {
         .with_state(state)
 }
 
-fn decode_body(body: &[u8], ingest: &Ingest) -> Result<(Vec<Encoded>, Vec<LineError>), Rejection> {
+fn decode_body(body: &[u8], ingest: &Ingest) -> Result<(Encoded, Vec<LineError>), Rejection> {
     let now = now_secs();
-    let mut events = Vec::new();
+    let mut events = Encoded::default();
     let mut errors = Vec::new();
-    let mut push = |line: usize, result: Result<Encoded, Rejection>| match result {
-        Ok(event) => events.push(event),
+    let mut push = |line: usize, result: Result<(Cow<str>, Cow<[u8]>), Rejection>| match result {
+        Ok((host, value)) => events.push(&host, &value),
         Err(rejection) => {
             reject("http", &rejection);
             errors.push(LineError {
@@ -83,7 +85,7 @@ fn decode_body(body: &[u8], ingest: &Ingest) -> Result<(Vec<Encoded>, Vec<LineEr
         for (i, item) in items.into_iter().enumerate() {
             let encoded = decode_value(item, &ingest.options, now).map(|event| {
                 let value = event.to_json();
-                (event.host, value)
+                (Cow::Owned(event.host), Cow::Owned(value))
             });
             push(i + 1, encoded);
         }

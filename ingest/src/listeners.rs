@@ -8,7 +8,7 @@ use tokio::io::AsyncRead;
 use tokio::net::{TcpListener, UdpSocket, UnixListener};
 use tokio::sync::Semaphore;
 use weir_event::DecodeOptions;
-use weir_router::RouterHandle;
+use weir_router::{Encoded, RouterHandle};
 
 use crate::metrics::{ACCEPTED, CONNECTIONS};
 use crate::ndjson::{decode_lines, read_stream};
@@ -149,7 +149,7 @@ async fn udp_loop(
                 continue;
             }
         };
-        let mut events = Vec::new();
+        let mut events = Encoded::default();
         decode_lines(&datagram[..len], "udp", &options, max_line, &mut events);
         if events.is_empty() {
             continue;

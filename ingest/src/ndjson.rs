@@ -17,7 +17,7 @@ pub fn decode_lines(
     protocol: &str,
     options: &DecodeOptions,
     max_line: usize,
-    events: &mut Vec<Encoded>,
+    events: &mut Encoded,
 ) {
     let now = now_secs();
     for line in text.split(|b| *b == b'\n') {
@@ -31,7 +31,7 @@ fn decode_one(
     options: &DecodeOptions,
     max_line: usize,
     now: f64,
-    events: &mut Vec<Encoded>,
+    events: &mut Encoded,
 ) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.iter().all(u8::is_ascii_whitespace) {
@@ -45,7 +45,7 @@ fn decode_one(
         return reject(protocol, &rejection);
     }
     match Entry::from_line(line, options, now) {
-        Ok(encoded) => events.push(encoded),
+        Ok((host, value)) => events.push(&host, &value),
         Err(rejection) => reject(protocol, &rejection),
     }
 }
@@ -60,7 +60,7 @@ pub async fn read_stream<R: AsyncRead + Unpin>(
     router: &RouterHandle,
 ) -> std::io::Result<()> {
     let mut buf = BytesMut::with_capacity(64 << 10);
-    let mut events = Vec::new();
+    let mut events = Encoded::default();
     // Inside a line longer than the limit: drop bytes until its newline.
     let mut discarding = false;
     let accepted = ACCEPTED.with_label_values(&[protocol]);

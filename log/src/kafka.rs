@@ -198,11 +198,15 @@ impl KafkaLog {
     /// Queues every record of `batches` with one shared acknowledgement
     /// (waiting for room while the producer queue is full), then waits for
     /// all deliveries; returns the offset after the newest delivered record.
-    fn produce(&self, topic: &str, batches: &[(u32, &[Produce])]) -> Result<Option<u64>, LogError> {
+    fn produce(
+        &self,
+        topic: &str,
+        batches: &[(u32, &[Produce<'_>])],
+    ) -> Result<Option<u64>, LogError> {
         let pending = Arc::new(Pending::default());
         pending.lock().remaining = batches.iter().map(|(_, records)| records.len()).sum();
         for (partition, records) in batches {
-            for (key, value) in records.iter() {
+            for &(key, value) in records.iter() {
                 let mut record = BaseRecord::with_opaque_to(topic, pending.clone())
                     .partition(*partition as i32)
                     .key(key)

@@ -40,8 +40,20 @@ pub struct Record {
     pub value: Bytes,
 }
 
-/// A record to append: key and value.
-pub type Produce = (Vec<u8>, Vec<u8>);
+/// A record to append: key and value, borrowed (the log copies them), so
+/// callers can append straight from their own buffers.
+pub type Produce<'a> = (&'a [u8], &'a [u8]);
+
+/// A record to append that owns its key and value.
+pub type OwnedProduce = (Vec<u8>, Vec<u8>);
+
+/// Borrows owned records for an append.
+pub fn borrowed(records: &[OwnedProduce]) -> Vec<Produce<'_>> {
+    records
+        .iter()
+        .map(|(key, value)| (key.as_slice(), value.as_slice()))
+        .collect()
+}
 
 /// A consumer group's committed position in one partition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,7 +161,11 @@ pub trait Log: Send + Sync + 'static {
     /// Appends to several partitions of one topic; returns once all are as
     /// durable as [`Log::append`] promises. Backends with pipelined writes
     /// send all before waiting for any.
-    fn append_batches(&self, topic: &str, batches: &[(u32, Vec<Produce>)]) -> Result<(), LogError> {
+    fn append_batches(
+        &self,
+        topic: &str,
+        batches: &[(u32, Vec<Produce<'_>>)],
+    ) -> Result<(), LogError> {
         for (partition, records) in batches {
             self.append(topic, *partition, records)?;
         }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use weir_log::{Committed, EmbeddedLog, FsyncPolicy, Log, LogConfig};
+use weir_log::{borrowed, Committed, EmbeddedLog, FsyncPolicy, Log, LogConfig};
 
 const TOPIC: &str = "weir.events";
 const NO_WAIT: Duration = Duration::ZERO;
@@ -26,7 +26,7 @@ fn open(dir: &Path, config: LogConfig) -> EmbeddedLog {
     log
 }
 
-fn record(i: u64) -> (Vec<u8>, Vec<u8>) {
+fn record(i: u64) -> weir_log::OwnedProduce {
     (
         format!("k{}", i % 7).into_bytes(),
         format!("value-{i}-{}", "x".repeat((i % 50) as usize)).into_bytes(),
@@ -61,7 +61,7 @@ fn reads_from_any_offset_across_segments_and_restarts() {
     let log = open(dir.path(), config(2_000));
     for chunk in (0..500u64).collect::<Vec<_>>().chunks(37) {
         let batch: Vec<_> = chunk.iter().map(|&i| record(i)).collect();
-        log.append(TOPIC, 1, &batch).unwrap();
+        log.append(TOPIC, 1, &borrowed(&batch)).unwrap();
     }
     assert!(
         segment_files(dir.path(), 1).len() > 5,
@@ -80,7 +80,10 @@ fn reads_from_any_offset_across_segments_and_restarts() {
 
     let log = open(dir.path(), config(2_000));
     assert_eq!(log.offsets(TOPIC, 1).unwrap(), (0, 500));
-    assert_eq!(log.append(TOPIC, 1, &[record(500)]).unwrap(), 501);
+    assert_eq!(
+        log.append(TOPIC, 1, &borrowed(&[record(500)])).unwrap(),
+        501
+    );
     let got = read_all(&log, 1, 0);
     assert_eq!(got.len(), 501);
     assert!(got
@@ -94,7 +97,7 @@ fn a_torn_tail_is_truncated_and_every_complete_record_kept() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), config(1 << 20));
     let batch: Vec<_> = (0..100).map(record).collect();
-    log.append(TOPIC, 0, &batch).unwrap();
+    log.append(TOPIC, 0, &borrowed(&batch)).unwrap();
     drop(log);
     let file = segment_files(dir.path(), 0).pop().unwrap();
     let full = fs::metadata(&file).unwrap().len();
@@ -113,7 +116,8 @@ fn a_torn_tail_is_truncated_and_every_complete_record_kept() {
         assert!((98..=100).contains(&complete), "cut {cut}: kept {complete}");
         assert!(got.iter().all(|(o, v)| *v == record(*o).1));
         assert_eq!(
-            log.append(TOPIC, 0, &[record(complete)]).unwrap(),
+            log.append(TOPIC, 0, &borrowed(&[record(complete)]))
+                .unwrap(),
             complete + 1
         );
         assert_eq!(read_all(&log, 0, 0).len() as u64, complete + 1);
@@ -124,8 +128,12 @@ fn a_torn_tail_is_truncated_and_every_complete_record_kept() {
 fn a_corrupt_frame_ends_the_recovered_log_at_the_record_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), config(1 << 20));
-    log.append(TOPIC, 0, &(0..10).map(record).collect::<Vec<_>>())
-        .unwrap();
+    log.append(
+        TOPIC,
+        0,
+        &borrowed(&(0..10).map(record).collect::<Vec<_>>()),
+    )
+    .unwrap();
     drop(log);
     let file = segment_files(dir.path(), 0).pop().unwrap();
     let mut bytes = fs::read(&file).unwrap();
@@ -149,7 +157,7 @@ fn readers_follow_the_tail() {
         })
     };
     std::thread::sleep(Duration::from_millis(50));
-    log.append(TOPIC, 0, &[record(0)]).unwrap();
+    log.append(TOPIC, 0, &borrowed(&[record(0)])).unwrap();
     let got = reader.join().unwrap();
     assert_eq!(got.len(), 1);
     assert!(log
@@ -167,7 +175,7 @@ fn retention_by_size_drops_the_oldest_segments() {
     };
     let log = open(dir.path(), config);
     for i in 0..1000 {
-        log.append(TOPIC, 0, &[record(i)]).unwrap();
+        log.append(TOPIC, 0, &borrowed(&[record(i)])).unwrap();
     }
     let (start, end) = log.offsets(TOPIC, 0).unwrap();
     assert_eq!(end, 1000);
@@ -193,7 +201,7 @@ fn retention_by_age_drops_expired_segments() {
     };
     let log = open(dir.path(), config);
     for i in 0..40 {
-        log.append(TOPIC, 0, &[record(i)]).unwrap();
+        log.append(TOPIC, 0, &borrowed(&[record(i)])).unwrap();
         std::thread::sleep(Duration::from_millis(2));
     }
     let (start, end) = log.offsets(TOPIC, 0).unwrap();
@@ -228,7 +236,8 @@ fn interval_fsync_policy_appends_and_reads() {
         ..config(1 << 20)
     };
     let log = open(dir.path(), config);
-    log.append(TOPIC, 0, &[record(0), record(1)]).unwrap();
+    log.append(TOPIC, 0, &borrowed(&[record(0), record(1)]))
+        .unwrap();
     std::thread::sleep(Duration::from_millis(30));
     assert_eq!(read_all(&log, 0, 0).len(), 2);
 }
@@ -244,7 +253,7 @@ fn sigkill_child() {
     loop {
         let start = log.offsets(TOPIC, 0).unwrap().1;
         let batch: Vec<_> = (start..start + 10).map(record).collect();
-        let next = log.append(TOPIC, 0, &batch).unwrap();
+        let next = log.append(TOPIC, 0, &borrowed(&batch)).unwrap();
         writeln!(out, "acked {next}").unwrap();
         out.flush().unwrap();
     }
@@ -342,7 +351,9 @@ fn random_operations_match_a_vec_model_across_restarts_and_torn_tails() {
                             )
                         })
                         .collect();
-                    let next = log.append(TOPIC, partition as u32, &batch).unwrap();
+                    let next = log
+                        .append(TOPIC, partition as u32, &borrowed(&batch))
+                        .unwrap();
                     model[partition].extend(batch.into_iter().map(|(_, v)| v));
                     assert_eq!(next, model[partition].len() as u64);
                 }

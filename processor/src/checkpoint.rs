@@ -159,7 +159,8 @@ impl SharedCheckpoints<'_> {
     ) -> Result<(), LogError> {
         let (target, key) = self.place(group, partition)?;
         let value = serde_json::to_vec(checkpoint).unwrap_or_default();
-        self.log.append(self.topic, target, &[(key, value)])?;
+        self.log
+            .append(self.topic, target, &[(&key[..], &value[..])])?;
         Ok(())
     }
 

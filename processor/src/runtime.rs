@@ -635,7 +635,7 @@ struct Output<'a> {
     partition: u32,
     results_partition: u32,
     results: Vec<ResultRecord>,
-    encoded: Vec<(Vec<u8>, Vec<u8>)>,
+    encoded: Vec<weir_log::OwnedProduce>,
     /// Results appended so far.
     appended: u64,
 }
@@ -678,9 +678,11 @@ impl<'a> Output<'a> {
                 (r.event.host.into_bytes(), value)
             }));
             let topics = &self.processor.topics;
-            self.processor
-                .log
-                .append(&topics.results, self.results_partition, &self.encoded)?;
+            self.processor.log.append(
+                &topics.results,
+                self.results_partition,
+                &weir_log::borrowed(&self.encoded),
+            )?;
             self.appended += self.encoded.len() as u64;
         }
         Ok(next)

@@ -43,7 +43,8 @@ fn a_failed_append_restarts_the_worker_and_no_result_is_lost() {
             (b"h".to_vec(), Entry::Event(event).encode())
         })
         .collect();
-    log.append(&topics.events, 0, &events).unwrap();
+    log.append(&topics.events, 0, &weir_log::borrowed(&events))
+        .unwrap();
 
     let processor = Processor {
         log: log.clone(),
@@ -86,7 +87,7 @@ fn a_failed_append_restarts_the_worker_and_no_result_is_lost() {
     );
 }
 
-fn heartbeats(range: std::ops::Range<u32>) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn heartbeats(range: std::ops::Range<u32>) -> Vec<weir_log::OwnedProduce> {
     range
         .map(|i| {
             let mut event = Event::new("h", i as f64);
@@ -111,7 +112,8 @@ fn a_partition_resumes_from_the_shared_checkpoint_when_the_local_store_is_gone()
     let topics = Topics::new("");
     let log = Arc::new(EmbeddedLog::open(&dir.path().join("log"), LogConfig::default()).unwrap());
     topics.create(&*log, 1).unwrap();
-    log.append(&topics.events, 0, &heartbeats(0..10)).unwrap();
+    log.append(&topics.events, 0, &weir_log::borrowed(&heartbeats(0..10)))
+        .unwrap();
     let processor = |store: &str| Processor {
         log: log.clone(),
         topics: topics.clone(),
@@ -128,7 +130,8 @@ fn a_partition_resumes_from_the_shared_checkpoint_when_the_local_store_is_gone()
     assert!(first.stop().is_empty());
 
     // Another machine, with no local checkpoint, takes the partition over.
-    log.append(&topics.events, 0, &heartbeats(10..12)).unwrap();
+    log.append(&topics.events, 0, &weir_log::borrowed(&heartbeats(10..12)))
+        .unwrap();
     let second = processor("machine-b").start().unwrap();
     wait_for_results(&*log, &topics, 12);
     std::thread::sleep(Duration::from_millis(300));
@@ -193,15 +196,20 @@ fn a_reactor_added_later_catches_up_to_what_it_would_have_emitted_from_the_start
     // History with the old reactor only, then the new one joins.
     let late = tempfile::tempdir().unwrap();
     let log = open(late.path());
-    log.append(&topics.events, 0, &heartbeats(0..100)).unwrap();
+    log.append(&topics.events, 0, &weir_log::borrowed(&heartbeats(0..100)))
+        .unwrap();
     run_until(
         &processor(&log, late.path(), vec![old.clone()]),
         &*log,
         &topics,
         100,
     );
-    log.append(&topics.events, 0, &heartbeats(100..150))
-        .unwrap();
+    log.append(
+        &topics.events,
+        0,
+        &weir_log::borrowed(&heartbeats(100..150)),
+    )
+    .unwrap();
     // sum: 150 results; "over 50 | changed metric": one per value above 50.
     run_until(
         &processor(&log, late.path(), vec![old.clone(), new.clone()]),
@@ -214,7 +222,7 @@ fn a_reactor_added_later_catches_up_to_what_it_would_have_emitted_from_the_start
     let early = tempfile::tempdir().unwrap();
     let reference = open(early.path());
     reference
-        .append(&topics.events, 0, &heartbeats(0..150))
+        .append(&topics.events, 0, &weir_log::borrowed(&heartbeats(0..150)))
         .unwrap();
     run_until(
         &processor(&reference, early.path(), vec![old, new]),

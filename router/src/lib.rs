@@ -12,7 +12,6 @@ mod metrics;
 pub mod murmur2;
 pub mod registry;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -60,12 +59,53 @@ pub enum RouteError {
     Closed,
 }
 
-/// An event already encoded as its `weir.events` record value, with its host.
-pub type Encoded = (String, Vec<u8>);
+/// Events already encoded as their `weir.events` record values, with
+/// their hosts, in two buffers: ingest fills them without an allocation
+/// per event, and the router hands the values to the log from one place
+/// in memory.
+#[derive(Debug, Default)]
+pub struct Encoded {
+    hosts: String,
+    values: Vec<u8>,
+    /// Per event: where its host and its value end.
+    ends: Vec<(usize, usize)>,
+}
+
+impl Encoded {
+    /// Adds one event: its host and its record value.
+    pub fn push(&mut self, host: &str, value: &[u8]) {
+        self.hosts.push_str(host);
+        self.values.extend_from_slice(value);
+        self.ends.push((self.hosts.len(), self.values.len()));
+    }
+
+    /// How many events it holds.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether it holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The events in order, as host and record value.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        let mut starts = (0, 0);
+        self.ends.iter().map(move |&(host_end, value_end)| {
+            let event = (
+                &self.hosts[starts.0..host_end],
+                &self.values[starts.1..value_end],
+            );
+            starts = (host_end, value_end);
+            event
+        })
+    }
+}
 
 enum Message {
     Events {
-        events: Vec<Encoded>,
+        events: Encoded,
         ack: Option<oneshot::Sender<Result<(), RouteError>>>,
     },
     Tick(f64),
@@ -82,7 +122,7 @@ impl RouterHandle {
     /// Callers encode (`weir_event::Entry::from_line`, `Event::to_json`) on
     /// their own threads, so that the single router thread only looks up
     /// and appends.
-    pub async fn send(&self, events: Vec<Encoded>) -> Result<(), RouteError> {
+    pub async fn send(&self, events: Encoded) -> Result<(), RouteError> {
         self.tx
             .send(Message::Events { events, ack: None })
             .await
@@ -91,7 +131,7 @@ impl RouterHandle {
 
     /// Queues `events` and waits until they are appended (durable under
     /// the log's flush policy).
-    pub async fn send_durable(&self, events: Vec<Encoded>) -> Result<(), RouteError> {
+    pub async fn send_durable(&self, events: Encoded) -> Result<(), RouteError> {
         let (ack, done) = oneshot::channel();
         self.tx
             .send(Message::Events {
@@ -182,57 +222,87 @@ impl Router {
     /// Appends everything in `messages` (one append per partition) and
     /// then acknowledges each batch.
     fn round(&mut self, messages: &mut Vec<Message>) {
-        let mut by_partition: BTreeMap<u32, Vec<Produce>> = BTreeMap::new();
-        let mut acks = Vec::new();
+        let started = Instant::now();
+        let result = self
+            .append(messages)
+            .map_err(|e| RouteError::Append(e.to_string()));
         let mut routed = 0;
         for message in messages.drain(..) {
-            match message {
-                Message::Tick(time) => {
-                    let tick = Entry::Tick(time).encode();
-                    for p in 0..self.partitions {
-                        by_partition
-                            .entry(p)
-                            .or_default()
-                            .push((Vec::new(), tick.clone()));
-                    }
-                }
-                Message::Events { events, ack } => {
-                    routed += events.len();
-                    for (host, value) in events {
-                        let uid = self.registry.uid(&host).to_owned();
-                        let p = self.registry.partition(&uid, self.partitions);
-                        by_partition
-                            .entry(p)
-                            .or_default()
-                            .push((uid.into_bytes(), value));
-                    }
-                    acks.extend(ack);
-                }
+            if let Message::Events { events, ack } = message {
+                routed += events.len();
+                // A sender that stopped waiting (client gone) needs no answer.
+                let _ = ack.map(|ack| ack.send(result.clone()));
             }
         }
-        let result = self
-            .append(by_partition)
-            .map_err(|e| RouteError::Append(e.to_string()));
         match &result {
-            Ok(()) => ROUTED.inc_by(routed as u64),
+            Ok(()) => {
+                ROUTED.inc_by(routed as u64);
+                APPEND_SECONDS.observe(started.elapsed().as_secs_f64());
+            }
             Err(error) => tracing::error!(%error, "router append failed"),
-        }
-        for ack in acks {
-            // A sender that stopped waiting (client gone) needs no answer.
-            let _ = ack.send(result.clone());
         }
     }
 
-    fn append(&mut self, by_partition: BTreeMap<u32, Vec<Produce>>) -> Result<(), LogError> {
-        let started = Instant::now();
-        // Placements first: an event is never durable before its uid's partition is.
+    fn append(&mut self, messages: &[Message]) -> Result<(), LogError> {
+        // Every event's partition first, placing new uids, and the
+        // placements appended before any event: an event is never durable
+        // before its uid's partition is.
+        let mut placed = Vec::new();
+        let mut ticks = Vec::new();
+        for message in messages {
+            match message {
+                Message::Tick(time) => ticks.push(Entry::Tick(*time).encode()),
+                Message::Events { events, .. } => placed.extend(
+                    events
+                        .iter()
+                        .map(|(host, _)| self.registry.route(host, self.partitions)),
+                ),
+            }
+        }
         let placements = self.registry.take_new_placements();
         if !placements.is_empty() {
-            self.log.append(&self.topics.registry, 0, &placements)?;
+            self.log
+                .append(&self.topics.registry, 0, &weir_log::borrowed(&placements))?;
         }
-        let batches: Vec<(u32, Vec<Produce>)> = by_partition.into_iter().collect();
-        self.log.append_batches(&self.topics.events, &batches)?;
-        APPEND_SECONDS.observe(started.elapsed().as_secs_f64());
-        Ok(())
+        let mut by_partition: Vec<Vec<Produce>> = vec![Vec::new(); self.partitions as usize];
+        let (mut placed, mut ticks) = (placed.into_iter(), ticks.iter());
+        for message in messages {
+            match message {
+                Message::Tick(_) => {
+                    let tick = ticks.next().map_or(&[][..], Vec::as_slice);
+                    for records in &mut by_partition {
+                        records.push((&[], tick));
+                    }
+                }
+                Message::Events { events, .. } => {
+                    for ((host, value), p) in events.iter().zip(&mut placed) {
+                        let uid = self.registry.uid(host);
+                        by_partition[p as usize].push((uid.as_bytes(), value));
+                    }
+                }
+            }
+        }
+        let batches: Vec<(u32, Vec<Produce>)> = (0..self.partitions)
+            .zip(by_partition)
+            .filter(|(_, records)| !records.is_empty())
+            .collect();
+        self.log.append_batches(&self.topics.events, &batches)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_events_come_back_in_order_as_pushed() {
+        let mut events = Encoded::default();
+        let pushed = [("web-1", &b"{}"[..]), ("h\u{e9}te", b""), ("", b"[1]")];
+        for (host, value) in pushed {
+            events.push(host, value);
+        }
+        assert_eq!(events.len(), 3);
+        assert_eq!(events.iter().collect::<Vec<_>>(), pushed);
+        assert!(Encoded::default().is_empty());
     }
 }

@@ -136,19 +136,28 @@ impl Registry {
 
     /// The partition of `uid`, placing it by murmur2 if it has none yet.
     pub fn partition(&mut self, uid: &str, partitions: u32) -> u32 {
-        if let Some(&p) = self.partitions.get(uid) {
-            if p < partitions {
-                return p;
-            }
-        }
-        let p = partition_for(uid.as_bytes(), partitions);
-        self.partitions.insert(uid.to_owned(), p);
-        self.new_placements.push((uid.to_owned(), p));
-        p
+        place(
+            &mut self.partitions,
+            &mut self.new_placements,
+            uid,
+            partitions,
+        )
     }
 
-    /// Placements not yet persisted, as registry-topic records.
-    pub fn take_new_placements(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+    /// The partition of `host`'s application ([`Registry::uid`],
+    /// [`Registry::partition`]).
+    pub fn route(&mut self, host: &str, partitions: u32) -> u32 {
+        let uid = self.uids.get(host).map_or(host, String::as_str);
+        place(
+            &mut self.partitions,
+            &mut self.new_placements,
+            uid,
+            partitions,
+        )
+    }
+
+    /// Placements not yet persisted, as registry-topic records (key, value).
+    pub fn take_new_placements(&mut self) -> Vec<weir_log::OwnedProduce> {
         self.new_placements
             .drain(..)
             .map(|(uid, p)| {
@@ -159,4 +168,23 @@ impl Registry {
             })
             .collect()
     }
+}
+
+/// The partition of `uid` in `placed`, placing it by murmur2 (and noting
+/// that in `new`) if it has none that fits `partitions`.
+fn place(
+    placed: &mut HashMap<String, u32>,
+    new: &mut Vec<(String, u32)>,
+    uid: &str,
+    partitions: u32,
+) -> u32 {
+    if let Some(&p) = placed.get(uid) {
+        if p < partitions {
+            return p;
+        }
+    }
+    let p = partition_for(uid.as_bytes(), partitions);
+    placed.insert(uid.to_owned(), p);
+    new.push((uid.to_owned(), p));
+    p
 }

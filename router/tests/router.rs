@@ -8,7 +8,7 @@ use weir_event::{Entry, Event};
 use weir_log::{EmbeddedLog, Log, LogConfig, Topics};
 use weir_router::murmur2::partition_for;
 use weir_router::registry::Registry;
-use weir_router::{start, RouterConfig};
+use weir_router::{start, Encoded, RouterConfig};
 
 fn open(dir: &std::path::Path, partitions: u32) -> Arc<EmbeddedLog> {
     let topics = Topics::new("");
@@ -47,9 +47,10 @@ async fn events_of_one_application_share_a_partition() {
         ..RouterConfig::default()
     };
     let (router, thread) = start(log.clone(), Topics::new(""), &config).unwrap();
-    let events = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
-        .map(|h| (h.to_owned(), Event::new(h, 1.0).to_json()))
-        .to_vec();
+    let mut events = Encoded::default();
+    for host in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+        events.push(host, &Event::new(host, 1.0).to_json());
+    }
     router.send_durable(events).await.unwrap();
     drop(router);
     tokio::task::spawn_blocking(move || thread.join().unwrap())
@@ -81,8 +82,12 @@ fn placement_is_sticky_when_partitions_are_added() {
     let before: Vec<_> = (0..50)
         .map(|i| registry.partition(&format!("app-{i}"), 4))
         .collect();
-    log.append("weir.registry", 0, &registry.take_new_placements())
-        .unwrap();
+    log.append(
+        "weir.registry",
+        0,
+        &weir_log::borrowed(&registry.take_new_placements()),
+    )
+    .unwrap();
     drop(registry);
 
     let mut registry = Registry::load(None, log.as_ref(), "weir.registry").unwrap();

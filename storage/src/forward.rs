@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 use weir_event::RESULT_KEYS;
-use weir_log::{Log, Produce};
+use weir_log::{Log, OwnedProduce};
 
 use crate::consumer::{ResultHandler, StorageError};
 use crate::metrics::FORWARDED;
@@ -29,7 +29,7 @@ pub struct Forwarder {
     log: Arc<dyn Log>,
     partition: u32,
     /// Records for each topic, appended at flush.
-    pending: HashMap<String, Vec<Produce>>,
+    pending: HashMap<String, Vec<OwnedProduce>>,
     connections: HashMap<String, TcpStream>,
 }
 
@@ -120,8 +120,11 @@ impl ResultHandler for Forwarder {
     fn flush(&mut self) -> Result<Value, StorageError> {
         for (topic, records) in self.pending.drain() {
             let partitions = self.log.partitions(&topic)?;
-            self.log
-                .append(&topic, self.partition % partitions, &records)?;
+            self.log.append(
+                &topic,
+                self.partition % partitions,
+                &weir_log::borrowed(&records),
+            )?;
             FORWARDED
                 .with_label_values(&["topic"])
                 .inc_by(records.len() as u64);

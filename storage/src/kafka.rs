@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use weir_event::ResultRecord;
-use weir_log::{Log, Produce};
+use weir_log::{Log, OwnedProduce};
 
 use crate::consumer::StorageError;
 use crate::sink::{DeadLetters, RecordSink};
@@ -29,7 +29,7 @@ pub struct KafkaSink {
     log: Arc<dyn Log>,
     topic: String,
     partition: u32,
-    pending: Vec<Produce>,
+    pending: Vec<OwnedProduce>,
 }
 
 impl KafkaSink {
@@ -59,8 +59,11 @@ impl RecordSink for KafkaSink {
     fn flush(&mut self, _dead: &mut DeadLetters) -> Result<Value, StorageError> {
         if !self.pending.is_empty() {
             let partitions = self.log.partitions(&self.topic)?;
-            self.log
-                .append(&self.topic, self.partition % partitions, &self.pending)?;
+            self.log.append(
+                &self.topic,
+                self.partition % partitions,
+                &weir_log::borrowed(&self.pending),
+            )?;
             self.pending.clear();
         }
         Ok(Value::Null)

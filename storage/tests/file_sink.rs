@@ -14,7 +14,7 @@ use weir_storage::{SinkConfig, SinkKind};
 
 const TOPIC: &str = "weir.results";
 
-fn result(offset: u64, seq: u32) -> (Vec<u8>, Vec<u8>) {
+fn result(offset: u64, seq: u32) -> weir_log::OwnedProduce {
     let record = ResultRecord {
         id: format!("r@00:0:{offset}:{seq}").parse().unwrap(),
         notify: None,
@@ -89,7 +89,7 @@ fn re_emitted_results_are_written_once_and_files_rotate() {
         .iter()
         .map(|&(o, s)| result(o, s))
         .collect();
-    log.append(TOPIC, 0, &records).unwrap();
+    log.append(TOPIC, 0, &weir_log::borrowed(&records)).unwrap();
     drain(&log, &out, 200);
     let written = lines(&out);
     assert_eq!(written.len(), 5);
@@ -119,12 +119,12 @@ fn lines_written_after_the_last_commit_are_not_written_twice() {
     let log = Arc::new(EmbeddedLog::open(&dir.path().join("log"), LogConfig::default()).unwrap());
     log.create_topic(TOPIC, 1).unwrap();
     let out = dir.path().join("results");
-    log.append(TOPIC, 0, &(0..5).map(|o| result(o, 0)).collect::<Vec<_>>())
-        .unwrap();
+    let records: Vec<_> = (0..5).map(|o| result(o, 0)).collect();
+    log.append(TOPIC, 0, &weir_log::borrowed(&records)).unwrap();
     drain(&log, &out, 1 << 20);
     // Simulate a crash after writing more lines but before committing them.
-    log.append(TOPIC, 0, &(5..8).map(|o| result(o, 0)).collect::<Vec<_>>())
-        .unwrap();
+    let records: Vec<_> = (5..8).map(|o| result(o, 0)).collect();
+    log.append(TOPIC, 0, &weir_log::borrowed(&records)).unwrap();
     let file = out.join("p0-000000.ndjson");
     let mut text = std::fs::read_to_string(&file).unwrap();
     for o in 5..7 {
