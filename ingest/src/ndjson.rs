@@ -101,7 +101,7 @@ pub async fn read_stream<R: AsyncRead + Unpin>(
         }
         if !events.is_empty() {
             accepted.inc_by(events.len() as u64);
-            match router.send(std::mem::take(&mut events)).await {
+            match router.send(events.take()).await {
                 Ok(()) => {}
                 Err(RouteError::Closed) => return Ok(()),
                 Err(error) => tracing::warn!(%error, "router refused a batch"),

@@ -79,6 +79,17 @@ impl Encoded {
         self.ends.push((self.hosts.len(), self.values.len()));
     }
 
+    /// Hands the events over, leaving empty buffers as large as these
+    /// were (the next batch of a stream is likely as big).
+    pub fn take(&mut self) -> Encoded {
+        let empty = Encoded {
+            hosts: String::with_capacity(self.hosts.capacity()),
+            values: Vec::with_capacity(self.values.capacity()),
+            ends: Vec::with_capacity(self.ends.capacity()),
+        };
+        std::mem::replace(self, empty)
+    }
+
     /// How many events it holds.
     pub fn len(&self) -> usize {
         self.ends.len()
@@ -226,6 +237,7 @@ impl Router {
         let result = self
             .append(messages)
             .map_err(|e| RouteError::Append(e.to_string()));
+        let took = started.elapsed();
         let mut routed = 0;
         for message in messages.drain(..) {
             if let Message::Events { events, ack } = message {
@@ -237,7 +249,7 @@ impl Router {
         match &result {
             Ok(()) => {
                 ROUTED.inc_by(routed as u64);
-                APPEND_SECONDS.observe(started.elapsed().as_secs_f64());
+                APPEND_SECONDS.observe(took.as_secs_f64());
             }
             Err(error) => tracing::error!(%error, "router append failed"),
         }
@@ -303,6 +315,9 @@ mod tests {
         }
         assert_eq!(events.len(), 3);
         assert_eq!(events.iter().collect::<Vec<_>>(), pushed);
+        let taken = events.take();
+        assert!(events.is_empty() && events.iter().next().is_none());
+        assert_eq!(taken.iter().collect::<Vec<_>>(), pushed);
         assert!(Encoded::default().is_empty());
     }
 }
