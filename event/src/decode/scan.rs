@@ -242,6 +242,7 @@ mod tests {
             r#"{"host":"a","metric":-0,"ttl":-0.0,"time":0}"#,
             r#"{"host":"a","metric":9007199254740993,"time":123456789012345678901234567890}"#,
             r#"{"host":"a","metric":1E+2,"ttl":2.5e-7,"time":1732280000500}"#,
+            r#"{"host":"a","metric":1e-400,"ttl":0.1000000000000000055511151231257827021181583404541015625}"#,
             r#"{"host":"a","host":"b","tags":["x"],"tags":["y","z"]}"#,
             r#"{}"#,
             r#"{"host":""}"#,
@@ -250,7 +251,7 @@ mod tests {
         let scanned: Vec<bool> = lines.iter().map(|line| agrees(line)).collect();
         assert_eq!(
             scanned,
-            [true, true, false, true, true, true, true, true, true, true, true]
+            [true, true, false, true, true, true, true, true, true, true, true, true]
         );
     }
 
