@@ -7,7 +7,7 @@
 //! free them).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Value};
 use weir_event::Event;
@@ -23,7 +23,10 @@ pub struct By {
     fields: Vec<Field>,
     template: Vec<StageSpec>,
     idle: f64,
-    children: BTreeMap<String, Child>,
+    /// Hashed (SipHash: hosts are outside input); nothing iterates it in
+    /// an order that shows: timers are ordered by `timers`, and saved state
+    /// is a sorted JSON map.
+    children: HashMap<String, Child>,
     /// Every child's pending deadline, ordered by time then key, so the
     /// children that are due are found without a scan.
     timers: BTreeSet<(Time, String)>,
@@ -73,7 +76,7 @@ impl By {
             fields,
             template,
             idle: spec.duration("idle", None)?.unwrap_or(DEFAULT_IDLE_SECS),
-            children: BTreeMap::new(),
+            children: HashMap::new(),
             timers: BTreeSet::new(),
             next_sweep: None,
         };
