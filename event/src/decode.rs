@@ -289,14 +289,13 @@ struct Typed<'de> {
 }
 
 impl Typed<'_> {
-    /// Applies the rules of §1 that can reject (host required, state
-    /// length); returns the host.
-    fn check(&self) -> Result<&str, Rejection> {
-        let host = match self.host.as_deref() {
+    /// Applies the rules of §1 that can reject: host required, state length.
+    fn check(&self) -> Result<(), Rejection> {
+        match self.host.as_deref() {
             Some("") => return Err(Rejection::new(Reason::MissingHost, "host is empty")),
-            Some(host) => host,
+            Some(_) => {}
             None => return Err(Rejection::new(Reason::MissingHost, "host is missing")),
-        };
+        }
         if let Some(state) = &self.state {
             if state.len() >= MAX_STATE_BYTES {
                 let detail = format!(
@@ -307,7 +306,7 @@ impl Typed<'_> {
                 return Err(Rejection::new(Reason::StateTooLong, detail));
             }
         }
-        Ok(host)
+        Ok(())
     }
 
     /// Checks the rules, normalizes time and ttl units and builds the event.
