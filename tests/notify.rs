@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{wait_until, weir_send, Weir, LISTENERS};
+use common::{ndjson_lines, wait_until, weir_send, Weir, LISTENERS};
 use serde_json::Value;
 
 /// aiosmtpd writing every message into a Maildir.
@@ -118,19 +118,9 @@ fn mails(maildir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Every line of the notifiers' delivery logs under `data` (none yet: empty).
+/// Every line of the notifiers' delivery logs under `data`.
 fn deliveries(data: &Path) -> Vec<Value> {
-    let Ok(files) = std::fs::read_dir(data.join("notifications")) else {
-        return Vec::new();
-    };
-    files
-        .flat_map(|f| {
-            let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
-            text.lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect::<Vec<Value>>()
-        })
-        .collect()
+    ndjson_lines(&data.join("notifications"))
 }
 
 fn send(weir: &Weir, host: &str, metric: &str) {
@@ -250,7 +240,7 @@ pipeline = 'where service = "disk" | over 95 | notify webhook url="http://127.0.
     );
     let hook = deliveries
         .iter()
-        .find(|d| d["channel"] == "webhook")
+        .find(|d| d["channel"] == "webhook" && d["status"] == "delivered")
         .unwrap();
     assert_eq!(hook["attempts"], 2);
 }

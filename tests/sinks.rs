@@ -150,18 +150,7 @@ impl Results {
     }
 
     fn dead_letters(&self, sink: &str) -> Vec<Value> {
-        let dir = self.dir.path().join("dead-letters").join(sink);
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        entries
-            .flat_map(|e| {
-                let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
-                text.lines()
-                    .map(|l| serde_json::from_str(l).unwrap())
-                    .collect::<Vec<Value>>()
-            })
-            .collect()
+        common::ndjson_lines(&self.dir.path().join("dead-letters").join(sink))
     }
 }
 

@@ -264,7 +264,13 @@ fn home_cargo_bin(name: &str) -> PathBuf {
 
 /// Every result line the file sink wrote under `data/results`.
 pub fn results(data: &Path) -> Vec<Value> {
-    let Ok(entries) = std::fs::read_dir(data.join("results")) else {
+    ndjson_lines(&data.join("results"))
+}
+
+/// Every line of the NDJSON files in `dir`, files in name order (no
+/// directory yet: none).
+pub fn ndjson_lines(dir: &Path) -> Vec<Value> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
     let mut files: Vec<_> = entries.map(|e| e.unwrap().path()).collect();
@@ -276,7 +282,8 @@ pub fn results(data: &Path) -> Vec<Value> {
                 .unwrap()
                 .lines()
                 .map(|l| {
-                    serde_json::from_str(l).unwrap_or_else(|e| panic!("bad result line {l:?}: {e}"))
+                    serde_json::from_str(l)
+                        .unwrap_or_else(|e| panic!("bad line {l:?} in {}: {e}", f.display()))
                 })
                 .collect::<Vec<Value>>()
         })
