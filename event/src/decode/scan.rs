@@ -260,6 +260,9 @@ mod tests {
         let lines = [
             r#"{"host":"a\"b"}"#,
             "{\"host\":\"a\tb\"}",
+            r#"{"host":"a-long-hostname\"quoted"}"#,
+            "{\"host\":\"a-long-hostname\ttab\"}",
+            "{\"host\":\"a-long-hostname\u{1}\"}",
             r#"{"host":"a","meta":{"k":1}}"#,
             r#"{"host":"a","zone":"eu"}"#,
             r#"{"host":"a","metric":01}"#,
