@@ -70,45 +70,65 @@ impl<'a> Scanner<'a> {
 
     fn object(&mut self) -> Option<Typed<'a>> {
         let mut typed = Typed::default();
-        if !self.eat(b'{') {
+        self.list(b'{', b'}', |scanner| scanner.field(&mut typed))?;
+        Some(typed)
+    }
+
+    /// One `"key": value` of the object into `typed`.
+    fn field(&mut self, typed: &mut Typed<'a>) -> Option<()> {
+        let key = self.string()?;
+        if !self.eat(b':') {
             return None;
         }
-        if self.eat(b'}') {
-            return Some(typed);
+        match key {
+            "host" => typed.host = self.text()?,
+            "service" => typed.service = self.text()?,
+            "state" => typed.state = self.text()?,
+            "description" => typed.description = self.text()?,
+            "type" => typed.kind = self.text()?,
+            "time" => typed.time = self.nullable(Self::number)?,
+            "metric" => typed.metric = self.nullable(Self::number)?,
+            "ttl" => typed.ttl = self.nullable(Self::number)?,
+            "tags" => typed.tags = self.nullable(Self::strings)?.unwrap_or_default(),
+            // Only an empty `meta`: anything in it takes the serde path.
+            "meta" => {
+                if !self.eat_word("null") {
+                    self.list(b'{', b'}', |_| None)?;
+                }
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+
+    /// `open`, then items read by `item` separated by commas, then `close`.
+    fn list(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        if !self.eat(open) {
+            return None;
+        }
+        if self.eat(close) {
+            return Some(());
         }
         loop {
-            let key = self.string()?;
-            if !self.eat(b':') {
-                return None;
-            }
-            match key {
-                "host" => typed.host = self.nullable(Self::string)?.map(Cow::Borrowed),
-                "service" => typed.service = self.nullable(Self::string)?.map(Cow::Borrowed),
-                "state" => typed.state = self.nullable(Self::string)?.map(Cow::Borrowed),
-                "description" => {
-                    typed.description = self.nullable(Self::string)?.map(Cow::Borrowed)
-                }
-                "type" => typed.kind = self.nullable(Self::string)?.map(Cow::Borrowed),
-                "time" => typed.time = self.nullable(Self::number)?,
-                "metric" => typed.metric = self.nullable(Self::number)?,
-                "ttl" => typed.ttl = self.nullable(Self::number)?,
-                "tags" => typed.tags = self.nullable(Self::strings)?.unwrap_or_default(),
-                "meta" => {
-                    let empty = self.eat_word("null") || (self.eat(b'{') && self.eat(b'}'));
-                    if !empty {
-                        return None;
-                    }
-                    typed.meta.clear();
-                }
-                _ => return None,
-            }
-            if self.eat(b'}') {
-                return Some(typed);
+            item(self)?;
+            if self.eat(close) {
+                return Some(());
             }
             if !self.eat(b',') {
                 return None;
             }
         }
+    }
+
+    /// A nullable string field.
+    fn text(&mut self) -> Option<Option<Cow<'a, str>>> {
+        self.nullable(Self::string)
+            .map(|text| text.map(Cow::Borrowed))
     }
 
     /// `null` as `Some(None)`, else what `read` reads.
@@ -186,21 +206,11 @@ impl<'a> Scanner<'a> {
     /// An array of strings.
     fn strings(&mut self) -> Option<Vec<Cow<'a, str>>> {
         let mut items = Vec::new();
-        if !self.eat(b'[') {
-            return None;
-        }
-        if self.eat(b']') {
-            return Some(items);
-        }
-        loop {
-            items.push(Cow::Borrowed(self.string()?));
-            if self.eat(b']') {
-                return Some(items);
-            }
-            if !self.eat(b',') {
-                return None;
-            }
-        }
+        self.list(b'[', b']', |scanner| {
+            items.push(Cow::Borrowed(scanner.string()?));
+            Some(())
+        })?;
+        Some(items)
     }
 }
 
