@@ -93,9 +93,11 @@ impl Rejection {
 
 /// Decodes and validates one line; `now` (epoch seconds) fills a missing `time`.
 pub fn decode_line(line: &[u8], options: &DecodeOptions, now: f64) -> Result<Event, Rejection> {
-    match decode_fast(line) {
-        Some(typed) => typed.finish(options, now),
-        None => decode_slow(line, options, now),
+    let mut typed = Typed::default();
+    if decode_fast(line, &mut typed) {
+        typed.finish(options, now)
+    } else {
+        decode_slow(line, options, now)
     }
 }
 
@@ -122,9 +124,10 @@ pub(crate) fn check_line<'a>(
     options: &DecodeOptions,
     now: f64,
 ) -> Result<Checked<'a>, Rejection> {
-    let Some(typed) = decode_fast(line) else {
+    let mut typed = Typed::default();
+    if !decode_fast(line, &mut typed) {
         return decode_slow(line, options, now).map(Checked::Normalized);
-    };
+    }
     let unchanged = typed.time.is_some_and(|time| time <= MILLIS_THRESHOLD)
         && (typed.ttl.is_none() || options.ttl_unit == TtlUnit::S);
     if unchanged {
@@ -253,7 +256,7 @@ impl Raw {
             Some(other) => return Err(wrong_type("meta", "an object", &other)),
         };
         let owned = |text: Option<String>| text.map(Cow::Owned);
-        let typed = Typed {
+        let mut typed = Typed {
             host: owned(host),
             service: owned(string_field("service", self.service)?),
             state: owned(string_field("state", self.state)?),
@@ -309,10 +312,12 @@ impl Typed<'_> {
         Ok(())
     }
 
-    /// Checks the rules, normalizes time and ttl units and builds the event.
-    fn finish(self, options: &DecodeOptions, now: f64) -> Result<Event, Rejection> {
+    /// Checks the rules, normalizes time and ttl units and builds the
+    /// event, taking the fields out (`self` is a caller's buffer: moving
+    /// the whole struct costs more than the fields).
+    fn finish(&mut self, options: &DecodeOptions, now: f64) -> Result<Event, Rejection> {
         self.check()?;
-        let owned = |text: Option<Cow<'_, str>>| text.map(Cow::into_owned);
+        let owned = |text: &mut Option<Cow<'_, str>>| text.take().map(Cow::into_owned);
         let time = match self.time {
             Some(time) if time > MILLIS_THRESHOLD => time / 1000.0,
             Some(time) => time,
@@ -323,17 +328,17 @@ impl Typed<'_> {
             TtlUnit::Ms => ttl / 1000.0,
         });
         Ok(Event {
-            host: owned(self.host).unwrap_or_default(),
-            service: owned(self.service),
-            state: owned(self.state),
+            host: owned(&mut self.host).unwrap_or_default(),
+            service: owned(&mut self.service),
+            state: owned(&mut self.state),
             time,
-            description: owned(self.description),
-            tags: self.tags.into_iter().map(Cow::into_owned).collect(),
-            meta: self.meta,
+            description: owned(&mut self.description),
+            tags: self.tags.drain(..).map(Cow::into_owned).collect(),
+            meta: std::mem::take(&mut self.meta),
             metric: self.metric,
             ttl,
-            kind: owned(self.kind),
-            extra: self.extra,
+            kind: owned(&mut self.kind),
+            extra: std::mem::take(&mut self.extra),
         })
     }
 }
@@ -418,9 +423,19 @@ impl<'de> Visitor<'de> for TextVisitor {
     }
 }
 
-/// The fast paths: the scanner for the common shape, else serde's visitor.
-fn decode_fast(line: &[u8]) -> Option<Typed<'_>> {
-    scan::scan(line).or_else(|| decode_visited(line))
+/// The fast paths into `typed` (a fresh one): the scanner for the common
+/// shape, else serde's visitor; `false` if neither took the line.
+fn decode_fast<'a>(line: &'a [u8], typed: &mut Typed<'a>) -> bool {
+    if scan::scan(line, typed).is_some() {
+        return true;
+    }
+    match decode_visited(line) {
+        Some(visited) => {
+            *typed = visited;
+            true
+        }
+        None => false,
+    }
 }
 
 fn decode_visited(line: &[u8]) -> Option<Typed<'_>> {
@@ -605,7 +620,9 @@ mod tests {
             r#"[1]"#,
         ];
         for line in lines {
-            let fast = decode_fast(line.as_bytes()).map(|t| t.finish(&options, 7.0));
+            let mut typed = Typed::default();
+            let fast =
+                decode_fast(line.as_bytes(), &mut typed).then(|| typed.finish(&options, 7.0));
             let slow = decode_slow(line.as_bytes(), &options, 7.0);
             if let Some(fast) = fast {
                 assert_eq!(fast, slow, "{line}");
