@@ -26,6 +26,9 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::group::{Member, Membership, Owner, PROGRESS_INTERVAL};
+use batch::BatchConsumer;
+
+mod batch;
 use crate::metrics::REBALANCES;
 use crate::{Committed, Log, LogError, Produce, Record};
 
@@ -80,7 +83,7 @@ type SharedReader = Arc<Mutex<Reader>>;
 
 /// An assign-only consumer of one partition and where it stands.
 struct Reader {
-    consumer: BaseConsumer,
+    consumer: BatchConsumer,
     /// The offset the next poll delivers (`None`: not assigned yet).
     next: Option<u64>,
     /// The memory batches are copied into, reused once the caller dropped
@@ -159,7 +162,7 @@ impl KafkaLog {
             .create()
             .map_err(kafka_err("create reader"))?;
         let reader = Arc::new(Mutex::new(Reader {
-            consumer,
+            consumer: BatchConsumer::new(consumer),
             next: None,
             buffer: BytesMut::new(),
         }));
@@ -477,48 +480,50 @@ impl Log for KafkaLog {
                 .map_err(kafka_err("seek"))?;
             reader
                 .consumer
+                .consumer()
                 .assign(&assignment)
                 .map_err(kafka_err(format_args!("assign {topic}/{partition}")))?;
             reader.next = Some(from);
         }
-        // Messages are held until the batch is complete, then copied into
-        // one buffer that every record slices (no allocation per record).
-        let mut messages = Vec::new();
-        let mut bytes = 0;
+        // Keys and values are copied into one buffer that every record
+        // slices (no allocation per record).
+        let mut placed = Vec::new();
         let mut timeout = wait;
-        while bytes < max_bytes {
-            let Some(message) = reader.consumer.poll(timeout) else {
+        while reader.buffer.len() < max_bytes {
+            let buffer = &mut reader.buffer;
+            let taken = reader
+                .consumer
+                .consume(timeout, |message| {
+                    if message.offset < from as i64 {
+                        return;
+                    }
+                    buffer.extend_from_slice(message.key);
+                    buffer.extend_from_slice(message.payload);
+                    placed.push((
+                        message.offset as u64,
+                        message.timestamp_ms.max(0) as u64,
+                        message.key.len(),
+                        message.payload.len(),
+                    ));
+                })
+                .map_err(kafka_err(format_args!("read {topic}/{partition}")))?;
+            if taken == 0 {
                 break;
-            };
-            let message = message.map_err(kafka_err(format_args!("read {topic}/{partition}")))?;
-            timeout = Duration::ZERO;
-            if (message.offset() as u64) < from {
-                continue;
             }
-            bytes += message.key_len() + message.payload_len();
-            messages.push(message);
-        }
-        reader.buffer.reserve(bytes);
-        for message in &messages {
-            reader
-                .buffer
-                .extend_from_slice(message.key().unwrap_or_default());
-            reader
-                .buffer
-                .extend_from_slice(message.payload().unwrap_or_default());
+            timeout = Duration::ZERO;
         }
         let buffer = reader.buffer.split().freeze();
         let mut at = 0;
-        let records: Vec<Record> = messages
-            .iter()
-            .map(|message| {
-                let key = buffer.slice(at..at + message.key_len());
-                at += message.key_len();
-                let value = buffer.slice(at..at + message.payload_len());
-                at += message.payload_len();
+        let records: Vec<Record> = placed
+            .into_iter()
+            .map(|(offset, timestamp_ms, key_len, value_len)| {
+                let key = buffer.slice(at..at + key_len);
+                at += key_len;
+                let value = buffer.slice(at..at + value_len);
+                at += value_len;
                 Record {
-                    offset: message.offset() as u64,
-                    timestamp_ms: message.timestamp().to_millis().unwrap_or(0).max(0) as u64,
+                    offset,
+                    timestamp_ms,
                     key,
                     value,
                 }

@@ -267,8 +267,9 @@ pub fn results(data: &Path) -> Vec<Value> {
     ndjson_lines(&data.join("results"))
 }
 
-/// Every line of the NDJSON files in `dir`, files in name order (no
-/// directory yet: none).
+/// Every complete line of the NDJSON files in `dir`, files in name order
+/// (no directory yet: none). A last line without its newline is still
+/// being written, and is left for the next read.
 pub fn ndjson_lines(dir: &Path) -> Vec<Value> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -278,7 +279,14 @@ pub fn ndjson_lines(dir: &Path) -> Vec<Value> {
     files
         .iter()
         .flat_map(|f| {
-            std::fs::read_to_string(f)
+            let mut bytes = std::fs::read(f).unwrap();
+            bytes.truncate(
+                bytes
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |end| end + 1),
+            );
+            String::from_utf8(bytes)
                 .unwrap()
                 .lines()
                 .map(|l| {
