@@ -89,6 +89,9 @@ struct Reader {
     /// The memory batches are copied into, reused once the caller dropped
     /// the previous batch's records.
     buffer: BytesMut,
+    /// Per message of the batch being read: offset, timestamp, key and
+    /// value lengths (kept for its capacity).
+    placed: Vec<(u64, u64, usize, usize)>,
 }
 
 /// Maps a client error to a [`LogError`] naming the operation; the
@@ -165,6 +168,7 @@ impl KafkaLog {
             consumer: BatchConsumer::new(consumer),
             next: None,
             buffer: BytesMut::new(),
+            placed: Vec::new(),
         }));
         readers.insert((topic.to_owned(), partition), reader.clone());
         Ok(reader)
@@ -487,10 +491,9 @@ impl Log for KafkaLog {
         }
         // Keys and values are copied into one buffer that every record
         // slices (no allocation per record).
-        let mut placed = Vec::new();
         let mut timeout = wait;
         while reader.buffer.len() < max_bytes {
-            let buffer = &mut reader.buffer;
+            let (buffer, placed) = (&mut reader.buffer, &mut reader.placed);
             let taken = reader
                 .consumer
                 .consume(timeout, |message| {
@@ -514,8 +517,9 @@ impl Log for KafkaLog {
         }
         let buffer = reader.buffer.split().freeze();
         let mut at = 0;
-        let records: Vec<Record> = placed
-            .into_iter()
+        let records: Vec<Record> = reader
+            .placed
+            .drain(..)
             .map(|(offset, timestamp_ms, key_len, value_len)| {
                 let key = buffer.slice(at..at + key_len);
                 at += key_len;
