@@ -40,6 +40,20 @@ const POWERS_OF_TEN: [f64; 16] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
 ];
 
+/// The fields the scanner reads.
+enum Key {
+    Host,
+    Service,
+    State,
+    Description,
+    Type,
+    Time,
+    Metric,
+    Ttl,
+    Tags,
+    Meta,
+}
+
 struct Scanner<'a> {
     text: &'a str,
     at: usize,
@@ -76,29 +90,53 @@ impl<'a> Scanner<'a> {
 
     /// One `"key": value` of the object into `typed`.
     fn field(&mut self, typed: &mut Typed<'a>) -> Option<()> {
-        let key = self.string()?;
+        let key = self.key()?;
         if !self.eat(b':') {
             return None;
         }
         match key {
-            "host" => typed.host = self.text()?,
-            "service" => typed.service = self.text()?,
-            "state" => typed.state = self.text()?,
-            "description" => typed.description = self.text()?,
-            "type" => typed.kind = self.text()?,
-            "time" => typed.time = self.nullable(Self::number)?,
-            "metric" => typed.metric = self.nullable(Self::number)?,
-            "ttl" => typed.ttl = self.nullable(Self::number)?,
-            "tags" => typed.tags = self.nullable(Self::strings)?.unwrap_or_default(),
+            Key::Host => typed.host = self.text()?,
+            Key::Service => typed.service = self.text()?,
+            Key::State => typed.state = self.text()?,
+            Key::Description => typed.description = self.text()?,
+            Key::Type => typed.kind = self.text()?,
+            Key::Time => typed.time = self.nullable(Self::number)?,
+            Key::Metric => typed.metric = self.nullable(Self::number)?,
+            Key::Ttl => typed.ttl = self.nullable(Self::number)?,
+            Key::Tags => typed.tags = self.nullable(Self::strings)?.unwrap_or_default(),
             // Only an empty `meta`: anything in it takes the serde path.
-            "meta" => {
+            Key::Meta => {
                 if !self.eat_word("null") {
                     self.list(b'{', b'}', |_| None)?;
                 }
             }
-            _ => return None,
         }
         Some(())
+    }
+
+    /// A known key, matched on its bytes and closing quote; an unknown
+    /// key, or one written with escapes, gives up.
+    fn key(&mut self) -> Option<Key> {
+        if !self.eat(b'"') {
+            return None;
+        }
+        let (key, len) = match &self.text.as_bytes()[self.at..] {
+            [b'h', b'o', b's', b't', b'"', ..] => (Key::Host, 5),
+            [b't', b'i', b'm', b'e', b'"', ..] => (Key::Time, 5),
+            [b't', b'a', b'g', b's', b'"', ..] => (Key::Tags, 5),
+            [b't', b't', b'l', b'"', ..] => (Key::Ttl, 4),
+            [b't', b'y', b'p', b'e', b'"', ..] => (Key::Type, 5),
+            [b's', b't', b'a', b't', b'e', b'"', ..] => (Key::State, 6),
+            [b's', b'e', b'r', b'v', b'i', b'c', b'e', b'"', ..] => (Key::Service, 8),
+            [b'm', b'e', b't', b'r', b'i', b'c', b'"', ..] => (Key::Metric, 7),
+            [b'm', b'e', b't', b'a', b'"', ..] => (Key::Meta, 5),
+            [b'd', b'e', b's', b'c', b'r', b'i', b'p', b't', b'i', b'o', b'n', b'"', ..] => {
+                (Key::Description, 12)
+            }
+            _ => return None,
+        };
+        self.at += len;
+        Some(key)
     }
 
     /// `open`, then items read by `item` separated by commas, then `close`.
@@ -205,7 +243,11 @@ impl<'a> Scanner<'a> {
                 return None;
             }
         } else if digits <= 15 {
-            let magnitude = mantissa as f64 / POWERS_OF_TEN[decimals];
+            // An integer needs no division (slow, and exact by 10^0 anyway).
+            let magnitude = match decimals {
+                0 => mantissa as f64,
+                _ => mantissa as f64 / POWERS_OF_TEN[decimals],
+            };
             return Some(if negative { -magnitude } else { magnitude });
         }
         let number: f64 = self.text[start..self.at].parse().ok()?;
