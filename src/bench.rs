@@ -10,6 +10,10 @@
 //! deployment: a plain rdkafka producer (same batching and compression as
 //! weir's) sends the same events to a scratch topic of the same broker for
 //! the same duration, so the pipeline's rate can be read against it.
+//! `--rounds N` repeats ceiling and pipeline N times, each pair measured
+//! back to back, and reports every round's ratio and their median: on a
+//! shared host whose speed drifts, a pair close in time is the fair
+//! comparison.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -51,6 +55,10 @@ pub struct BenchArgs {
     /// report its rate (use a config whose reactors emit one result per event).
     #[arg(long, value_name = "NAME")]
     sink: Option<String>,
+    /// Measure this many times (with `--kafka-ceiling`: ceiling, then
+    /// pipeline, each round).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
 }
 
 /// Events written per socket write.
@@ -58,10 +66,58 @@ const EVENTS_PER_WRITE: usize = 512;
 
 /// Runs the benchmark and prints its report.
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
-    if let Some(brokers) = &args.kafka_ceiling {
-        let ceiling = kafka_ceiling(brokers, &args)?;
-        println!("ceiling   plain rdkafka producer: {ceiling:.0} events/s");
+    let mut ratios = Vec::new();
+    for round in 1..=args.rounds {
+        if args.rounds > 1 {
+            println!("round     {round}/{}", args.rounds);
+        }
+        let ceiling = match &args.kafka_ceiling {
+            Some(brokers) => {
+                let ceiling = kafka_ceiling(brokers, &args)?;
+                println!("ceiling   plain rdkafka producer: {ceiling:.0} events/s");
+                Some(ceiling)
+            }
+            None => None,
+        };
+        let end_to_end = pipeline(&args)?;
+        if let Some(ceiling) = ceiling {
+            let ratio = end_to_end / ceiling;
+            println!("ratio     {:.0} % of the ceiling", ratio * 100.0);
+            ratios.push(ratio);
+        }
     }
+    if let Some(summary) = median(&mut ratios) {
+        println!("{summary}");
+    }
+    Ok(())
+}
+
+/// The median of several rounds' ratios, with their range, as a report
+/// line; `None` for fewer than two.
+fn median(ratios: &mut [f64]) -> Option<String> {
+    if ratios.len() < 2 {
+        return None;
+    }
+    ratios.sort_by(f64::total_cmp);
+    let middle = ratios.len() / 2;
+    let median = match ratios.len() % 2 {
+        1 => ratios[middle],
+        _ => (ratios[middle - 1] + ratios[middle]) / 2.0,
+    };
+    let percent = |ratio: f64| ratio * 100.0;
+    Some(format!(
+        "median    {:.0} % of the ceiling over {} rounds ({:.0}–{:.0} %)",
+        percent(median),
+        ratios.len(),
+        percent(ratios[0]),
+        percent(ratios[ratios.len() - 1])
+    ))
+}
+
+/// Sends for `args.duration`, waits until the target processed every
+/// event (and its sink stored them, with `--sink`), prints the rates;
+/// the end-to-end rate in events per second.
+fn pipeline(args: &BenchArgs) -> anyhow::Result<f64> {
     let processed = |metrics: &str| counter(metrics, "weir_processor_events_total");
     let stored_series = args
         .sink
@@ -142,10 +198,10 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     wait_for_count(&what, total, || {
         Ok(processed(&args.metrics)?.saturating_sub(before))
     })?;
-    let end_to_end = started.elapsed().as_secs_f64();
+    let processing_secs = started.elapsed().as_secs_f64();
+    let end_to_end = total as f64 / processing_secs;
     println!(
-        "processed {total} events in {end_to_end:.2}s: {:.0} events/s end to end",
-        total as f64 / end_to_end
+        "processed {total} events in {processing_secs:.2}s: {end_to_end:.0} events/s end to end"
     );
     if let (Some(name), Some(series)) = (&args.sink, &stored_series) {
         let what = format!("storing {total} results into sink {name}");
@@ -158,7 +214,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             total as f64 / stored
         );
     }
-    Ok(())
+    Ok(end_to_end)
 }
 
 /// Shows `count()` rising to `total` on a progress bar; an error if it
@@ -261,4 +317,24 @@ fn kafka_ceiling(brokers: &str, args: &BenchArgs) -> anyhow::Result<f64> {
         .flush(Duration::from_secs(120))
         .context("flushing the ceiling producer")?;
     Ok(sent as f64 / started.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_round_is_reported_with_the_range() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [0.5]), None);
+        assert_eq!(
+            median(&mut [0.71, 0.52, 0.6]).unwrap(),
+            "median    60 % of the ceiling over 3 rounds (52–71 %)"
+        );
+        // An even count: the mean of the two middle rounds.
+        assert_eq!(
+            median(&mut [0.4, 0.8, 0.5, 0.7]).unwrap(),
+            "median    60 % of the ceiling over 4 rounds (40–80 %)"
+        );
+    }
 }

@@ -1,11 +1,12 @@
-//! The command-line tools: `weir check` and `weir eval`, and the services' start-up errors.
+//! The command-line tools: `weir check`, `weir eval` and `weir bench`, and
+//! the services' start-up errors.
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::{bin, weir_with_input};
+use common::{bin, weir_with_input, Weir, LISTENERS};
 
 /// `weir check --config PATH` succeeds.
 fn assert_checks(path: &Path) {
@@ -163,4 +164,43 @@ fn a_broker_that_does_not_answer_is_a_clear_error() {
         stderr.contains("connect to brokers") && stderr.contains(&unused.to_string()),
         "{stderr}"
     );
+}
+
+#[test]
+fn bench_measures_each_round_until_every_event_is_processed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        format!("{LISTENERS}\n[[reactor]]\nname = \"count\"\npipeline = 'by host | count 10s'\n");
+    let weir = Weir::start(&config, &dir.path().join("data"));
+    let output = Command::new(bin())
+        .args([
+            "bench",
+            "--duration",
+            "1s",
+            "--rate",
+            "3000",
+            "--rounds",
+            "2",
+        ])
+        .args(["--target", &weir.tcp.to_string()])
+        .args(["--metrics", &weir.http.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rounds: Vec<&str> = stdout.lines().filter(|l| l.starts_with("round")).collect();
+    assert_eq!(rounds, ["round     1/2", "round     2/2"], "{stdout}");
+    // Each round sent something and printed `processed` only once the
+    // processor's counter had taken all of it (else it fails as stalled).
+    let processed: Vec<f64> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("processed "))
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(processed.len(), 2, "{stdout}");
+    assert!(processed.iter().all(|&n| n > 0.0), "{stdout}");
 }

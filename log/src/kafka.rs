@@ -212,12 +212,17 @@ impl KafkaLog {
     ) -> Result<Option<u64>, LogError> {
         let pending = Arc::new(Pending::default());
         pending.lock().remaining = batches.iter().map(|(_, records)| records.len()).sum();
+        // One timestamp for the append: librdkafka would read the clock per record.
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as i64);
         for (partition, records) in batches {
             for &(key, value) in records.iter() {
                 let mut record = BaseRecord::with_opaque_to(topic, pending.clone())
                     .partition(*partition as i32)
                     .key(key)
-                    .payload(value);
+                    .payload(value)
+                    .timestamp(now_ms);
                 loop {
                     match self.producer.send(record) {
                         Ok(()) => break,
