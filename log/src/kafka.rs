@@ -499,22 +499,30 @@ impl Log for KafkaLog {
         let mut timeout = wait;
         while reader.buffer.len() < max_bytes {
             let (buffer, placed) = (&mut reader.buffer, &mut reader.placed);
-            let taken = reader
-                .consumer
-                .consume(timeout, |message| {
-                    if message.offset < from as i64 {
-                        return;
-                    }
-                    buffer.extend_from_slice(message.key);
-                    buffer.extend_from_slice(message.payload);
-                    placed.push((
-                        message.offset as u64,
-                        message.timestamp_ms.max(0) as u64,
-                        message.key.len(),
-                        message.payload.len(),
-                    ));
-                })
-                .map_err(kafka_err(format_args!("read {topic}/{partition}")))?;
+            let consumed = reader.consumer.consume(timeout, |message| {
+                if message.offset < from as i64 {
+                    return;
+                }
+                buffer.extend_from_slice(message.key);
+                buffer.extend_from_slice(message.payload);
+                placed.push((
+                    message.offset as u64,
+                    message.timestamp_ms.max(0) as u64,
+                    message.key.len(),
+                    message.payload.len(),
+                ));
+            });
+            let taken = match consumed {
+                Ok(taken) => taken,
+                Err(error) => {
+                    // Drop what this read took and seek back to `from` on
+                    // the next one: nothing is skipped, nothing reordered.
+                    reader.buffer.clear();
+                    reader.placed.clear();
+                    reader.next = None;
+                    return Err(kafka_err(format_args!("read {topic}/{partition}"))(error));
+                }
+            };
             if taken == 0 {
                 break;
             }

@@ -143,24 +143,51 @@ impl Service {
     /// The value of one metric series, e.g. `weir_ingest_accepted_total{protocol="tcp"}`,
     /// from its metrics listener (or the HTTP one).
     pub fn metric(&self, series: &str) -> f64 {
+        metric(self.metrics_addr(), series)
+    }
+
+    /// The sum of every series of metric `name`, from one scrape.
+    pub fn metric_sum(&self, name: &str) -> f64 {
+        metric_sum(self.metrics_addr(), name)
+    }
+
+    /// Where its `/metrics` is served: the metrics listener, else HTTP.
+    fn metrics_addr(&self) -> SocketAddr {
         let kind = if self.addresses.contains_key("metrics") {
             "metrics"
         } else {
             "http"
         };
-        metric(self.addr(kind), series)
+        self.addr(kind)
     }
 }
 
 /// One metric series from `/metrics` at `addr` (0 when absent).
 pub fn metric(addr: SocketAddr, series: &str) -> f64 {
-    let text = reqwest::blocking::get(format!("http://{addr}/metrics"))
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
+    metrics_text(addr)
+        .lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// The sum of every series of metric `name` (all its labels), from one
+/// scrape of `/metrics` at `addr`.
+pub fn metric_sum(addr: SocketAddr, name: &str) -> f64 {
+    metrics_text(addr)
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn metrics_text(addr: SocketAddr) -> String {
+    reqwest::blocking::get(format!("http://{addr}/metrics"))
+        .unwrap()
+        .text()
+        .unwrap()
 }
 
 impl Drop for Service {
@@ -325,10 +352,20 @@ pub fn unique_ids(results: &[Value]) -> usize {
 }
 
 /// Polls `check` until it holds or `timeout` passes; panics with `what` then.
-pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+pub fn wait_until(timeout: Duration, what: &str, check: impl FnMut() -> bool) {
+    wait_until_every(timeout, Duration::from_millis(50), what, check)
+}
+
+/// [`wait_until`], checking every `every`.
+pub fn wait_until_every(
+    timeout: Duration,
+    every: Duration,
+    what: &str,
+    mut check: impl FnMut() -> bool,
+) {
     let deadline = Instant::now() + timeout;
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(every);
     }
 }
