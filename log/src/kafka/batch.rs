@@ -29,10 +29,13 @@ unsafe impl Send for BatchConsumer {}
 
 /// One consumed message, borrowed for the duration of a callback.
 pub(super) struct Message<'a> {
+    /// Its offset in the partition.
     pub offset: i64,
     /// Milliseconds since the epoch, -1 when the broker gave none.
     pub timestamp_ms: i64,
+    /// Its key (empty when it has none).
     pub key: &'a [u8],
+    /// Its value (empty when it has none).
     pub payload: &'a [u8],
 }
 
