@@ -173,11 +173,9 @@ fn three_sigkills_change_no_result_and_repeat_no_notification() {
             "processing under way",
             || processed(&weir.service) >= target as f64,
         );
-        eprintln!(
-            "SIGKILL after {} entries processed",
-            processed(&weir.service)
-        );
+        let done = processed(&weir.service);
         weir.kill();
+        eprintln!("SIGKILL after {done} entries processed");
     }
     let got = finish(&config, &crashed);
 
@@ -289,8 +287,9 @@ fn on_kafka_three_processor_kills_change_no_result() {
         wait_until(Duration::from_secs(120), "processing under way", || {
             processed(&processor) >= target
         });
-        eprintln!("SIGKILL after {} entries processed", processed(&processor));
+        let done = processed(&processor);
         processor.kill();
+        eprintln!("SIGKILL after {done} entries processed");
     }
     feeder.join().unwrap();
     let processor = start("process", "processor");
