@@ -41,6 +41,7 @@ const POWERS_OF_TEN: [f64; 16] = [
 ];
 
 /// The fields the scanner reads.
+#[derive(Clone, Copy)]
 enum Key {
     Host,
     Service,
@@ -53,6 +54,21 @@ enum Key {
     Tags,
     Meta,
 }
+
+/// Each known key as it appears in a line, closing quote included (so a
+/// longer key never matches a shorter one).
+const KEYS: [(&[u8], Key); 10] = [
+    (b"host\"", Key::Host),
+    (b"time\"", Key::Time),
+    (b"service\"", Key::Service),
+    (b"metric\"", Key::Metric),
+    (b"state\"", Key::State),
+    (b"ttl\"", Key::Ttl),
+    (b"tags\"", Key::Tags),
+    (b"description\"", Key::Description),
+    (b"type\"", Key::Type),
+    (b"meta\"", Key::Meta),
+];
 
 struct Scanner<'a> {
     text: &'a str,
@@ -120,22 +136,9 @@ impl<'a> Scanner<'a> {
         if !self.eat(b'"') {
             return None;
         }
-        let (key, len) = match &self.text.as_bytes()[self.at..] {
-            [b'h', b'o', b's', b't', b'"', ..] => (Key::Host, 5),
-            [b't', b'i', b'm', b'e', b'"', ..] => (Key::Time, 5),
-            [b't', b'a', b'g', b's', b'"', ..] => (Key::Tags, 5),
-            [b't', b't', b'l', b'"', ..] => (Key::Ttl, 4),
-            [b't', b'y', b'p', b'e', b'"', ..] => (Key::Type, 5),
-            [b's', b't', b'a', b't', b'e', b'"', ..] => (Key::State, 6),
-            [b's', b'e', b'r', b'v', b'i', b'c', b'e', b'"', ..] => (Key::Service, 8),
-            [b'm', b'e', b't', b'r', b'i', b'c', b'"', ..] => (Key::Metric, 7),
-            [b'm', b'e', b't', b'a', b'"', ..] => (Key::Meta, 5),
-            [b'd', b'e', b's', b'c', b'r', b'i', b'p', b't', b'i', b'o', b'n', b'"', ..] => {
-                (Key::Description, 12)
-            }
-            _ => return None,
-        };
-        self.at += len;
+        let rest = &self.text.as_bytes()[self.at..];
+        let &(name, key) = KEYS.iter().find(|(name, _)| rest.starts_with(name))?;
+        self.at += name.len();
         Some(key)
     }
 
