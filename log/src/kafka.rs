@@ -3,8 +3,8 @@
 //! Appends go through one idempotent, batching producer to explicit
 //! partitions (the router already placed every uid with Kafka's own
 //! murmur2, so the mapping matches Java clients). Each (topic, partition)
-//! that is read gets its own assign-only consumer, so partition workers
-//! never contend; group offsets of simple consumers (the sinks) are
+//! that is read gets its own assign-only consumer, read in batches
+//! ([`batch`]), so partition workers never contend; group offsets of simple consumers (the sinks) are
 //! committed through a per-group consumer that never subscribes. Group
 //! membership ([`Log::join`]) is a subscribing consumer whose partitions
 //! stay paused: it only carries the assignment and the progress commits.
@@ -26,11 +26,11 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::group::{Member, Membership, Owner, PROGRESS_INTERVAL};
+use crate::metrics::REBALANCES;
+use crate::{Committed, Log, LogError, Produce, Record};
 use batch::BatchConsumer;
 
 mod batch;
-use crate::metrics::REBALANCES;
-use crate::{Committed, Log, LogError, Produce, Record};
 
 /// Kafka client settings (`[log.kafka]`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -84,7 +84,8 @@ type SharedReader = Arc<Mutex<Reader>>;
 /// An assign-only consumer of one partition and where it stands.
 struct Reader {
     consumer: BatchConsumer,
-    /// The offset the next poll delivers (`None`: not assigned yet).
+    /// The offset the next read starts at (`None`: not assigned yet, or
+    /// to be assigned again after a failed read).
     next: Option<u64>,
     /// The memory batches are copied into, reused once the caller dropped
     /// the previous batch's records.
