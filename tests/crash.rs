@@ -19,8 +19,8 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{
-    results, unique_ids, wait_until, wait_until_every, without_ids, Broker, Service, Weir,
-    LISTENERS,
+    ndjson_lines, results, unique_ids, wait_until, wait_until_every, without_ids, Broker, Service,
+    Weir, LISTENERS,
 };
 use serde_json::Value;
 
@@ -119,19 +119,7 @@ fn assert_each_notification_once(data: &Path, reference: &Path) {
 }
 
 fn deliveries(data: &Path) -> Vec<Value> {
-    std::fs::read_dir(data.join("notifications"))
-        .map(|entries| {
-            entries
-                .flat_map(|f| {
-                    std::fs::read_to_string(f.unwrap().path())
-                        .unwrap()
-                        .lines()
-                        .map(|l| serde_json::from_str(l).unwrap())
-                        .collect::<Vec<Value>>()
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    ndjson_lines(&data.join("notifications"))
 }
 
 #[test]
