@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -21,14 +21,13 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::group::{Member, Membership, Owner, PROGRESS_INTERVAL};
 use crate::metrics::REBALANCES;
 use crate::{Committed, Log, LogError, Produce, Record};
-use batch::BatchConsumer;
+use batch::{BatchConsumer, BatchProducer};
 
 mod batch;
 
@@ -71,7 +70,7 @@ impl Default for KafkaConfig {
 pub struct KafkaLog {
     brokers: String,
     config: KafkaConfig,
-    producer: ThreadedProducer<Deliveries>,
+    producer: BatchProducer,
     /// Metadata and watermark queries.
     meta: BaseConsumer,
     readers: Mutex<HashMap<(String, u32), SharedReader>>,
@@ -108,7 +107,8 @@ fn kafka_err(op: impl std::fmt::Display) -> impl FnOnce(KafkaError) -> LogError 
 impl KafkaLog {
     /// Connects to `brokers` and checks they answer.
     pub fn connect(brokers: &str, config: &KafkaConfig) -> Result<KafkaLog, LogError> {
-        let producer = client_config(brokers, config)
+        let mut producer = client_config(brokers, config);
+        producer
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", config.linger_ms.to_string())
@@ -117,9 +117,8 @@ impl KafkaLog {
             .set("queue.buffering.max.messages", "1000000")
             .set("queue.buffering.max.kbytes", "1048576")
             .set("batch.num.messages", "100000")
-            .set("message.max.bytes", "67108864")
-            .create_with_context(Deliveries)
-            .map_err(kafka_err("create producer"))?;
+            .set("message.max.bytes", "67108864");
+        let producer = BatchProducer::new(&producer).map_err(kafka_err("create producer"))?;
         let meta: BaseConsumer = client_config(brokers, config)
             .create()
             .map_err(kafka_err("create metadata client"))?;
@@ -202,46 +201,6 @@ impl KafkaLog {
             .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
             .map(|t| t.partitions().len() as u32))
     }
-
-    /// Queues every record of `batches` with one shared acknowledgement
-    /// (waiting for room while the producer queue is full), then waits for
-    /// all deliveries; returns the offset after the newest delivered record.
-    fn produce(
-        &self,
-        topic: &str,
-        batches: &[(u32, &[Produce<'_>])],
-    ) -> Result<Option<u64>, LogError> {
-        let pending = Arc::new(Pending::default());
-        pending.lock().remaining = batches.iter().map(|(_, records)| records.len()).sum();
-        // One timestamp for the append: librdkafka would read the clock per record.
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis() as i64);
-        for (partition, records) in batches {
-            for &(key, value) in records.iter() {
-                let mut record = BaseRecord::with_opaque_to(topic, pending.clone())
-                    .partition(*partition as i32)
-                    .key(key)
-                    .payload(value)
-                    .timestamp(now_ms);
-                loop {
-                    match self.producer.send(record) {
-                        Ok(()) => break,
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                            record = back;
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
-                        Err((error, _)) => {
-                            return Err(kafka_err(format_args!("produce to {topic}"))(error))
-                        }
-                    }
-                }
-            }
-        }
-        pending
-            .wait()
-            .map_err(kafka_err(format_args!("produce to {topic}")))
-    }
 }
 
 /// Settings every client shares: the brokers, then the user's extras.
@@ -252,71 +211,6 @@ fn client_config(brokers: &str, config: &KafkaConfig) -> ClientConfig {
         client.set(key, value);
     }
     client
-}
-
-/// Delivery reports of the records one append sent.
-#[derive(Default)]
-struct Pending {
-    state: Mutex<PendingState>,
-    all_delivered: Condvar,
-}
-
-#[derive(Default)]
-struct PendingState {
-    /// Records sent and not yet reported.
-    remaining: usize,
-    /// The offset after the newest delivered record.
-    next: Option<u64>,
-    /// The first failure.
-    error: Option<KafkaError>,
-}
-
-impl Pending {
-    fn lock(&self) -> std::sync::MutexGuard<'_, PendingState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Blocks until every record is reported.
-    fn wait(&self) -> Result<Option<u64>, KafkaError> {
-        let mut state = self.lock();
-        while state.remaining > 0 {
-            state = self
-                .all_delivered
-                .wait(state)
-                .unwrap_or_else(|e| e.into_inner());
-        }
-        match state.error.take() {
-            Some(error) => Err(error),
-            None => Ok(state.next),
-        }
-    }
-}
-
-/// Routes the producer's delivery reports to their append's [`Pending`]:
-/// one shared count per append instead of a channel per record.
-struct Deliveries;
-
-impl ClientContext for Deliveries {}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = Arc<Pending>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, pending: Arc<Pending>) {
-        let mut state = pending.lock();
-        match result {
-            Ok(message) => {
-                let next = message.offset() as u64 + 1;
-                state.next = Some(state.next.map_or(next, |n| n.max(next)));
-            }
-            Err((error, _)) => {
-                state.error.get_or_insert_with(|| error.clone());
-            }
-        }
-        state.remaining -= 1;
-        if state.remaining == 0 {
-            pending.all_delivered.notify_all();
-        }
-    }
 }
 
 impl Log for KafkaLog {
@@ -458,7 +352,11 @@ impl Log for KafkaLog {
     }
 
     fn append(&self, topic: &str, partition: u32, records: &[Produce]) -> Result<u64, LogError> {
-        match self.produce(topic, &[(partition, records)])? {
+        let produced = self
+            .producer
+            .produce(topic, &[(partition, records)])
+            .map_err(kafka_err(format_args!("produce to {topic}")))?;
+        match produced {
             Some(next) => Ok(next),
             None => Ok(self.offsets(topic, partition)?.1),
         }
@@ -469,7 +367,10 @@ impl Log for KafkaLog {
             .iter()
             .map(|(partition, records)| (*partition, records.as_slice()))
             .collect();
-        self.produce(topic, &batches).map(|_| ())
+        self.producer
+            .produce(topic, &batches)
+            .map(|_| ())
+            .map_err(kafka_err(format_args!("produce to {topic}")))
     }
 
     fn read(

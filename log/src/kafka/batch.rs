@@ -1,15 +1,34 @@
-//! Batch consume (`rd_kafka_consume_batch_queue`), which rdkafka does not
-//! wrap: one call takes up to a batch of the messages waiting on a
-//! consumer's queue. Polling instead costs, per message, three clock reads,
-//! a queue lock round trip and an event allocation (docs/PERFORMANCE.md,
-//! "Batch consume"). This module is the workspace's only `unsafe` code.
+//! Batch consume and batch produce, which rdkafka does not wrap.
+//!
+//! Consume: one `rd_kafka_consume_batch_queue` call takes up to a batch of
+//! the messages waiting on a consumer's queue. Polling instead costs, per
+//! message, three clock reads, a queue lock round trip and an event
+//! allocation.
+//!
+//! Produce: one `rd_kafka_produce_batch` call enqueues a partition's
+//! records on a cached topic handle, without copying their values (an
+//! append waits for every delivery report anyway, so the values outlive
+//! librdkafka's use of them). rdkafka's `send` instead copies each value
+//! into a fresh allocation, builds a C string of the topic and looks the
+//! topic and partition up, and reads the clock, per record.
+//!
+//! Measured in docs/PERFORMANCE.md ("Batch consume", "Batch produce").
+//! This module is the workspace's only `unsafe` code.
 #![allow(unsafe_code)]
 
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rdkafka::bindings as rd;
+use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Message as _};
+
+use crate::Produce;
 
 /// Messages taken per call.
 const BATCH: usize = 256;
@@ -125,5 +144,229 @@ impl Drop for BatchConsumer {
     fn drop(&mut self) {
         // SAFETY: our own reference, released once, before the consumer.
         unsafe { rd::rd_kafka_queue_destroy(self.queue) };
+    }
+}
+
+/// A producer that appends in batches without copying values.
+pub(super) struct BatchProducer {
+    /// Handles of the topics appended to (dropped before the producer).
+    topics: Mutex<HashMap<String, Arc<Topic>>>,
+    producer: ThreadedProducer<Deliveries>,
+}
+
+/// librdkafka's handle on one topic of the producer.
+struct Topic(*mut rd::rd_kafka_topic_t);
+
+// SAFETY: topic handles are thread-safe and reference counted.
+unsafe impl Send for Topic {}
+// SAFETY: as above; produce calls on one handle may run concurrently.
+unsafe impl Sync for Topic {}
+
+impl Drop for Topic {
+    fn drop(&mut self) {
+        // SAFETY: our own reference from `rd_kafka_topic_new`, released once.
+        unsafe { rd::rd_kafka_topic_destroy(self.0) };
+    }
+}
+
+impl BatchProducer {
+    /// Creates the producer `config` describes.
+    pub(super) fn new(config: &ClientConfig) -> Result<BatchProducer, KafkaError> {
+        Ok(BatchProducer {
+            topics: Mutex::new(HashMap::new()),
+            producer: config.create_with_context(Deliveries)?,
+        })
+    }
+
+    /// The handle on `name`, created on first use.
+    fn topic(&self, name: &str) -> Result<Arc<Topic>, KafkaError> {
+        let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(topic) = topics.get(name) {
+            return Ok(topic.clone());
+        }
+        let c_name = CString::new(name)
+            .map_err(|_| KafkaError::MessageProduction(RDKafkaErrorCode::InvalidTopic))?;
+        // SAFETY: a live client and a NUL-terminated name; a null
+        // configuration takes the client's defaults.
+        let handle = unsafe {
+            rd::rd_kafka_topic_new(
+                self.producer.client().native_ptr(),
+                c_name.as_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        if handle.is_null() {
+            return Err(KafkaError::MessageProduction(
+                RDKafkaErrorCode::InvalidTopic,
+            ));
+        }
+        let topic = Arc::new(Topic(handle));
+        topics.insert(name.to_owned(), topic.clone());
+        Ok(topic)
+    }
+
+    /// Appends every record of `batches` (partition, records) to `topic`
+    /// and waits until each one is reported; the offset after the newest
+    /// delivered record. While the producer queue is full it waits for
+    /// room; after a record is refused it sends no more, waits for those
+    /// already sent, and returns the refusal.
+    pub(super) fn produce(
+        &self,
+        topic: &str,
+        batches: &[(u32, &[Produce<'_>])],
+    ) -> Result<Option<u64>, KafkaError> {
+        let topic = self.topic(topic)?;
+        let pending = Arc::new(Pending::default());
+        pending.lock().remaining = batches.iter().map(|(_, records)| records.len()).sum();
+        // librdkafka reads the values until their delivery reports: this
+        // call returns only after every sent record was reported, even
+        // when it unwinds.
+        let _settled = Settled(&pending);
+        let mut messages = Vec::new();
+        let mut refused = None;
+        for &(partition, records) in batches {
+            if refused.is_some() {
+                pending.lock().remaining -= records.len();
+                continue;
+            }
+            messages.clear();
+            messages.extend(records.iter().map(|&(key, value)| rd::rd_kafka_message_t {
+                err: rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
+                rkt: std::ptr::null_mut(),
+                partition: partition as i32,
+                payload: value.as_ptr().cast_mut().cast(),
+                len: value.len(),
+                key: key.as_ptr().cast_mut().cast(),
+                key_len: key.len(),
+                offset: 0,
+                _private: Arc::into_raw(pending.clone()).cast_mut().cast(),
+            }));
+            if let Err((unsent, error)) = enqueue(&topic, partition as i32, &mut messages) {
+                pending.lock().remaining -= unsent;
+                refused = Some(error);
+            }
+        }
+        let mut state = pending.settle();
+        match refused.or_else(|| state.error.take()) {
+            Some(error) => Err(error),
+            None => Ok(state.next),
+        }
+    }
+}
+
+/// Enqueues `messages` to `partition`, retrying those refused while the
+/// queue is full. On another refusal it releases the acknowledgement
+/// references of the messages not enqueued and returns their count and
+/// the error.
+fn enqueue(
+    topic: &Topic,
+    partition: i32,
+    messages: &mut [rd::rd_kafka_message_t],
+) -> Result<(), (usize, KafkaError)> {
+    use rd::rd_kafka_resp_err_t::{
+        RD_KAFKA_RESP_ERR_NO_ERROR as SENT, RD_KAFKA_RESP_ERR__QUEUE_FULL as FULL,
+    };
+    let mut start = 0;
+    while start < messages.len() {
+        let rest = &mut messages[start..];
+        // SAFETY: `rest` holds valid messages whose keys and values the
+        // caller keeps alive until their delivery reports (flags 0: no
+        // copy, no free); librdkafka sets each message's `err`.
+        unsafe {
+            rd::rd_kafka_produce_batch(topic.0, partition, 0, rest.as_mut_ptr(), rest.len() as i32)
+        };
+        if rest.iter().any(|m| m.err != SENT && m.err != FULL) {
+            let mut unsent = 0;
+            let mut error = None;
+            for message in rest.iter().filter(|m| m.err != SENT) {
+                unsent += 1;
+                error.get_or_insert(message.err);
+                // SAFETY: not enqueued, so the reference is still ours.
+                drop(unsafe { Arc::from_raw(message._private.cast::<Pending>()) });
+            }
+            let code = error.map_or(RDKafkaErrorCode::Fail, RDKafkaErrorCode::from);
+            return Err((unsent, KafkaError::MessageProduction(code)));
+        }
+        // After the first full refusal every later message is refused too.
+        match rest.iter().position(|m| m.err == FULL) {
+            Some(first_full) => {
+                start += first_full;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            None => start = messages.len(),
+        }
+    }
+    Ok(())
+}
+
+/// Delivery reports of the records one append sent.
+#[derive(Default)]
+struct Pending {
+    state: Mutex<PendingState>,
+    all_delivered: Condvar,
+}
+
+#[derive(Default)]
+struct PendingState {
+    /// Records sent and not yet reported.
+    remaining: usize,
+    /// The offset after the newest delivered record.
+    next: Option<u64>,
+    /// The first failure.
+    error: Option<KafkaError>,
+}
+
+impl Pending {
+    fn lock(&self) -> MutexGuard<'_, PendingState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Blocks until every sent record is reported.
+    fn settle(&self) -> MutexGuard<'_, PendingState> {
+        let mut state = self.lock();
+        while state.remaining > 0 {
+            state = self
+                .all_delivered
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        state
+    }
+}
+
+/// Waits for an append's outstanding deliveries when dropped, so no
+/// borrowed value is freed while librdkafka may still read it.
+struct Settled<'a>(&'a Pending);
+
+impl Drop for Settled<'_> {
+    fn drop(&mut self) {
+        drop(self.0.settle());
+    }
+}
+
+/// Routes the producer's delivery reports to their append's [`Pending`]:
+/// one shared count per append instead of a channel per record.
+struct Deliveries;
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = Arc<Pending>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, pending: Arc<Pending>) {
+        let mut state = pending.lock();
+        match result {
+            Ok(message) => {
+                let next = message.offset() as u64 + 1;
+                state.next = Some(state.next.map_or(next, |n| n.max(next)));
+            }
+            Err((error, _)) => {
+                state.error.get_or_insert_with(|| error.clone());
+            }
+        }
+        state.remaining -= 1;
+        if state.remaining == 0 {
+            pending.all_delivered.notify_all();
+        }
     }
 }
