@@ -50,6 +50,16 @@ fn the_kafka_log_keeps_the_log_contract() {
     .unwrap();
     assert_eq!(log.offsets("t", 0).unwrap(), (0, 3));
     assert_eq!(log.offsets("t", 1).unwrap(), (0, 102));
+    // A refused batch (no partition 7) fails the append, after what was
+    // sent before it is delivered.
+    let error = log
+        .append_batches(
+            "t",
+            &[(0, records[..4].to_vec()), (7, records[..1].to_vec())],
+        )
+        .unwrap_err();
+    assert!(error.to_string().contains("produce to t"), "{error}");
+    assert_eq!(log.offsets("t", 0).unwrap(), (0, 7));
 
     // Reads from any offset, forwards and backwards, in order.
     for from in [0, 57, 99, 3] {
@@ -67,9 +77,28 @@ fn the_kafka_log_keeps_the_log_contract() {
     }
     // Waiting at the end returns nothing.
     assert!(log
-        .read("t", 0, 3, 1 << 20, Duration::from_millis(200))
+        .read("t", 0, 7, 1 << 20, Duration::from_millis(200))
         .unwrap()
         .is_empty());
+
+    // A producer queue far smaller than an append waits for room: every
+    // record arrives, in order.
+    let small_queue = KafkaConfig {
+        properties: [("queue.buffering.max.messages".into(), "16".into())].into(),
+        ..kafka_config()
+    };
+    let small = KafkaLog::connect(&broker.addr, &small_queue).unwrap();
+    small.create_topic("q", 1, false).unwrap();
+    assert_eq!(small.append("q", 0, &records).unwrap(), 100);
+    let mut read = Vec::new();
+    while read.len() < 100 {
+        let batch = small.read("q", 0, read.len() as u64, 1 << 20, Duration::from_secs(2));
+        let batch = batch.unwrap();
+        assert!(!batch.is_empty(), "nothing read from {}", read.len());
+        read.extend(batch.into_iter().map(|r| r.value));
+    }
+    let sent: Vec<&[u8]> = records.iter().map(|(_, value)| *value).collect();
+    assert_eq!(read, sent);
 
     // Group offsets (tansu drops commit metadata; Kafka keeps up to 4 KiB).
     assert_eq!(log.committed("g", "t", 1).unwrap(), None);

@@ -2,12 +2,14 @@
 //!
 //! Appends go through one idempotent, batching producer to explicit
 //! partitions (the router already placed every uid with Kafka's own
-//! murmur2, so the mapping matches Java clients). Each (topic, partition)
-//! that is read gets its own assign-only consumer, read in batches
-//! ([`batch`]), so partition workers never contend; group offsets of simple consumers (the sinks) are
-//! committed through a per-group consumer that never subscribes. Group
-//! membership ([`Log::join`]) is a subscribing consumer whose partitions
-//! stay paused: it only carries the assignment and the progress commits.
+//! murmur2, so the mapping matches Java clients), a partition's records
+//! enqueued in one call without copying ([`batch`]). Each (topic,
+//! partition) that is read gets its own assign-only consumer, read in
+//! batches, so partition workers never contend; group offsets of simple
+//! consumers (the sinks) are committed through a per-group consumer that
+//! never subscribes. Group membership ([`Log::join`]) is a subscribing
+//! consumer whose partitions stay paused: it only carries the assignment
+//! and the progress commits.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,7 +50,10 @@ pub struct KafkaConfig {
     pub max_poll_interval_ms: u64,
     /// Timeout of metadata, commit and admin requests.
     pub request_timeout_ms: u64,
-    /// Further librdkafka properties, applied to every client.
+    /// Further librdkafka properties, applied to every client. They
+    /// override weir's tuning (queue, batch and fetch sizes), not what
+    /// weir relies on: the fields above, idempotence, acks, the
+    /// partitioner, offset handling and group ids.
     pub properties: BTreeMap<String, String>,
 }
 
@@ -107,19 +112,24 @@ fn kafka_err(op: impl std::fmt::Display) -> impl FnOnce(KafkaError) -> LogError 
 impl KafkaLog {
     /// Connects to `brokers` and checks they answer.
     pub fn connect(brokers: &str, config: &KafkaConfig) -> Result<KafkaLog, LogError> {
-        let mut producer = client_config(brokers, config);
+        let mut producer = client_config(
+            brokers,
+            config,
+            &[
+                ("queue.buffering.max.messages", "1000000"),
+                ("queue.buffering.max.kbytes", "1048576"),
+                ("batch.num.messages", "100000"),
+                ("message.max.bytes", "67108864"),
+            ],
+        );
         producer
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", config.linger_ms.to_string())
             .set("compression.type", &config.compression)
-            .set("partitioner", "murmur2_random")
-            .set("queue.buffering.max.messages", "1000000")
-            .set("queue.buffering.max.kbytes", "1048576")
-            .set("batch.num.messages", "100000")
-            .set("message.max.bytes", "67108864");
+            .set("partitioner", "murmur2_random");
         let producer = BatchProducer::new(&producer).map_err(kafka_err("create producer"))?;
-        let meta: BaseConsumer = client_config(brokers, config)
+        let meta: BaseConsumer = client_config(brokers, config, &[])
             .create()
             .map_err(kafka_err("create metadata client"))?;
         // Fail fast on start-up when no broker answers.
@@ -142,13 +152,18 @@ impl KafkaLog {
 
     /// Settings of a consumer that reads explicitly assigned partitions.
     fn consumer_config(&self) -> ClientConfig {
-        let mut config = client_config(&self.brokers, &self.config);
+        let mut config = client_config(
+            &self.brokers,
+            &self.config,
+            &[
+                ("queued.max.messages.kbytes", "16384"),
+                ("fetch.wait.max.ms", "50"),
+            ],
+        );
         config
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("queued.max.messages.kbytes", "16384")
-            .set("fetch.wait.max.ms", "50");
+            .set("auto.offset.reset", "earliest");
         config
     }
 
@@ -203,10 +218,15 @@ impl KafkaLog {
     }
 }
 
-/// Settings every client shares: the brokers, then the user's extras.
-fn client_config(brokers: &str, config: &KafkaConfig) -> ClientConfig {
+/// Settings every client shares: the brokers, weir's `tuning` for this
+/// kind of client, then the user's extra properties (which win over the
+/// tuning; callers set what must not be overridden afterwards).
+fn client_config(brokers: &str, config: &KafkaConfig, tuning: &[(&str, &str)]) -> ClientConfig {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", brokers);
+    for (key, value) in tuning {
+        client.set(*key, *value);
+    }
     for (key, value) in &config.properties {
         client.set(key, value);
     }
@@ -217,7 +237,7 @@ impl Log for KafkaLog {
     fn create_topic(&self, topic: &str, partitions: u32, compacted: bool) -> Result<(), LogError> {
         if self.partition_count(topic)?.is_none() {
             let admin: AdminClient<DefaultClientContext> =
-                client_config(&self.brokers, &self.config)
+                client_config(&self.brokers, &self.config, &[])
                     .create()
                     .map_err(kafka_err("create admin client"))?;
             let mut new = NewTopic::new(
