@@ -90,14 +90,13 @@ fn decode_body(body: &[u8], ingest: &Ingest) -> Result<(Encoded, Vec<LineError>)
             push(i + 1, encoded);
         }
     } else {
-        let lines = body
-            .split(|b| *b == b'\n')
+        let lines = crate::ndjson::lines(body)
             .filter(|l| !l.trim_ascii().is_empty())
             .count();
         if lines > ingest.max_events {
             return Err(too_many(lines, ingest.max_events));
         }
-        for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+        for (i, line) in crate::ndjson::lines(body).enumerate() {
             let line = line.trim_ascii();
             if line.is_empty() {
                 continue;

@@ -20,9 +20,28 @@ pub fn decode_lines(
     events: &mut Encoded,
 ) {
     let now = now_secs();
-    for line in text.split(|b| *b == b'\n') {
+    for line in lines(text) {
         decode_one(line, protocol, options, max_line, now, events);
     }
+}
+
+/// The lines of `text` as `split` at each newline gives them (the piece
+/// after the last newline included), found with SIMD.
+pub(crate) fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match memchr::memchr(b'\n', current) {
+            Some(end) => {
+                rest = Some(&current[end + 1..]);
+                Some(&current[..end])
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
+        }
+    })
 }
 
 fn decode_one(
@@ -68,7 +87,7 @@ pub async fn read_stream<R: AsyncRead + Unpin>(
         let read = reader.read_buf(&mut buf).await?;
         let now = now_secs();
         if discarding {
-            match buf.iter().position(|b| *b == b'\n') {
+            match memchr::memchr(b'\n', &buf) {
                 Some(end) => {
                     buf.advance(end + 1);
                     discarding = false;
@@ -77,9 +96,9 @@ pub async fn read_stream<R: AsyncRead + Unpin>(
             }
         }
         if !discarding {
-            if let Some(last_newline) = buf.iter().rposition(|b| *b == b'\n') {
+            if let Some(last_newline) = memchr::memrchr(b'\n', &buf) {
                 let complete = buf.split_to(last_newline + 1);
-                for line in complete[..last_newline].split(|b| *b == b'\n') {
+                for line in lines(&complete[..last_newline]) {
                     decode_one(line, protocol, &options, max_line, now, &mut events);
                 }
             }
@@ -112,6 +131,29 @@ pub async fn read_stream<R: AsyncRead + Unpin>(
         }
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(64 << 10);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lines;
+
+    #[test]
+    fn lines_split_like_slice_split() {
+        let texts: [&[u8]; 8] = [
+            b"",
+            b"a",
+            b"a\n",
+            b"\n",
+            b"\n\n",
+            b"a\nbc",
+            b"{\"host\":\"a\"}\n\n{\"host\":\"b\"}\n",
+            b"no\r\nnewline\rhere\n\nlast",
+        ];
+        for text in texts {
+            let expected: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+            assert_eq!(lines(text).collect::<Vec<_>>(), expected, "{text:?}");
         }
     }
 }
