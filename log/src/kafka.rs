@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::group::{Member, Membership, Owner, PROGRESS_INTERVAL};
 use crate::metrics::REBALANCES;
 use crate::{Committed, Log, LogError, Produce, Record};
-use batch::{BatchConsumer, BatchProducer};
+use batch::{BatchProducer, PartitionConsumer, TopicConsumer};
 
 mod batch;
 
@@ -79,17 +79,19 @@ pub struct KafkaLog {
     /// Metadata and watermark queries.
     meta: BaseConsumer,
     readers: Mutex<HashMap<(String, u32), SharedReader>>,
+    /// Per topic read, the consumer the readers share (dropped after them).
+    topic_consumers: Mutex<HashMap<String, Arc<TopicConsumer>>>,
     committers: Mutex<HashMap<String, Arc<BaseConsumer>>>,
 }
 
 /// A partition's reader, locked by the one thread that reads it.
 type SharedReader = Arc<Mutex<Reader>>;
 
-/// An assign-only consumer of one partition and where it stands.
+/// One partition's consumer and where it stands.
 struct Reader {
-    consumer: BatchConsumer,
-    /// The offset the next read starts at (`None`: not assigned yet, or
-    /// to be assigned again after a failed read).
+    consumer: PartitionConsumer,
+    /// The offset the next read starts at (`None`: not started yet, or
+    /// to be started again after a failed read).
     next: Option<u64>,
     /// The memory batches are copied into, reused once the caller dropped
     /// the previous batch's records.
@@ -142,6 +144,7 @@ impl KafkaLog {
             producer,
             meta,
             readers: Mutex::new(HashMap::new()),
+            topic_consumers: Mutex::new(HashMap::new()),
             committers: Mutex::new(HashMap::new()),
         })
     }
@@ -172,21 +175,35 @@ impl KafkaLog {
         if let Some(reader) = readers.get(&(topic.to_owned(), partition)) {
             return Ok(reader.clone());
         }
-        // librdkafka wants a group even for assign-only consumers; this one
-        // never subscribes or commits.
-        let consumer = self
-            .consumer_config()
-            .set("group.id", "weir.readers")
-            .create()
-            .map_err(kafka_err("create reader"))?;
+        let topic_consumer = self.topic_consumer(topic)?;
         let reader = Arc::new(Mutex::new(Reader {
-            consumer: BatchConsumer::new(consumer),
+            consumer: PartitionConsumer::new(topic_consumer, partition),
             next: None,
             buffer: BytesMut::new(),
             placed: Vec::new(),
         }));
         readers.insert((topic.to_owned(), partition), reader.clone());
         Ok(reader)
+    }
+
+    /// The consumer that fetches every partition of `topic` read here.
+    fn topic_consumer(&self, topic: &str) -> Result<Arc<TopicConsumer>, LogError> {
+        let mut consumers = self
+            .topic_consumers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(consumer) = consumers.get(topic) {
+            return Ok(consumer.clone());
+        }
+        let consumer = self
+            .consumer_config()
+            .create()
+            .map_err(kafka_err("create reader"))?;
+        let consumer = Arc::new(
+            TopicConsumer::new(consumer, topic).map_err(kafka_err(format_args!("read {topic}")))?,
+        );
+        consumers.insert(topic.to_owned(), consumer.clone());
+        Ok(consumer)
     }
 
     fn committer(&self, group: &str) -> Result<Arc<BaseConsumer>, LogError> {
@@ -405,15 +422,10 @@ impl Log for KafkaLog {
         let mut guard = reader.lock().unwrap_or_else(|e| e.into_inner());
         let reader = &mut *guard;
         if reader.next != Some(from) {
-            let mut assignment = TopicPartitionList::new();
-            assignment
-                .add_partition_offset(topic, partition as i32, Offset::Offset(from as i64))
-                .map_err(kafka_err("seek"))?;
             reader
                 .consumer
-                .consumer()
-                .assign(&assignment)
-                .map_err(kafka_err(format_args!("assign {topic}/{partition}")))?;
+                .start(from)
+                .map_err(kafka_err(format_args!("seek {topic}/{partition}")))?;
             reader.next = Some(from);
         }
         // Keys and values are copied into one buffer that every record

@@ -33,18 +33,70 @@ use crate::Produce;
 /// Messages taken per call.
 const BATCH: usize = 256;
 
-/// An assign-only consumer read in batches from its queue.
-pub(super) struct BatchConsumer {
-    /// Our reference to `consumer`'s queue, released before the consumer.
-    queue: *mut rd::rd_kafka_queue_t,
+/// One consumer fetching every partition of a topic that is read (one
+/// fetch request for all of them), with librdkafka's simple-consumer API.
+pub(super) struct TopicConsumer {
+    /// Our handle on the topic, released before the consumer.
+    topic: *mut rd::rd_kafka_topic_t,
     consumer: BaseConsumer,
+}
+
+// SAFETY: librdkafka handles are thread-safe.
+unsafe impl Send for TopicConsumer {}
+// SAFETY: as above; partitions start, stop and are read concurrently.
+unsafe impl Sync for TopicConsumer {}
+
+impl TopicConsumer {
+    /// Reads `topic` through `consumer`, which has no `group.id` (a
+    /// simple consumer: it fetches what it is told, from where it is told).
+    pub(super) fn new(consumer: BaseConsumer, topic: &str) -> Result<TopicConsumer, KafkaError> {
+        let name = CString::new(topic)
+            .map_err(|_| KafkaError::MessageConsumption(RDKafkaErrorCode::InvalidTopic))?;
+        // SAFETY: a live client and a NUL-terminated name; a null
+        // configuration takes the client's defaults.
+        let handle = unsafe {
+            rd::rd_kafka_topic_new(
+                consumer.client().native_ptr(),
+                name.as_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        if handle.is_null() {
+            return Err(KafkaError::MessageConsumption(
+                RDKafkaErrorCode::InvalidTopic,
+            ));
+        }
+        Ok(TopicConsumer {
+            topic: handle,
+            consumer,
+        })
+    }
+}
+
+impl Drop for TopicConsumer {
+    fn drop(&mut self) {
+        // SAFETY: our own reference, released once, before the consumer
+        // (every partition reader holding this consumer is gone).
+        unsafe { rd::rd_kafka_topic_destroy(self.topic) };
+    }
+}
+
+/// One partition of a [`TopicConsumer`], its messages on a queue of its
+/// own, read in batches.
+pub(super) struct PartitionConsumer {
+    topic: Arc<TopicConsumer>,
+    partition: i32,
+    /// Where the partition's messages arrive, released in `drop`.
+    queue: *mut rd::rd_kafka_queue_t,
+    /// Whether the partition is being fetched.
+    started: bool,
     /// The batch being handed out, emptied before `consume` returns.
     taken: Vec<*mut rd::rd_kafka_message_t>,
 }
 
 // SAFETY: librdkafka queues and handles are thread-safe; the message
 // pointers in `taken` never outlive one `consume` call.
-unsafe impl Send for BatchConsumer {}
+unsafe impl Send for PartitionConsumer {}
 
 /// One consumed message, borrowed for the duration of a callback.
 pub(super) struct Message<'a> {
@@ -58,23 +110,50 @@ pub(super) struct Message<'a> {
     pub payload: &'a [u8],
 }
 
-impl BatchConsumer {
-    /// Reads `consumer` (which has a `group.id`, so its main queue is
-    /// forwarded to its consumer queue) in batches.
-    pub(super) fn new(consumer: BaseConsumer) -> BatchConsumer {
-        // SAFETY: the handle is valid while `consumer` lives, and the
-        // returned reference is released in `drop` before it.
-        let queue = unsafe { rd::rd_kafka_queue_get_consumer(consumer.client().native_ptr()) };
-        BatchConsumer {
+impl PartitionConsumer {
+    /// `partition` of `topic`, not fetched until [`PartitionConsumer::start`].
+    pub(super) fn new(topic: Arc<TopicConsumer>, partition: u32) -> PartitionConsumer {
+        // SAFETY: a live client; the queue is released in `drop`.
+        let queue = unsafe { rd::rd_kafka_queue_new(topic.consumer.client().native_ptr()) };
+        PartitionConsumer {
+            topic,
+            partition: partition as i32,
             queue,
-            consumer,
+            started: false,
             taken: Vec::with_capacity(BATCH),
         }
     }
 
-    /// The consumer, for assignments.
-    pub(super) fn consumer(&self) -> &BaseConsumer {
-        &self.consumer
+    /// Fetches the partition from `offset` on; nothing fetched before this
+    /// call is handed out after it.
+    pub(super) fn start(&mut self, offset: u64) -> Result<(), KafkaError> {
+        self.stop();
+        // The stop waited for the fetcher: drop what it had queued.
+        while self.consume(Duration::ZERO, |_| {}).unwrap_or(1) > 0 {}
+        // SAFETY: our topic handle and queue, both alive.
+        let started = unsafe {
+            rd::rd_kafka_consume_start_queue(
+                self.topic.topic,
+                self.partition,
+                offset as i64,
+                self.queue,
+            )
+        };
+        if started == -1 {
+            // SAFETY: reads the calling thread's last librdkafka error.
+            let code = unsafe { rd::rd_kafka_last_error() };
+            return Err(KafkaError::MessageConsumption(code.into()));
+        }
+        self.started = true;
+        Ok(())
+    }
+
+    /// Stops fetching the partition (waiting for the fetcher to stop).
+    fn stop(&mut self) {
+        if std::mem::take(&mut self.started) {
+            // SAFETY: our topic handle; the partition was started.
+            unsafe { rd::rd_kafka_consume_stop(self.topic.topic, self.partition) };
+        }
     }
 
     /// Waits up to `wait` for messages, then hands each of up to a batch
@@ -140,9 +219,10 @@ unsafe fn bytes<'a>(data: *mut std::ffi::c_void, len: usize) -> &'a [u8] {
     }
 }
 
-impl Drop for BatchConsumer {
+impl Drop for PartitionConsumer {
     fn drop(&mut self) {
-        // SAFETY: our own reference, released once, before the consumer.
+        self.stop();
+        // SAFETY: our own queue, released once, before the consumer.
         unsafe { rd::rd_kafka_queue_destroy(self.queue) };
     }
 }
