@@ -3,11 +3,12 @@
 //! Appends go through one idempotent, batching producer to explicit
 //! partitions (the router already placed every uid with Kafka's own
 //! murmur2, so the mapping matches Java clients), a partition's records
-//! enqueued in one call without copying ([`batch`]). Each (topic,
-//! partition) that is read gets its own assign-only consumer, read in
-//! batches, so partition workers never contend; group offsets of simple
-//! consumers (the sinks) are committed through a per-group consumer that
-//! never subscribes. Group membership ([`Log::join`]) is a subscribing
+//! enqueued in one call without copying ([`batch`]). Reads go through one
+//! simple consumer per topic, which fetches every partition read here in
+//! one request; each partition's messages wait on a queue of their own,
+//! read in batches, so partition workers never contend. Group offsets of
+//! simple consumers (the sinks) are committed through a per-group
+//! consumer that never subscribes. Group membership ([`Log::join`]) is a subscribing
 //! consumer whose partitions stay paused: it only carries the assignment
 //! and the progress commits.
 

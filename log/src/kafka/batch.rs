@@ -1,9 +1,13 @@
-//! Batch consume and batch produce, which rdkafka does not wrap.
+//! Partition queues, batch consume and batch produce, which rdkafka does
+//! not wrap.
 //!
-//! Consume: one `rd_kafka_consume_batch_queue` call takes up to a batch of
-//! the messages waiting on a consumer's queue. Polling instead costs, per
-//! message, three clock reads, a queue lock round trip and an event
-//! allocation.
+//! Consume: one consumer per topic fetches every partition read (one fetch
+//! request and connection instead of a client per partition), each
+//! partition started on a queue of its own (`rd_kafka_consume_start_queue`,
+//! the simple-consumer API). One `rd_kafka_consume_batch_queue` call takes
+//! up to a batch of the messages waiting on a partition's queue. Polling
+//! instead costs, per message, three clock reads, a queue lock round trip
+//! and an event allocation.
 //!
 //! Produce: one `rd_kafka_produce_batch` call enqueues a partition's
 //! records on a cached topic handle, without copying their values (an
@@ -12,7 +16,8 @@
 //! into a fresh allocation, builds a C string of the topic and looks the
 //! topic and partition up, and reads the clock, per record.
 //!
-//! Measured in docs/PERFORMANCE.md ("Batch consume", "Batch produce").
+//! Measured in docs/PERFORMANCE.md ("Batch consume", "Batch produce and
+//! one consumer per topic").
 //! This module is the workspace's only `unsafe` code.
 #![allow(unsafe_code)]
 
