@@ -8,9 +8,9 @@
 //! one request; each partition's messages wait on a queue of their own,
 //! read in batches, so partition workers never contend. Group offsets of
 //! simple consumers (the sinks) are committed through a per-group
-//! consumer that never subscribes. Group membership ([`Log::join`]) is a subscribing
-//! consumer whose partitions stay paused: it only carries the assignment
-//! and the progress commits.
+//! consumer that never subscribes. Group membership ([`Log::join`]) is a
+//! subscribing consumer whose partitions stay paused: it only carries the
+//! assignment and the progress commits.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -41,48 +41,48 @@ const BATCH: usize = 256;
 /// One consumer fetching every partition of a topic that is read (one
 /// fetch request for all of them), with librdkafka's simple-consumer API.
 pub(super) struct TopicConsumer {
-    /// Our handle on the topic, released before the consumer.
-    topic: *mut rd::rd_kafka_topic_t,
+    /// Declared first: released before the consumer.
+    topic: Topic,
     consumer: BaseConsumer,
 }
-
-// SAFETY: librdkafka handles are thread-safe.
-unsafe impl Send for TopicConsumer {}
-// SAFETY: as above; partitions start, stop and are read concurrently.
-unsafe impl Sync for TopicConsumer {}
 
 impl TopicConsumer {
     /// Reads `topic` through `consumer`, which has no `group.id` (a
     /// simple consumer: it fetches what it is told, from where it is told).
     pub(super) fn new(consumer: BaseConsumer, topic: &str) -> Result<TopicConsumer, KafkaError> {
-        let name = CString::new(topic)
-            .map_err(|_| KafkaError::MessageConsumption(RDKafkaErrorCode::InvalidTopic))?;
-        // SAFETY: a live client and a NUL-terminated name; a null
-        // configuration takes the client's defaults.
-        let handle = unsafe {
-            rd::rd_kafka_topic_new(
-                consumer.client().native_ptr(),
-                name.as_ptr(),
-                std::ptr::null_mut(),
-            )
-        };
-        if handle.is_null() {
-            return Err(KafkaError::MessageConsumption(
-                RDKafkaErrorCode::InvalidTopic,
-            ));
-        }
-        Ok(TopicConsumer {
-            topic: handle,
-            consumer,
-        })
+        let topic = Topic::new(consumer.client().native_ptr(), topic)
+            .map_err(KafkaError::MessageConsumption)?;
+        Ok(TopicConsumer { topic, consumer })
     }
 }
 
-impl Drop for TopicConsumer {
+/// A client's handle on one topic.
+struct Topic(*mut rd::rd_kafka_topic_t);
+
+// SAFETY: topic handles are thread-safe and reference counted.
+unsafe impl Send for Topic {}
+// SAFETY: as above; calls on one handle may run concurrently.
+unsafe impl Sync for Topic {}
+
+impl Topic {
+    /// `client`'s handle on `name`, with the client's topic defaults.
+    fn new(client: *mut rd::rd_kafka_t, name: &str) -> Result<Topic, RDKafkaErrorCode> {
+        let name = CString::new(name).map_err(|_| RDKafkaErrorCode::InvalidTopic)?;
+        // SAFETY: a live client and a NUL-terminated name; a null
+        // configuration takes the client's defaults.
+        let handle = unsafe { rd::rd_kafka_topic_new(client, name.as_ptr(), std::ptr::null_mut()) };
+        if handle.is_null() {
+            return Err(RDKafkaErrorCode::InvalidTopic);
+        }
+        Ok(Topic(handle))
+    }
+}
+
+impl Drop for Topic {
     fn drop(&mut self) {
-        // SAFETY: our own reference, released once, before the consumer
-        // (every partition reader holding this consumer is gone).
-        unsafe { rd::rd_kafka_topic_destroy(self.topic) };
+        // SAFETY: our own reference from `rd_kafka_topic_new`, released
+        // once, while its client lives (owners declare it first).
+        unsafe { rd::rd_kafka_topic_destroy(self.0) };
     }
 }
 
@@ -138,7 +138,7 @@ impl PartitionConsumer {
         // SAFETY: our topic handle and queue, both alive.
         let started = unsafe {
             rd::rd_kafka_consume_start_queue(
-                self.topic.topic,
+                self.topic.topic.0,
                 self.partition,
                 offset as i64,
                 self.queue,
@@ -157,7 +157,7 @@ impl PartitionConsumer {
     fn stop(&mut self) {
         if std::mem::take(&mut self.started) {
             // SAFETY: our topic handle; the partition was started.
-            unsafe { rd::rd_kafka_consume_stop(self.topic.topic, self.partition) };
+            unsafe { rd::rd_kafka_consume_stop(self.topic.topic.0, self.partition) };
         }
     }
 
@@ -239,21 +239,6 @@ pub(super) struct BatchProducer {
     producer: ThreadedProducer<Deliveries>,
 }
 
-/// librdkafka's handle on one topic of the producer.
-struct Topic(*mut rd::rd_kafka_topic_t);
-
-// SAFETY: topic handles are thread-safe and reference counted.
-unsafe impl Send for Topic {}
-// SAFETY: as above; produce calls on one handle may run concurrently.
-unsafe impl Sync for Topic {}
-
-impl Drop for Topic {
-    fn drop(&mut self) {
-        // SAFETY: our own reference from `rd_kafka_topic_new`, released once.
-        unsafe { rd::rd_kafka_topic_destroy(self.0) };
-    }
-}
-
 impl BatchProducer {
     /// Creates the producer `config` describes.
     pub(super) fn new(config: &ClientConfig) -> Result<BatchProducer, KafkaError> {
@@ -269,23 +254,10 @@ impl BatchProducer {
         if let Some(topic) = topics.get(name) {
             return Ok(topic.clone());
         }
-        let c_name = CString::new(name)
-            .map_err(|_| KafkaError::MessageProduction(RDKafkaErrorCode::InvalidTopic))?;
-        // SAFETY: a live client and a NUL-terminated name; a null
-        // configuration takes the client's defaults.
-        let handle = unsafe {
-            rd::rd_kafka_topic_new(
-                self.producer.client().native_ptr(),
-                c_name.as_ptr(),
-                std::ptr::null_mut(),
-            )
-        };
-        if handle.is_null() {
-            return Err(KafkaError::MessageProduction(
-                RDKafkaErrorCode::InvalidTopic,
-            ));
-        }
-        let topic = Arc::new(Topic(handle));
+        let topic = Arc::new(
+            Topic::new(self.producer.client().native_ptr(), name)
+                .map_err(KafkaError::MessageProduction)?,
+        );
         topics.insert(name.to_owned(), topic.clone());
         Ok(topic)
     }
@@ -302,18 +274,13 @@ impl BatchProducer {
     ) -> Result<Option<u64>, KafkaError> {
         let topic = self.topic(topic)?;
         let pending = Arc::new(Pending::default());
-        pending.lock().remaining = batches.iter().map(|(_, records)| records.len()).sum();
         // librdkafka reads the values until their delivery reports: this
-        // call returns only after every sent record was reported, even
-        // when it unwinds.
+        // call returns only after every record it enqueued was reported,
+        // even when it unwinds.
         let _settled = Settled(&pending);
         let mut messages = Vec::new();
         let mut refused = None;
         for &(partition, records) in batches {
-            if refused.is_some() {
-                pending.lock().remaining -= records.len();
-                continue;
-            }
             messages.clear();
             messages.extend(records.iter().map(|&(key, value)| rd::rd_kafka_message_t {
                 err: rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
@@ -326,9 +293,11 @@ impl BatchProducer {
                 offset: 0,
                 _private: Arc::into_raw(pending.clone()).cast_mut().cast(),
             }));
-            if let Err((unsent, error)) = enqueue(&topic, partition as i32, &mut messages) {
-                pending.lock().remaining -= unsent;
-                refused = Some(error);
+            let (enqueued, refusal) = enqueue(&topic, partition as i32, &mut messages);
+            pending.lock().outstanding += enqueued as i64;
+            if refusal.is_some() {
+                refused = refusal;
+                break;
             }
         }
         let mut state = pending.settle();
@@ -340,14 +309,14 @@ impl BatchProducer {
 }
 
 /// Enqueues `messages` to `partition`, retrying those refused while the
-/// queue is full. On another refusal it releases the acknowledgement
-/// references of the messages not enqueued and returns their count and
-/// the error.
+/// queue is full; how many were enqueued. On another refusal it stops,
+/// releases the acknowledgement references of the messages not enqueued
+/// and returns the refusal too.
 fn enqueue(
     topic: &Topic,
     partition: i32,
     messages: &mut [rd::rd_kafka_message_t],
-) -> Result<(), (usize, KafkaError)> {
+) -> (usize, Option<KafkaError>) {
     use rd::rd_kafka_resp_err_t::{
         RD_KAFKA_RESP_ERR_NO_ERROR as SENT, RD_KAFKA_RESP_ERR__QUEUE_FULL as FULL,
     };
@@ -361,16 +330,15 @@ fn enqueue(
             rd::rd_kafka_produce_batch(topic.0, partition, 0, rest.as_mut_ptr(), rest.len() as i32)
         };
         if rest.iter().any(|m| m.err != SENT && m.err != FULL) {
-            let mut unsent = 0;
             let mut error = None;
             for message in rest.iter().filter(|m| m.err != SENT) {
-                unsent += 1;
                 error.get_or_insert(message.err);
                 // SAFETY: not enqueued, so the reference is still ours.
                 drop(unsafe { Arc::from_raw(message._private.cast::<Pending>()) });
             }
+            let sent = start + rest.iter().filter(|m| m.err == SENT).count();
             let code = error.map_or(RDKafkaErrorCode::Fail, RDKafkaErrorCode::from);
-            return Err((unsent, KafkaError::MessageProduction(code)));
+            return (sent, Some(KafkaError::MessageProduction(code)));
         }
         // After the first full refusal every later message is refused too.
         match rest.iter().position(|m| m.err == FULL) {
@@ -381,7 +349,7 @@ fn enqueue(
             None => start = messages.len(),
         }
     }
-    Ok(())
+    (messages.len(), None)
 }
 
 /// Delivery reports of the records one append sent.
@@ -393,8 +361,9 @@ struct Pending {
 
 #[derive(Default)]
 struct PendingState {
-    /// Records sent and not yet reported.
-    remaining: usize,
+    /// Records enqueued and not yet reported (below zero while reports
+    /// arrive before their batch is counted).
+    outstanding: i64,
     /// The offset after the newest delivered record.
     next: Option<u64>,
     /// The first failure.
@@ -406,10 +375,10 @@ impl Pending {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Blocks until every sent record is reported.
+    /// Blocks until every record counted as enqueued is reported.
     fn settle(&self) -> MutexGuard<'_, PendingState> {
         let mut state = self.lock();
-        while state.remaining > 0 {
+        while state.outstanding > 0 {
             state = self
                 .all_delivered
                 .wait(state)
@@ -449,8 +418,8 @@ impl ProducerContext for Deliveries {
                 state.error.get_or_insert_with(|| error.clone());
             }
         }
-        state.remaining -= 1;
-        if state.remaining == 0 {
+        state.outstanding -= 1;
+        if state.outstanding == 0 {
             pending.all_delivered.notify_all();
         }
     }
