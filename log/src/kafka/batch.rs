@@ -134,7 +134,9 @@ impl PartitionConsumer {
     pub(super) fn start(&mut self, offset: u64) -> Result<(), KafkaError> {
         self.stop();
         // The stop waited for the fetcher: drop what it had queued.
-        while self.consume(Duration::ZERO, |_| {}).unwrap_or(1) > 0 {}
+        while self.take(Duration::ZERO).is_ok_and(|count| count > 0) {
+            self.release();
+        }
         // SAFETY: our topic handle and queue, both alive.
         let started = unsafe {
             rd::rd_kafka_consume_start_queue(
@@ -169,17 +171,7 @@ impl PartitionConsumer {
         wait: Duration,
         mut each: impl FnMut(Message<'_>),
     ) -> Result<usize, KafkaError> {
-        let timeout = wait.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: `taken` has room for BATCH pointers, which librdkafka
-        // fills and counts in the return value.
-        let count = unsafe {
-            rd::rd_kafka_consume_batch_queue(self.queue, timeout, self.taken.as_mut_ptr(), BATCH)
-        };
-        let Ok(count) = usize::try_from(count) else {
-            return Err(KafkaError::MessageConsumption(RDKafkaErrorCode::Fail));
-        };
-        // SAFETY: librdkafka wrote `count` valid message pointers.
-        unsafe { self.taken.set_len(count) };
+        let count = self.take(wait)?;
         let mut error = None;
         for &message in &self.taken {
             // SAFETY: each message stays valid until destroyed below.
@@ -203,11 +195,32 @@ impl PartitionConsumer {
                 payload: unsafe { bytes(message.payload, message.len) },
             });
         }
+        self.release();
+        error.map_or(Ok(count), Err)
+    }
+
+    /// Waits up to `wait`, then moves up to a batch of the queue's
+    /// messages into `taken`; how many.
+    fn take(&mut self, wait: Duration) -> Result<usize, KafkaError> {
+        let timeout = wait.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: `taken` is empty with room for BATCH pointers, which
+        // librdkafka fills and counts in the return value.
+        let count = unsafe {
+            rd::rd_kafka_consume_batch_queue(self.queue, timeout, self.taken.as_mut_ptr(), BATCH)
+        };
+        let count = usize::try_from(count)
+            .map_err(|_| KafkaError::MessageConsumption(RDKafkaErrorCode::Fail))?;
+        // SAFETY: librdkafka wrote `count` valid message pointers.
+        unsafe { self.taken.set_len(count) };
+        Ok(count)
+    }
+
+    /// Destroys the messages in `taken`.
+    fn release(&mut self) {
         for message in self.taken.drain(..) {
-            // SAFETY: taken from librdkafka above, destroyed exactly once.
+            // SAFETY: taken from librdkafka, destroyed exactly once.
             unsafe { rd::rd_kafka_message_destroy(message) };
         }
-        error.map_or(Ok(count), Err)
     }
 }
 
