@@ -234,6 +234,18 @@ impl KafkaLog {
             .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
             .map(|t| t.partitions().len() as u32))
     }
+
+    /// Appends `batches` (partition, records) to `topic`; the offset after
+    /// the newest delivered record.
+    fn produce(
+        &self,
+        topic: &str,
+        batches: &[(u32, &[Produce<'_>])],
+    ) -> Result<Option<u64>, LogError> {
+        self.producer
+            .produce(topic, batches)
+            .map_err(kafka_err(format_args!("produce to {topic}")))
+    }
 }
 
 /// Settings every client shares: the brokers, weir's `tuning` for this
@@ -390,11 +402,7 @@ impl Log for KafkaLog {
     }
 
     fn append(&self, topic: &str, partition: u32, records: &[Produce]) -> Result<u64, LogError> {
-        let produced = self
-            .producer
-            .produce(topic, &[(partition, records)])
-            .map_err(kafka_err(format_args!("produce to {topic}")))?;
-        match produced {
+        match self.produce(topic, &[(partition, records)])? {
             Some(next) => Ok(next),
             None => Ok(self.offsets(topic, partition)?.1),
         }
@@ -405,10 +413,7 @@ impl Log for KafkaLog {
             .iter()
             .map(|(partition, records)| (*partition, records.as_slice()))
             .collect();
-        self.producer
-            .produce(topic, &batches)
-            .map(|_| ())
-            .map_err(kafka_err(format_args!("produce to {topic}")))
+        self.produce(topic, &batches).map(|_| ())
     }
 
     fn read(
