@@ -3,7 +3,8 @@
 //! Subcommands: `run` (every stage in one process), the services `ingest`,
 //! `process` and `store` (the same stages split, for Kafka), `send` (godot's producer), `check` (validate a config), `eval` (run a
 //! pipeline over recorded events), `bench` (load generator), `state`
-//! (where reactors' checkpoints stand), `replay` (a reactor over history).
+//! (where reactors' checkpoints stand), `replay` (a reactor over history),
+//! `topics` (partition counts, and growing them live).
 
 mod bench;
 mod config;
@@ -13,6 +14,7 @@ mod run;
 mod send;
 mod state;
 mod telemetry;
+mod topics;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +69,8 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Show where a reactor's state stands on each partition of running processors.
     State(state::StateArgs),
+    /// Show weir's topics, or grow them to more partitions while weir runs.
+    Topics(topics::TopicsArgs),
 }
 
 fn main() -> ExitCode {
@@ -104,6 +108,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::bench(args),
         Command::State(args) => state::state(args),
         Command::Replay(args) => replay::replay(args),
+        Command::Topics(args) => topics::topics(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -165,6 +165,8 @@ pub fn run(args: ServiceArgs, roles: Roles) -> anyhow::Result<()> {
     };
 
     let admin = telemetry::Admin {
+        log: log.clone(),
+        topics: topics.clone(),
         status: processor.as_ref().map(|p| p.status()),
         graphite: Arc::new(storage.as_ref().map(Storage::graphite).unwrap_or_default()),
     };
@@ -284,16 +286,20 @@ fn start_storage(
         .dir
         .clone()
         .unwrap_or_else(|| data_dir.join("notifications"));
-    let mut consumers = spawn_consumers(
-        &source("weir.notifier"),
-        |p| Notifier::new(&config.notify, &deliveries, p),
-        shutdown.clone(),
-    )?;
-    consumers.extend(spawn_consumers(
-        &source("weir.forwarder"),
-        |p| Forwarder::new(log.clone(), p),
-        shutdown.clone(),
-    )?);
+    let notify = config.notify.clone();
+    let forward_log = log.clone();
+    let consumers = vec![
+        spawn_consumers(
+            &source("weir.notifier"),
+            move |p| Notifier::new(&notify, &deliveries, p),
+            shutdown.clone(),
+        )?,
+        spawn_consumers(
+            &source("weir.forwarder"),
+            move |p| Forwarder::new(forward_log.clone(), p),
+            shutdown.clone(),
+        )?,
+    ];
     Ok(Storage {
         sinks: started,
         consumers,

@@ -8,14 +8,17 @@ use axum::extract::{Path, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, put};
+use axum::routing::{delete, get, post, put};
 use axum::Json;
 use axum::Router;
 use prometheus::{Encoder, TextEncoder};
 use tracing_subscriber::EnvFilter;
+use weir_log::{Log, LogError, Topics};
 use weir_processor::Status;
 use weir_storage::graphite::Graphite;
 use weir_storage::StorageError;
+
+use crate::topics::{counts, Counts, Grow};
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging(json: bool) {
@@ -33,16 +36,23 @@ pub fn init_logging(json: bool) {
 /// Graphite sinks by name, for the destinations admin API.
 pub type GraphiteSinks = BTreeMap<String, Arc<Graphite>>;
 
-/// What the admin routes reach: a processor's status, the Graphite sinks.
-#[derive(Clone, Default)]
+/// What the admin routes reach: the log, a processor's status, the
+/// Graphite sinks.
+#[derive(Clone)]
 pub struct Admin {
+    /// The log and weir's topics in it.
+    pub log: Arc<dyn Log>,
+    /// Topic names.
+    pub topics: Topics,
     /// The processor's status, where this process runs one.
     pub status: Option<Status>,
     /// The Graphite sinks, where this process runs the storage stage.
     pub graphite: Arc<GraphiteSinks>,
 }
 
-/// `GET /metrics` (Prometheus text format), `GET /healthz`; with a
+/// `GET /metrics` (Prometheus text format), `GET /healthz`, `GET
+/// /admin/topics` (partition counts) and `POST /admin/topics/grow`
+/// (`{"partitions": N}`, for `weir topics grow`); with a
 /// processor `GET /admin/state` (its partitions' checkpoints, for `weir
 /// state`) and `DELETE /admin/state/NAME@VERSION` (drop a retired
 /// version's kept state at the next checkpoints); with Graphite sinks
@@ -51,7 +61,10 @@ pub struct Admin {
 pub fn routes(admin: Admin) -> Router {
     let mut router = Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }));
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/admin/topics", get(topic_counts))
+        .route("/admin/topics/grow", post(grow_topics))
+        .with_state((admin.log.clone(), admin.topics.clone()));
     if let Some(status) = admin.status {
         let forget = status.clone();
         router = router
@@ -81,6 +94,35 @@ pub fn routes(admin: Admin) -> Router {
         router = router.merge(sinks);
     }
     router
+}
+
+type TopicsState = State<(Arc<dyn Log>, Topics)>;
+
+/// Runs a log operation off the async workers (Kafka calls block).
+async fn with_log(
+    (log, topics): (Arc<dyn Log>, Topics),
+    operation: impl FnOnce(&dyn Log, &Topics) -> Result<Counts, LogError> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(move || operation(&*log, &topics)).await {
+        Ok(Ok(counts)) => Json(counts).into_response(),
+        Ok(Err(error @ LogError::Incompatible { .. })) => {
+            (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response()
+        }
+        Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+    }
+}
+
+async fn topic_counts(State(state): TopicsState) -> Response {
+    with_log(state, counts).await
+}
+
+async fn grow_topics(State(state): TopicsState, Json(grow): Json<Grow>) -> Response {
+    with_log(state, move |log, topics| {
+        topics.grow(log, grow.partitions)?;
+        counts(log, topics)
+    })
+    .await
 }
 
 type Sinks = State<Arc<GraphiteSinks>>;

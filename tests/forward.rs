@@ -59,7 +59,7 @@ fn forward_reaches_another_weir_and_a_topic() {
     assert_eq!(hosts, ["f1", "f2"]);
 
     let log = EmbeddedLog::open(&upstream_data.join("log"), LogConfig::default()).unwrap();
-    log.create_topic("alerts", 1).unwrap();
+    log.create_topic("alerts", 1, false).unwrap();
     let mut forwarded = Vec::new();
     for partition in 0..log.partitions("alerts").unwrap() {
         for record in log

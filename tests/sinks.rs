@@ -42,7 +42,7 @@ impl Results {
         let dir = tempfile::tempdir().unwrap();
         let log =
             Arc::new(EmbeddedLog::open(&dir.path().join("log"), LogConfig::default()).unwrap());
-        log.create_topic(TOPIC, PARTITIONS).unwrap();
+        log.create_topic(TOPIC, PARTITIONS, false).unwrap();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()

@@ -43,8 +43,8 @@ async fn a_stalled_log_stops_socket_reads_and_everything_arrives_after() {
         },
     )
     .unwrap();
-    inner.create_topic(&topics.events, 2).unwrap();
-    inner.create_topic(&topics.registry, 1).unwrap();
+    inner.create_topic(&topics.events, 2, false).unwrap();
+    inner.create_topic(&topics.registry, 1, false).unwrap();
     let gate = Arc::new(Gate {
         closed: Mutex::new(true),
         opened: Condvar::new(),

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! DIR/topics/TOPIC/partitions          partition count
+//! DIR/topics/TOPIC/compacted           present: kept whole (no retention)
 //! DIR/topics/TOPIC/P/{base}.log|.index segments (see segment.rs)
 //! DIR/groups/GROUP/TOPIC-P.json        committed offset + metadata
 //! ```
@@ -33,12 +34,19 @@ pub struct EmbeddedLog {
 struct Inner {
     dir: PathBuf,
     config: LogConfig,
-    topics: RwLock<HashMap<String, Arc<Vec<Partition>>>>,
+    topics: RwLock<HashMap<String, Topic>>,
     /// Held (an exclusive lock on `dir/lock`) while the log is open.
     _lock: fs::File,
 }
 
+/// An open topic's partitions; growing replaces the list, and readers
+/// holding the old one keep working on the same partitions.
+type Topic = Arc<Vec<Arc<Partition>>>;
+
 struct Partition {
+    /// Compacted topics keep every record: retention never deletes the
+    /// newest value of a key (the registry's placements).
+    compacted: bool,
     /// `topic/partition`, for errors.
     name: String,
     /// Topic name, for metric labels.
@@ -107,32 +115,77 @@ impl EmbeddedLog {
     }
 
     /// Opens `topic`, creating it with `partitions` partitions if it does
-    /// not exist. A topic may grow; it never shrinks.
-    pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), LogError> {
+    /// not exist (`compacted`: kept whole, never cut by retention). An
+    /// existing topic with more partitions is used as it is; one with
+    /// fewer is an error ([`EmbeddedLog::grow_topic`] grows it).
+    pub fn create_topic(
+        &self,
+        topic: &str,
+        partitions: u32,
+        compacted: bool,
+    ) -> Result<(), LogError> {
         let mut topics = self.inner.topics.write().unwrap_or_else(|e| e.into_inner());
         let dir = self.inner.dir.join("topics").join(topic);
-        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
-        let count_path = dir.join("partitions");
-        let existing = match fs::read_to_string(&count_path) {
-            Ok(text) => text.trim().parse::<u32>().map_err(|_| LogError::Corrupt {
-                path: count_path.clone(),
-                detail: format!("expected a partition count, found {text:?}"),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(io_err("read", &count_path)(e)),
+        let existing = match topics.get(topic) {
+            Some(open) => open.len() as u32,
+            None => read_count(&dir)?,
         };
-        let count = existing.max(partitions);
-        if count != existing {
-            write_atomically(&count_path, count.to_string().as_bytes())?;
+        if existing != 0 && existing < partitions {
+            return Err(too_few(topic, existing, partitions));
         }
-        let parts = (0..count)
-            .map(|p| Partition::open(topic, p, &dir.join(p.to_string())))
+        if topics.contains_key(topic) {
+            return Ok(());
+        }
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let marker = dir.join("compacted");
+        if compacted && !marker.exists() {
+            write_atomically(&marker, b"")?;
+        }
+        let compacted = marker.exists();
+        if existing == 0 {
+            write_atomically(&dir.join("partitions"), partitions.to_string().as_bytes())?;
+        }
+        let parts = (0..existing.max(partitions))
+            .map(|p| Partition::open(topic, p, &dir.join(p.to_string()), compacted).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         topics.insert(topic.to_owned(), Arc::new(parts));
         Ok(())
     }
 
-    fn topic(&self, topic: &str) -> Result<Arc<Vec<Partition>>, LogError> {
+    /// Grows open `topic` to `partitions` partitions (new, empty ones
+    /// after the existing); returns the count before. Fewer than it has
+    /// is an error: a topic never shrinks.
+    pub fn grow_topic(&self, topic: &str, partitions: u32) -> Result<u32, LogError> {
+        let mut topics = self.inner.topics.write().unwrap_or_else(|e| e.into_inner());
+        let open = topics
+            .get(topic)
+            .ok_or_else(|| LogError::UnknownTopic(topic.to_owned()))?;
+        let before = open.len() as u32;
+        if partitions < before {
+            return Err(LogError::Incompatible {
+                topic: topic.to_owned(),
+                found: format!("{before} partitions"),
+                wanted: format!("{partitions} (a topic never shrinks)"),
+            });
+        }
+        let dir = self.inner.dir.join("topics").join(topic);
+        let compacted = open.first().is_some_and(|p| p.compacted);
+        let mut grown = open.as_ref().clone();
+        for p in before..partitions {
+            grown.push(Arc::new(Partition::open(
+                topic,
+                p,
+                &dir.join(p.to_string()),
+                compacted,
+            )?));
+        }
+        // The partitions exist before the count says so.
+        write_atomically(&dir.join("partitions"), partitions.to_string().as_bytes())?;
+        topics.insert(topic.to_owned(), Arc::new(grown));
+        Ok(before)
+    }
+
+    fn topic(&self, topic: &str) -> Result<Topic, LogError> {
         self.inner
             .topics
             .read()
@@ -177,6 +230,28 @@ impl EmbeddedLog {
             .join("groups")
             .join(group)
             .join(format!("{topic}-{partition}.json")))
+    }
+}
+
+/// The recorded partition count of the topic in `dir`; 0 if it has none.
+fn read_count(dir: &Path) -> Result<u32, LogError> {
+    let path = dir.join("partitions");
+    match fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse::<u32>().map_err(|_| LogError::Corrupt {
+            path: path.clone(),
+            detail: format!("expected a partition count, found {text:?}"),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(io_err("read", &path)(e)),
+    }
+}
+
+/// The error for a topic that has fewer partitions than wanted.
+pub(crate) fn too_few(topic: &str, found: u32, wanted: u32) -> LogError {
+    LogError::Incompatible {
+        topic: topic.to_owned(),
+        found: format!("{found} partitions"),
+        wanted: format!("{wanted} (grow it with `weir topics grow --partitions {wanted}`)"),
     }
 }
 
@@ -227,7 +302,12 @@ fn timed_sync(segment: &Segment) -> Result<(), LogError> {
 }
 
 impl Partition {
-    fn open(topic: &str, partition: u32, dir: &Path) -> Result<Partition, LogError> {
+    fn open(
+        topic: &str,
+        partition: u32,
+        dir: &Path,
+        compacted: bool,
+    ) -> Result<Partition, LogError> {
         fs::create_dir_all(dir).map_err(io_err("create", dir))?;
         let mut bases = Vec::new();
         for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
@@ -251,6 +331,7 @@ impl Partition {
             segments.push(Arc::new(Segment::create(dir, 0)?));
         }
         Ok(Partition {
+            compacted,
             name: format!("{topic}/{partition}"),
             topic: topic.to_owned(),
             dir: dir.to_path_buf(),
@@ -320,6 +401,9 @@ impl Partition {
 
     /// Deletes the oldest sealed segments beyond the size or age limit.
     fn apply_retention(&self, state: &mut State, config: &LogConfig) -> Result<(), LogError> {
+        if self.compacted {
+            return Ok(());
+        }
         let max_age = Duration::from_secs(config.retention_secs);
         let now = SystemTime::now();
         loop {
@@ -393,8 +477,12 @@ impl Partition {
 }
 
 impl Log for EmbeddedLog {
-    fn create_topic(&self, topic: &str, partitions: u32, _compacted: bool) -> Result<(), LogError> {
-        EmbeddedLog::create_topic(self, topic, partitions)
+    fn create_topic(&self, topic: &str, partitions: u32, compacted: bool) -> Result<(), LogError> {
+        EmbeddedLog::create_topic(self, topic, partitions, compacted)
+    }
+
+    fn grow_topic(&self, topic: &str, partitions: u32) -> Result<u32, LogError> {
+        EmbeddedLog::grow_topic(self, topic, partitions)
     }
 
     fn join(

@@ -76,26 +76,41 @@ impl Membership for Member {
 }
 
 /// Joins the embedded log's group of one: every partition is assigned at
-/// once, and progress goes to the log's own group offsets.
+/// once, and partitions the topic grows by as soon as they appear;
+/// progress goes to the log's own group offsets.
 pub(crate) fn join_sole(
     log: Arc<dyn Log>,
     group: &str,
     topic: &str,
     owner: Arc<dyn Owner>,
 ) -> Result<Member, LogError> {
-    let partitions: Vec<u32> = (0..log.partitions(topic)?).collect();
-    owner.assigned(&partitions);
+    let mut count = log.partitions(topic)?;
+    owner.assigned(&(0..count).collect::<Vec<_>>());
     let (group, topic) = (group.to_owned(), topic.to_owned());
     Member::spawn(move |stop| {
         let mut last = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));
+            match log.partitions(&topic) {
+                Ok(now) if now > count => {
+                    tracing::info!(
+                        topic,
+                        before = count,
+                        after = now,
+                        "the topic grew; taking its new partitions"
+                    );
+                    owner.assigned(&(count..now).collect::<Vec<_>>());
+                    count = now;
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(topic, %error, "partition count"),
+            }
             if last.elapsed() >= PROGRESS_INTERVAL {
                 commit_progress(&*log, &group, &topic, &owner.progress());
                 last = Instant::now();
             }
         }
-        let last = owner.revoked(&partitions);
+        let last = owner.revoked(&(0..count).collect::<Vec<_>>());
         commit_progress(&*log, &group, &topic, &last);
     })
 }

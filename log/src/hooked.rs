@@ -29,6 +29,10 @@ impl Log for HookedLog {
         Log::create_topic(&self.inner, topic, partitions, compacted)
     }
 
+    fn grow_topic(&self, topic: &str, partitions: u32) -> Result<u32, LogError> {
+        self.inner.grow_topic(topic, partitions)
+    }
+
     fn join(
         &self,
         group: &str,

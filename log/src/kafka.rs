@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures::executor::block_on;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -79,18 +79,35 @@ pub struct KafkaLog {
     producer: BatchProducer,
     /// Metadata and watermark queries.
     meta: BaseConsumer,
-    readers: Mutex<HashMap<(String, u32), SharedReader>>,
-    /// Per topic read, the consumer the readers share (dropped after them).
-    topic_consumers: Mutex<HashMap<String, Arc<TopicConsumer>>>,
+    /// Per partition read, its readers: one per position read from, so
+    /// consumers of one partition in different places (several sinks, a
+    /// catch-up beside live processing) never move each other's fetcher.
+    readers: Mutex<HashMap<(String, u32), ReaderPool>>,
+    /// Per topic read and reader slot, the consumer the slot's readers
+    /// share (dropped after them): reader `i` of every partition fetches
+    /// through slot `i`.
+    topic_consumers: Mutex<HashMap<(String, usize), Arc<TopicConsumer>>>,
     committers: Mutex<HashMap<String, Arc<BaseConsumer>>>,
 }
 
 /// A partition's reader, locked by the one thread that reads it.
 type SharedReader = Arc<Mutex<Reader>>;
 
+/// A partition's readers, each with its topic consumer slot.
+type ReaderPool = Vec<(usize, SharedReader)>;
+
+/// Readers kept per partition; beyond this the least recently used one
+/// is moved to where it is needed.
+const READERS_PER_PARTITION: usize = 8;
+
+/// A reader unused this long stops fetching and is dropped.
+const READER_IDLE: Duration = Duration::from_secs(30);
+
 /// One partition's consumer and where it stands.
 struct Reader {
     consumer: PartitionConsumer,
+    /// When it was last read.
+    used: Instant,
     /// The offset the next read starts at (`None`: not started yet, or
     /// to be started again after a failed read).
     next: Option<u64>,
@@ -171,29 +188,54 @@ impl KafkaLog {
         config
     }
 
-    fn reader(&self, topic: &str, partition: u32) -> Result<SharedReader, LogError> {
+    /// The reader of `partition` to read from `from`: the one positioned
+    /// there, else a new one, else the least recently used idle one.
+    fn reader(&self, topic: &str, partition: u32, from: u64) -> Result<SharedReader, LogError> {
         let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(reader) = readers.get(&(topic.to_owned(), partition)) {
-            return Ok(reader.clone());
+        let pool = readers.entry((topic.to_owned(), partition)).or_default();
+        let now = Instant::now();
+        // Idle readers (a finished catch-up, a removed sink) stop fetching.
+        pool.retain(|(_, reader)| {
+            reader
+                .try_lock()
+                .map_or(true, |r| now.duration_since(r.used) < READER_IDLE)
+        });
+        let mut idle: Option<(Instant, &SharedReader)> = None;
+        for (_, reader) in pool.iter() {
+            let Ok(r) = reader.try_lock() else { continue };
+            if r.next == Some(from) {
+                return Ok(reader.clone());
+            }
+            if idle.is_none_or(|(used, _)| r.used < used) {
+                idle = Some((r.used, reader));
+            }
         }
-        let topic_consumer = self.topic_consumer(topic)?;
+        if pool.len() >= READERS_PER_PARTITION {
+            if let Some((_, reader)) = idle.or(pool.first().map(|(_, r)| (now, r))) {
+                return Ok(reader.clone());
+            }
+        }
+        let slot = (0..)
+            .find(|slot| pool.iter().all(|(taken, _)| taken != slot))
+            .unwrap_or_default();
         let reader = Arc::new(Mutex::new(Reader {
-            consumer: PartitionConsumer::new(topic_consumer, partition),
+            consumer: PartitionConsumer::new(self.topic_consumer(topic, slot)?, partition),
+            used: now,
             next: None,
             buffer: BytesMut::new(),
             placed: Vec::new(),
         }));
-        readers.insert((topic.to_owned(), partition), reader.clone());
+        pool.push((slot, reader.clone()));
         Ok(reader)
     }
 
-    /// The consumer that fetches every partition of `topic` read here.
-    fn topic_consumer(&self, topic: &str) -> Result<Arc<TopicConsumer>, LogError> {
+    /// The consumer that fetches `topic` for reader slot `slot`.
+    fn topic_consumer(&self, topic: &str, slot: usize) -> Result<Arc<TopicConsumer>, LogError> {
         let mut consumers = self
             .topic_consumers
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(consumer) = consumers.get(topic) {
+        if let Some(consumer) = consumers.get(&(topic.to_owned(), slot)) {
             return Ok(consumer.clone());
         }
         let consumer = self
@@ -203,7 +245,7 @@ impl KafkaLog {
         let consumer = Arc::new(
             TopicConsumer::new(consumer, topic).map_err(kafka_err(format_args!("read {topic}")))?,
         );
-        consumers.insert(topic.to_owned(), consumer.clone());
+        consumers.insert((topic.to_owned(), slot), consumer.clone());
         Ok(consumer)
     }
 
@@ -233,6 +275,27 @@ impl KafkaLog {
             .iter()
             .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
             .map(|t| t.partitions().len() as u32))
+    }
+
+    /// The partition count of `topic` once the metadata shows at least
+    /// `at_least` (creation and growth propagate asynchronously).
+    fn wait_for_partitions(&self, topic: &str, at_least: u32) -> Result<u32, LogError> {
+        let deadline = Instant::now() + self.timeout();
+        loop {
+            match self.partition_count(topic)? {
+                Some(found) if found >= at_least => return Ok(found),
+                _ if Instant::now() > deadline => {
+                    return Err(LogError::Kafka {
+                        op: format!("metadata of {topic}"),
+                        detail: format!(
+                            "fewer than {at_least} partitions after {:?}",
+                            self.timeout()
+                        ),
+                    })
+                }
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
     }
 
     /// Appends `batches` (partition, records) to `topic`; the offset after
@@ -294,24 +357,42 @@ impl Log for KafkaLog {
             }
             tracing::info!(topic, partitions, compacted, "created topic");
         }
-        // Creation propagates to the metadata asynchronously.
-        let deadline = Instant::now() + self.timeout();
-        loop {
-            match self.partition_count(topic)? {
-                Some(found) if found == partitions => return Ok(()),
-                Some(found) => {
-                    return Err(LogError::Incompatible {
-                        topic: topic.to_owned(),
-                        found: format!("{found} partitions"),
-                        wanted: format!("{partitions}"),
-                    })
-                }
-                None if Instant::now() > deadline => {
-                    return Err(LogError::UnknownTopic(topic.to_owned()))
-                }
-                None => std::thread::sleep(Duration::from_millis(100)),
+        match self.wait_for_partitions(topic, 1)? {
+            found if found >= partitions => Ok(()),
+            found => Err(crate::embedded::too_few(topic, found, partitions)),
+        }
+    }
+
+    fn grow_topic(&self, topic: &str, partitions: u32) -> Result<u32, LogError> {
+        let before = self.partitions(topic)?;
+        if partitions < before {
+            return Err(LogError::Incompatible {
+                topic: topic.to_owned(),
+                found: format!("{before} partitions"),
+                wanted: format!("{partitions} (a topic never shrinks)"),
+            });
+        }
+        if partitions == before {
+            return Ok(before);
+        }
+        let admin: AdminClient<DefaultClientContext> =
+            client_config(&self.brokers, &self.config, &[])
+                .create()
+                .map_err(kafka_err("create admin client"))?;
+        let options = AdminOptions::new().operation_timeout(Some(self.timeout()));
+        let grow = NewPartitions::new(topic, partitions as usize);
+        let results = block_on(admin.create_partitions([&grow], &options))
+            .map_err(kafka_err(format_args!("grow topic {topic}")))?;
+        for result in results {
+            if let Err((_, code)) = result {
+                return Err(LogError::Kafka {
+                    op: format!("grow topic {topic} to {partitions} partitions"),
+                    detail: code.to_string(),
+                });
             }
         }
+        self.wait_for_partitions(topic, partitions)?;
+        Ok(before)
     }
 
     fn partitions(&self, topic: &str) -> Result<u32, LogError> {
@@ -344,17 +425,24 @@ impl Log for KafkaLog {
                 "max.poll.interval.ms",
                 self.config.max_poll_interval_ms.to_string(),
             )
+            // A grown topic reaches the group (a rebalance over every
+            // partition) within this, unless the user set their own.
+            .set(
+                "topic.metadata.refresh.interval.ms",
+                self.config
+                    .properties
+                    .get("topic.metadata.refresh.interval.ms")
+                    .map_or("5000", String::as_str),
+            )
             .create_with_context(context)
             .map_err(kafka_err(format_args!("join group {group}")))?;
         consumer
             .subscribe(&[topic])
             .map_err(kafka_err(format_args!("subscribe {group} to {topic}")))?;
         let topic = topic.to_owned();
-        let partitions = self.partitions(&topic)?;
         // Short timeouts: the watch must notice, not wait on a busy broker.
         let mut watch = StallWatch::new(
             &topic,
-            partitions,
             Duration::from_millis(2 * self.config.session_timeout_ms),
             self.timeout().min(Duration::from_secs(5)),
         );
@@ -424,9 +512,10 @@ impl Log for KafkaLog {
         max_bytes: usize,
         wait: Duration,
     ) -> Result<Vec<Record>, LogError> {
-        let reader = self.reader(topic, partition)?;
+        let reader = self.reader(topic, partition, from)?;
         let mut guard = reader.lock().unwrap_or_else(|e| e.into_inner());
         let reader = &mut *guard;
+        reader.used = Instant::now();
         if reader.next != Some(from) {
             reader
                 .consumer
@@ -570,14 +659,19 @@ fn commit<C: ConsumerContext>(
     }
 }
 
-/// Notices partitions that nobody processes: their group progress stands
+/// A workaround for brokers whose group coordinator misses a rebalance:
+/// notices partitions that nobody processes, whose group progress stands
 /// still while records wait. A Kafka coordinator rebalances by itself
 /// when a member dies; some Kafka-protocol brokers (tansu 0.6) evict the
 /// dead member but keep the old assignment, leaving its partitions
 /// orphaned. Rejoining the group forces the rebalance they missed.
+///
+/// Only a committed offset that stands still counts: a partition whose
+/// owner advances it — live processing goes on while new reactors catch
+/// up beside it — is never taken for stalled, and nothing is judged
+/// within the patience (twice the session timeout) of a start or rejoin.
 struct StallWatch {
     topic: String,
-    partitions: u32,
     /// How long progress may stand still with records waiting.
     patience: Duration,
     timeout: Duration,
@@ -588,10 +682,9 @@ struct StallWatch {
 }
 
 impl StallWatch {
-    fn new(topic: &str, partitions: u32, patience: Duration, timeout: Duration) -> StallWatch {
+    fn new(topic: &str, patience: Duration, timeout: Duration) -> StallWatch {
         StallWatch {
             topic: topic.to_owned(),
-            partitions,
             patience,
             timeout,
             seen: BTreeMap::new(),
@@ -606,14 +699,22 @@ impl StallWatch {
         consumer: &BaseConsumer<C>,
         owned: &[u32],
     ) -> Option<Vec<u32>> {
+        // Read each time: the topic may have grown.
+        let partitions = consumer
+            .fetch_metadata(Some(&self.topic), self.timeout)
+            .ok()?
+            .topics()
+            .first()?
+            .partitions()
+            .len() as i32;
         let mut wanted = TopicPartitionList::new();
-        for p in 0..self.partitions {
-            wanted.add_partition(&self.topic, p as i32);
+        for p in 0..partitions {
+            wanted.add_partition(&self.topic, p);
         }
         let committed = consumer.committed_offsets(wanted, self.timeout).ok()?;
         let now = Instant::now();
         let mut stalled = Vec::new();
-        for p in 0..self.partitions {
+        for p in 0..partitions as u32 {
             let offset = match committed.find_partition(&self.topic, p as i32)?.offset() {
                 Offset::Offset(offset) => offset,
                 _ => 0,

@@ -141,8 +141,14 @@ pub(crate) fn io_err<'a>(
 pub trait Log: Send + Sync + 'static {
     /// Creates `topic` with `partitions` partitions if it is missing
     /// (`compacted`: only the newest record per key needs keeping). An
-    /// existing topic with fewer partitions is an error, not a resize.
+    /// existing topic with more partitions is used as it is (it was
+    /// grown); one with fewer is an error, not a resize.
     fn create_topic(&self, topic: &str, partitions: u32, compacted: bool) -> Result<(), LogError>;
+
+    /// Grows existing `topic` to `partitions` partitions, appended after
+    /// the existing ones (no record moves); returns the count before.
+    /// Asking for fewer than the topic has is an error.
+    fn grow_topic(&self, topic: &str, partitions: u32) -> Result<u32, LogError>;
 
     /// The partition count of `topic`.
     fn partitions(&self, topic: &str) -> Result<u32, LogError>;
@@ -330,11 +336,24 @@ impl Topics {
 
     /// Creates weir's topics if missing: events, results and checkpoints
     /// with `partitions` each, the registry with one (both compacted).
+    /// Topics grown beyond `partitions` keep their count.
     pub fn create(&self, log: &dyn Log, partitions: u32) -> Result<(), LogError> {
         log.create_topic(&self.events, partitions, false)?;
         log.create_topic(&self.results, partitions, false)?;
         log.create_topic(&self.checkpoints, partitions, true)?;
         log.create_topic(&self.registry, 1, true)
+    }
+
+    /// Grows events, results and checkpoints to `partitions` each; returns
+    /// the events' count before. Results and checkpoints grow first, so a
+    /// processor that sees a new events partition finds its results and
+    /// checkpoints partitions already there.
+    pub fn grow(&self, log: &dyn Log, partitions: u32) -> Result<u32, LogError> {
+        log.grow_topic(&self.results, partitions)?;
+        log.grow_topic(&self.checkpoints, partitions)?;
+        let before = log.grow_topic(&self.events, partitions)?;
+        tracing::info!(topic = %self.events, before, after = partitions, "grew weir's topics");
+        Ok(before)
     }
 }
 

@@ -22,7 +22,7 @@ fn config(segment_bytes: u64) -> LogConfig {
 
 fn open(dir: &Path, config: LogConfig) -> EmbeddedLog {
     let log = EmbeddedLog::open(dir, config).unwrap();
-    log.create_topic(TOPIC, 2).unwrap();
+    log.create_topic(TOPIC, 2, false).unwrap();
     log
 }
 
@@ -208,6 +208,59 @@ fn retention_by_age_drops_expired_segments() {
     assert_eq!(end, 40);
     assert_eq!(segment_files(dir.path(), 0).len(), 1);
     assert!(start > 30);
+}
+
+#[test]
+fn a_compacted_topic_is_never_cut_by_retention_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        retention_bytes: 1_000,
+        retention_secs: 0,
+        ..config(500)
+    };
+    let log = EmbeddedLog::open(dir.path(), config.clone()).unwrap();
+    log.create_topic("weir.registry", 1, true).unwrap();
+    let placements: Vec<_> = (0..200).map(record).collect();
+    for placement in &placements {
+        log.append(
+            "weir.registry",
+            0,
+            &borrowed(std::slice::from_ref(placement)),
+        )
+        .unwrap();
+    }
+    drop(log);
+    let log = EmbeddedLog::open(dir.path(), config).unwrap();
+    // Opened again without the flag: the topic remembers it is compacted.
+    log.create_topic("weir.registry", 1, false).unwrap();
+    log.append("weir.registry", 0, &borrowed(&[record(200)]))
+        .unwrap();
+    assert_eq!(log.offsets("weir.registry", 0).unwrap(), (0, 201));
+}
+
+#[test]
+fn a_topic_grows_live_and_refuses_to_shrink() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), config(1 << 20));
+    log.append(TOPIC, 1, &borrowed(&[record(1)])).unwrap();
+    // A config asking for more than the topic has is refused, naming both.
+    let error = log.create_topic(TOPIC, 4, false).unwrap_err().to_string();
+    assert!(
+        error.contains("2 partitions") && error.contains("weir topics grow"),
+        "{error}"
+    );
+    assert_eq!(log.grow_topic(TOPIC, 5).unwrap(), 2);
+    assert_eq!(log.partitions(TOPIC).unwrap(), 5);
+    log.append(TOPIC, 4, &borrowed(&[record(4)])).unwrap();
+    assert_eq!(read_all(&log, 1, 0).len(), 1, "existing records stay");
+    let error = log.grow_topic(TOPIC, 3).unwrap_err().to_string();
+    assert!(error.contains("never shrinks"), "{error}");
+    // A smaller config uses the grown topic as it is, also after a restart.
+    drop(log);
+    let log = EmbeddedLog::open(dir.path(), config(1 << 20)).unwrap();
+    log.create_topic(TOPIC, 2, false).unwrap();
+    assert_eq!(log.partitions(TOPIC).unwrap(), 5);
+    assert_eq!(read_all(&log, 4, 0).len(), 1);
 }
 
 #[test]

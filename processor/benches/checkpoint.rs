@@ -36,6 +36,7 @@ fn bench(c: &mut Criterion) {
     let checkpoint = Checkpoint {
         offset: KEYS as u64,
         state: loaded.save(),
+        catch_up: None,
     };
     let bytes = store
         .save("bench", 0, &checkpoint)
@@ -49,6 +50,7 @@ fn bench(c: &mut Criterion) {
             let checkpoint = Checkpoint {
                 offset: KEYS as u64,
                 state: loaded.save(),
+                catch_up: None,
             };
             store
                 .save("bench", 0, &checkpoint)

@@ -45,6 +45,21 @@ pub struct Checkpoint {
     pub offset: u64,
     /// The engine's state at that offset.
     pub state: Value,
+    /// Reactors still catching up over the partition's history, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<CatchUp>,
+}
+
+/// How far new reactors got over the history: a catch-up interrupted by
+/// a rebalance or a crash resumes here instead of starting over.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CatchUp {
+    /// The reactors catching up (names, sorted).
+    pub reactors: Vec<String>,
+    /// The next history offset they process.
+    pub next: u64,
+    /// Their engine's state at `next`.
+    pub state: Value,
 }
 
 /// The sled database holding every partition's checkpoint.

@@ -4,8 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_histogram, register_int_counter, register_int_counter_vec, register_int_gauge_vec,
-    Histogram, IntCounter, IntCounterVec, IntGaugeVec,
+    register_histogram, register_int_counter, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec, Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
 /// Entries processed, per partition.
@@ -99,6 +99,15 @@ pub static OWNED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
         "weir_processor_partition_owned",
         "1 while this processor owns the partition",
         &["partition"]
+    )
+    .expect("metric registers once")
+});
+
+/// How many partitions this processor owns (the group's split).
+pub static OWNED_COUNT: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "weir_processor_partitions_owned",
+        "Partitions of weir.events this processor owns"
     )
     .expect("metric registers once")
 });

@@ -23,10 +23,10 @@ use serde_json::Value;
 use weir_event::{Entry, ResultRecord};
 use weir_log::{Log, LogError, Membership, Owner, Record, Topics};
 
-use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, SharedCheckpoints};
+use crate::checkpoint::{CatchUp, Checkpoint, CheckpointError, CheckpointStore, SharedCheckpoints};
 use crate::metrics::{
-    CATCH_UP_LAG, CHECKPOINT_BYTES, CHECKPOINT_SECONDS, EVENTS, LAG, OWNED, RESTORE_SECONDS,
-    UNDECODABLE,
+    CATCH_UP_LAG, CHECKPOINT_BYTES, CHECKPOINT_SECONDS, EVENTS, LAG, OWNED, OWNED_COUNT,
+    RESTORE_SECONDS, UNDECODABLE,
 };
 use crate::reactor::{Engine, Reactor, ReactorConfig, ReactorError};
 use crate::stage::StateError;
@@ -69,6 +69,9 @@ pub enum ProcessorError {
     /// A reactor does not build.
     #[error(transparent)]
     Reactor(#[from] ReactorError),
+    /// Saved reactor state does not fit the reactors.
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 /// Everything a partition worker needs.
@@ -185,6 +188,7 @@ impl Owner for Workers {
                 Ok(thread) => {
                     OWNED.with_label_values(&[&partition.to_string()]).set(1);
                     running.insert(partition, Worker { stop, thread });
+                    OWNED_COUNT.set(running.len() as i64);
                 }
                 Err(error) => {
                     tracing::error!(partition, %error, "cannot start a partition worker")
@@ -215,6 +219,7 @@ impl Owner for Workers {
                 Err(_) => tracing::error!(partition, "partition worker panicked"),
             }
             OWNED.with_label_values(&[&partition.to_string()]).set(0);
+            OWNED_COUNT.set(lock(&self.running).len() as i64);
             if let Some(status) = lock(&self.progress.partitions).remove(&partition) {
                 last.push((partition, status.offset));
             }
@@ -310,14 +315,19 @@ impl Processor {
         }
     }
 
-    /// The next batch of `partition` from `next`, waiting briefly at the end.
-    fn read_events(&self, partition: u32, next: u64) -> Result<Vec<Record>, LogError> {
+    /// The next batch of `partition` from `next`, waiting up to `wait` at the end.
+    fn read_events(
+        &self,
+        partition: u32,
+        next: u64,
+        wait: Duration,
+    ) -> Result<Vec<Record>, LogError> {
         self.log.read(
             &self.topics.events,
             partition,
             next,
             self.config.read_max_bytes,
-            Duration::from_millis(100),
+            wait,
         )
     }
 
@@ -330,98 +340,66 @@ impl Processor {
             .collect::<Result<Vec<_>, _>>()?)
     }
 
-    /// The engine and next offset of `partition` from its newest checkpoint.
-    /// Reactors the checkpoint does not know (added, or their pipeline
-    /// changed) are first caught up over the partition's history, so they
-    /// produce exactly what they would have had they run from the start.
-    /// `None` when `stop` interrupted a catch-up.
-    fn restore(
-        &self,
-        partition: u32,
-        stop: &AtomicBool,
-    ) -> Result<Option<(Engine, u64)>, ProcessorError> {
+    /// The engine and next offset of `partition` from its newest
+    /// checkpoint. Reactors the checkpoint does not know (added, or their
+    /// pipeline changed) are left out of the engine and returned as a
+    /// [`Lane`] that catches them up over the partition's history.
+    fn restore(&self, partition: u32) -> Result<(Engine, u64, Option<Lane<'_>>), ProcessorError> {
         let lateness = self.config.lateness_secs;
-        let mut engine = Engine::new(partition, self.build(None)?, lateness);
+        let all = || -> Result<Engine, ProcessorError> {
+            Ok(Engine::new(partition, self.build(None)?, lateness))
+        };
         let Some(checkpoint) = self.newest_checkpoint(partition)? else {
-            return Ok(Some((engine, 0)));
+            return Ok((all()?, 0, None));
         };
-        let rebuild = |error: StateError| -> Result<Option<(Engine, u64)>, ProcessorError> {
-            tracing::warn!(partition, %error, "checkpoint does not fit the reactors; rebuilding state from the log");
-            crate::metrics::RESTORE_FAILURES.inc();
-            let engine = Engine::new(partition, self.build(None)?, lateness);
-            Ok(Some((engine, 0)))
-        };
+        let mut engine = all()?;
         let fresh = match engine.load(checkpoint.state.clone()) {
             Ok(fresh) => fresh,
-            Err(error) => return rebuild(error),
+            Err(error) => {
+                tracing::warn!(partition, %error, "checkpoint does not fit the reactors; rebuilding state from the log");
+                crate::metrics::RESTORE_FAILURES.inc();
+                return Ok((all()?, 0, None));
+            }
         };
         tracing::info!(partition, offset = checkpoint.offset, "restored checkpoint");
         if fresh.is_empty() {
-            return Ok(Some((engine, checkpoint.offset)));
+            return Ok((engine, checkpoint.offset, None));
         }
-        let Some(caught_up) = self.catch_up(partition, &fresh, checkpoint.offset, stop)? else {
-            return Ok(None);
-        };
-        let mut state = checkpoint.state;
-        if let (Some(all), Some(new)) = (
-            state.get_mut("reactors").and_then(Value::as_object_mut),
-            caught_up.get("reactors").and_then(Value::as_object),
-        ) {
-            all.extend(new.clone());
-        }
-        match engine.load(state) {
-            Ok(_) => Ok(Some((engine, checkpoint.offset))),
-            Err(error) => rebuild(error),
-        }
+        let known: Vec<String> = self
+            .reactors
+            .iter()
+            .map(|r| r.name.clone())
+            .filter(|name| !fresh.contains(name))
+            .collect();
+        let mut live = Engine::new(partition, self.build(Some(&known))?, lateness);
+        live.load(checkpoint.state)?;
+        let lane = Lane::start(self, partition, fresh, checkpoint.catch_up)?;
+        Ok((live, checkpoint.offset, Some(lane)))
     }
 
-    /// Runs the reactors `names` alone over `partition` from its earliest
-    /// retained entry up to `until`, appending their results (with the ids
-    /// live processing would have given them), and returns their state.
-    fn catch_up(
-        &self,
-        partition: u32,
-        names: &[String],
-        until: u64,
-        stop: &AtomicBool,
-    ) -> Result<Option<Value>, ProcessorError> {
-        let mut engine = Engine::new(
-            partition,
-            self.build(Some(names))?,
-            self.config.lateness_secs,
-        );
-        let (earliest, _) = self.log.offsets(&self.topics.events, partition)?;
-        tracing::info!(partition, reactors = ?names, from = earliest, until, "catching new reactors up over the partition's history");
-        let lag = CATCH_UP_LAG.with_label_values(&[&partition.to_string()]);
-        let mut output = Output::new(self, partition)?;
-        let started = Instant::now();
-        let mut reported = Instant::now();
-        let mut next = earliest;
-        while next < until {
-            if stop.load(Ordering::Relaxed) {
-                lag.set(0);
-                return Ok(None);
-            }
-            let mut batch = self.read_events(partition, next)?;
-            batch.retain(|r| r.offset < until);
-            next = output.process(&mut engine, &batch, next)?;
-            lag.set((until - next) as i64);
-            if reported.elapsed() >= Duration::from_secs(5) {
-                let rate = (next - earliest) as f64 / started.elapsed().as_secs_f64();
-                tracing::info!(
-                    partition,
-                    done = next - earliest,
-                    left = until - next,
-                    entries_per_sec = rate as u64,
-                    eta_secs = ((until - next) as f64 / rate.max(1.0)) as u64,
-                    "catching up"
-                );
-                reported = Instant::now();
-            }
+    /// Joins a lane that reached the live position into the live engine.
+    fn merge(&self, partition: u32, live: &Engine, lane: Lane) -> Result<Engine, ProcessorError> {
+        let mut state = live.save();
+        if let (Some(all), Some(Value::Object(new))) = (
+            state.get_mut("reactors").and_then(Value::as_object_mut),
+            lane.engine.save().get_mut("reactors").map(Value::take),
+        ) {
+            all.extend(new);
         }
-        let secs = started.elapsed().as_secs_f64();
-        tracing::info!(partition, reactors = ?names, entries = until - earliest, secs, entries_per_sec = ((until - earliest) as f64 / secs.max(1e-9)) as u64, "caught up");
-        Ok(Some(engine.save()))
+        let mut engine = Engine::new(partition, self.build(None)?, self.config.lateness_secs);
+        let missing = engine.load(state)?;
+        if !missing.is_empty() {
+            return Err(
+                StateError(format!("reactors {missing:?} missing after their catch-up")).into(),
+            );
+        }
+        let entries = lane.next - lane.from;
+        let secs = lane.started.elapsed().as_secs_f64();
+        tracing::info!(partition, reactors = ?lane.names, at = lane.next, entries, secs, entries_per_sec = (entries as f64 / secs.max(1e-9)) as u64, "caught up");
+        CATCH_UP_LAG
+            .with_label_values(&[&partition.to_string()])
+            .set(0);
+        Ok(engine)
     }
 
     fn checkpoint(
@@ -429,6 +407,7 @@ impl Processor {
         partition: u32,
         engine: &mut Engine,
         next: u64,
+        lane: Option<&Lane>,
         progress: &Status,
     ) -> Result<(), ProcessorError> {
         let started = Instant::now();
@@ -444,6 +423,11 @@ impl Processor {
         let checkpoint = Checkpoint {
             offset: next,
             state: engine.save(),
+            catch_up: lane.map(|lane| CatchUp {
+                reactors: lane.names.clone(),
+                next: lane.next,
+                state: lane.engine.save(),
+            }),
         };
         let group = &self.topics.reactors_group;
         let size = self.store.save(group, partition, &checkpoint)?;
@@ -486,13 +470,10 @@ impl Processor {
         progress: &Status,
     ) -> Result<(), ProcessorError> {
         let restoring = Instant::now();
-        let Some((mut engine, mut next)) = self.restore(partition, stop)? else {
-            return Ok(());
-        };
+        let (mut engine, mut next, mut lane) = self.restore(partition)?;
         RESTORE_SECONDS.observe(restoring.elapsed().as_secs_f64());
-        // Checkpoint at once: a catch-up is never repeated, and the group
-        // sees the partition's position.
-        self.checkpoint(partition, &mut engine, next, progress)?;
+        // Checkpoint at once: the group sees the partition's position.
+        self.checkpoint(partition, &mut engine, next, lane.as_ref(), progress)?;
         let label = partition.to_string();
         let events = EVENTS.with_label_values(&[&label]);
         let lag = LAG.with_label_values(&[&label]);
@@ -502,15 +483,33 @@ impl Processor {
         let interval = Duration::from_millis(self.config.checkpoint_interval_ms);
         let mut lag_measured = Instant::now() - interval;
         while !stop.load(Ordering::Relaxed) {
-            let batch = self.read_events(partition, next)?;
+            // While a lane catches up, live reads do not wait for events.
+            let wait = if lane.is_some() {
+                Duration::ZERO
+            } else {
+                READ_WAIT
+            };
+            let batch = self.read_events(partition, next, wait)?;
             next = output.process(&mut engine, &batch, next)?;
             events.inc_by(batch.len() as u64);
             since_checkpoint += batch.len() as u64;
+            if let Some(running) = &mut lane {
+                let from = running.next;
+                let reached = running.advance(self, partition, next)?;
+                since_checkpoint += running.next.saturating_sub(from);
+                if reached {
+                    if let Some(done) = lane.take() {
+                        engine = self.merge(partition, &engine, done)?;
+                    }
+                    // The joined state is checkpointed at once.
+                    since_checkpoint = since_checkpoint.max(self.config.checkpoint_every);
+                }
+            }
             if since_checkpoint > 0
                 && (since_checkpoint >= self.config.checkpoint_every
                     || last_checkpoint.elapsed() >= interval)
             {
-                self.checkpoint(partition, &mut engine, next, progress)?;
+                self.checkpoint(partition, &mut engine, next, lane.as_ref(), progress)?;
                 since_checkpoint = 0;
                 last_checkpoint = Instant::now();
             }
@@ -525,9 +524,129 @@ impl Processor {
             }
         }
         if since_checkpoint > 0 {
-            self.checkpoint(partition, &mut engine, next, progress)?;
+            self.checkpoint(partition, &mut engine, next, lane.as_ref(), progress)?;
+        }
+        if lane.is_some() {
+            CATCH_UP_LAG.with_label_values(&[&label]).set(0);
         }
         Ok(())
+    }
+}
+
+/// How long a read waits at the end of a partition for new entries.
+const READ_WAIT: Duration = Duration::from_millis(100);
+
+/// History batches a catch-up lane processes per live batch: the lane
+/// gets most of a worker's time while live events keep flowing.
+const LANE_BATCHES_PER_ROUND: usize = 4;
+
+/// New reactors running over a partition's history beside the live
+/// engine, until they reach its position and join it. Live processing
+/// of the other reactors goes on meanwhile (their alerts are not held up
+/// by a long catch-up, and the group sees the partition advance), and
+/// the lane's progress is part of every checkpoint, so a rebalance or a
+/// crash resumes the catch-up where it was instead of starting it over.
+struct Lane<'a> {
+    /// The reactors catching up, sorted.
+    names: Vec<String>,
+    engine: Engine,
+    /// The next history offset to process.
+    next: u64,
+    output: Output<'a>,
+    /// Where this run of the catch-up started, and when.
+    from: u64,
+    started: Instant,
+    /// When progress was last logged.
+    reported: Instant,
+}
+
+impl<'a> Lane<'a> {
+    /// A lane for the reactors `names` of `partition`: from `saved` when
+    /// it is this lane's progress, else from the earliest retained entry.
+    fn start(
+        processor: &'a Processor,
+        partition: u32,
+        mut names: Vec<String>,
+        saved: Option<CatchUp>,
+    ) -> Result<Lane<'a>, ProcessorError> {
+        names.sort();
+        let fresh = || -> Result<Engine, ProcessorError> {
+            Ok(Engine::new(
+                partition,
+                processor.build(Some(&names))?,
+                processor.config.lateness_secs,
+            ))
+        };
+        let mut engine = fresh()?;
+        let (earliest, _) = processor.log.offsets(&processor.topics.events, partition)?;
+        let mut next = earliest;
+        if let Some(saved) = saved.filter(|saved| saved.reactors == names) {
+            match engine.load(saved.state) {
+                Ok(missing) if missing.is_empty() => next = saved.next.max(earliest),
+                _ => {
+                    tracing::warn!(partition, reactors = ?names, "saved catch-up progress does not fit; starting the catch-up over");
+                    engine = fresh()?;
+                }
+            }
+        }
+        if next > earliest {
+            tracing::info!(partition, reactors = ?names, from = next, earliest, "resuming catch-up");
+        } else {
+            tracing::info!(partition, reactors = ?names, from = next, "catching new reactors up over the partition's history");
+        }
+        Ok(Lane {
+            names,
+            engine,
+            next,
+            output: Output::new(processor, partition)?,
+            from: next,
+            started: Instant::now(),
+            reported: Instant::now(),
+        })
+    }
+
+    /// Processes a few history batches below `until` (the live engine's
+    /// next offset), appending their results with the ids live processing
+    /// would have given them; true once the lane reached `until`.
+    fn advance(
+        &mut self,
+        processor: &Processor,
+        partition: u32,
+        until: u64,
+    ) -> Result<bool, ProcessorError> {
+        for _ in 0..LANE_BATCHES_PER_ROUND {
+            if self.next >= until {
+                break;
+            }
+            let mut batch = processor.read_events(partition, self.next, READ_WAIT)?;
+            let beyond = batch.last().is_some_and(|r| r.offset >= until);
+            batch.retain(|r| r.offset < until);
+            self.next = self.output.process(&mut self.engine, &batch, self.next)?;
+            if beyond {
+                self.next = until;
+            }
+            if batch.is_empty() && !beyond {
+                break;
+            }
+        }
+        let left = until.saturating_sub(self.next);
+        CATCH_UP_LAG
+            .with_label_values(&[&partition.to_string()])
+            .set(left as i64);
+        if self.reported.elapsed() >= Duration::from_secs(5) {
+            let rate = (self.next - self.from) as f64 / self.started.elapsed().as_secs_f64();
+            tracing::info!(
+                partition,
+                reactors = ?self.names,
+                done = self.next - self.from,
+                left,
+                entries_per_sec = rate as u64,
+                eta_secs = (left as f64 / rate.max(1.0)) as u64,
+                "catching up"
+            );
+            self.reported = Instant::now();
+        }
+        Ok(self.next >= until)
     }
 }
 
@@ -588,6 +707,7 @@ impl Processor {
             let checkpoint = Checkpoint {
                 offset: next,
                 state: engine.save(),
+                catch_up: None,
             };
             self.store.save(group, partition, &checkpoint)
         };
@@ -600,7 +720,7 @@ impl Processor {
             if stop.load(Ordering::Relaxed) || (next >= end && !window.follow) {
                 break;
             }
-            let batch = self.read_events(partition, next)?;
+            let batch = self.read_events(partition, next, READ_WAIT)?;
             let past_to = batch
                 .iter()
                 .position(|r| window.to_ms.is_some_and(|to| r.timestamp_ms > to));

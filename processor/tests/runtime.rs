@@ -18,8 +18,8 @@ fn a_failed_append_restarts_the_worker_and_no_result_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let topics = Topics::new("");
     let inner = EmbeddedLog::open(&dir.path().join("log"), LogConfig::default()).unwrap();
-    inner.create_topic(&topics.events, 1).unwrap();
-    inner.create_topic(&topics.results, 1).unwrap();
+    inner.create_topic(&topics.events, 1, false).unwrap();
+    inner.create_topic(&topics.results, 1, false).unwrap();
     // The first two appends to the results topic fail.
     let failures = Arc::new(AtomicU32::new(2));
     let left = failures.clone();
@@ -236,5 +236,133 @@ fn a_reactor_added_later_catches_up_to_what_it_would_have_emitted_from_the_start
     assert!(
         got == all_results(&*reference, &topics),
         "the late reactor's results differ from a run from the start"
+    );
+}
+
+#[test]
+fn a_catch_up_runs_beside_live_processing_and_resumes_where_it_was_stopped() {
+    let reactor = |name: &str, pipeline: &str| ReactorConfig {
+        name: name.into(),
+        pipeline: pipeline.into(),
+    };
+    let (old, new) = (
+        reactor("total", "sum"),
+        reactor("high", "over 50 | changed metric"),
+    );
+    let topics = Topics::new("");
+    let dir = tempfile::tempdir().unwrap();
+    let inner = EmbeddedLog::open(&dir.path().join("log"), LogConfig::default()).unwrap();
+    topics.create(&inner, 1).unwrap();
+    // Appends of results take a millisecond while `slow` is set, so the
+    // catch-up lasts long enough to be stopped midway.
+    let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let slowed = slow.clone();
+    let hook = Box::new(move |topic: &str, _: u32| {
+        if topic == "weir.results" && slowed.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    });
+    let log = Arc::new(HookedLog::new(inner, hook));
+    let store = CheckpointStore::open(&dir.path().join("checkpoints")).unwrap();
+    let processor = |reactors: Vec<ReactorConfig>| Processor {
+        log: log.clone(),
+        topics: topics.clone(),
+        reactors,
+        config: ProcessorConfig {
+            read_max_bytes: 2000,
+            checkpoint_interval_ms: 20,
+            ..ProcessorConfig::default()
+        },
+        store: store.clone(),
+        share_checkpoints: false,
+    };
+    const HISTORY: u32 = 20_000;
+    log.append(
+        &topics.events,
+        0,
+        &weir_log::borrowed(&heartbeats(0..HISTORY)),
+    )
+    .unwrap();
+    run_until(
+        &processor(vec![old.clone()]),
+        &*log,
+        &topics,
+        HISTORY as u64,
+    );
+
+    // The new reactor catches up while live events keep coming.
+    slow.store(true, Ordering::Relaxed);
+    let running = processor(vec![old.clone(), new.clone()]).start().unwrap();
+    log.append(
+        &topics.events,
+        0,
+        &weir_log::borrowed(&heartbeats(HISTORY..HISTORY + 100)),
+    )
+    .unwrap();
+    let checkpoint = || store.load("weir.reactors", 0).unwrap().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let saved = checkpoint();
+        let lane = saved.catch_up.as_ref().map_or(0, |c| c.next);
+        if saved.offset == HISTORY as u64 + 100 && lane > 2000 {
+            break;
+        }
+        assert!(
+            saved.catch_up.is_some(),
+            "the catch-up ended before it was seen midway"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no live progress beside the catch-up"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(running.stop().is_empty());
+    let stopped_at = checkpoint().catch_up.expect("stopped midway").next;
+    assert!(
+        stopped_at > 2000 && stopped_at < HISTORY as u64,
+        "{stopped_at}"
+    );
+
+    // Restarted, it goes on from there: no result is emitted twice.
+    slow.store(false, Ordering::Relaxed);
+    run_until(
+        &processor(vec![old.clone(), new.clone()]),
+        &*log,
+        &topics,
+        2 * (HISTORY as u64 + 100) - 51,
+    );
+    assert!(checkpoint().catch_up.is_none());
+    let got = all_results(&*log, &topics);
+    let mut ids: Vec<_> = got
+        .iter()
+        .map(|r| ResultRecord::peek_id(r).unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), got.len(), "a result was emitted twice");
+
+    let reference_dir = tempfile::tempdir().unwrap();
+    let reference = Arc::new(
+        EmbeddedLog::open(&reference_dir.path().join("log"), LogConfig::default()).unwrap(),
+    );
+    topics.create(&*reference, 1).unwrap();
+    reference
+        .append(
+            &topics.events,
+            0,
+            &weir_log::borrowed(&heartbeats(0..HISTORY + 100)),
+        )
+        .unwrap();
+    let from_start = Processor {
+        log: reference.clone(),
+        store: CheckpointStore::open(&reference_dir.path().join("checkpoints")).unwrap(),
+        ..processor(vec![old, new])
+    };
+    run_until(&from_start, &*reference, &topics, got.len() as u64);
+    assert!(
+        got == all_results(&*reference, &topics),
+        "the caught-up results differ from a run from the start"
     );
 }

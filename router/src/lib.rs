@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use weir_event::Entry;
 use weir_log::{Log, LogError, Produce, Topics};
 
-use crate::metrics::{APPEND_SECONDS, ROUTED};
+use crate::metrics::{APPEND_SECONDS, PARTITIONS, ROUTED};
 use crate::registry::{Registry, RegistryError};
 
 /// Router settings (`[router]` in the config).
@@ -168,6 +168,8 @@ pub fn start(
         &topics.registry,
     )?;
     let partitions = log.partitions(&topics.events)?;
+    registry.check(partitions)?;
+    PARTITIONS.set(partitions as i64);
     let (tx, rx) = mpsc::channel(config.queue_batches.max(1));
     let weak = tx.downgrade();
     let period = Duration::from_millis(config.tick_interval_ms.max(1));
@@ -212,6 +214,8 @@ struct Router {
     log: Arc<dyn Log>,
     topics: Topics,
     registry: Registry,
+    /// Partitions of the events topic, read again on every tick: a topic
+    /// grown while weir runs takes new applications at once.
     partitions: u32,
 }
 
@@ -230,9 +234,27 @@ impl Router {
         }
     }
 
+    /// Reads the events topic's partition count again; applications
+    /// already placed keep their partition, new ones spread over all.
+    fn refresh_partitions(&mut self) {
+        match self.log.partitions(&self.topics.events) {
+            Ok(now) if now > self.partitions => {
+                tracing::info!(topic = %self.topics.events, before = self.partitions, after = now,
+                    "the events topic grew; new applications are placed over every partition");
+                self.partitions = now;
+                PARTITIONS.set(now as i64);
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "reading the events topic's partition count"),
+        }
+    }
+
     /// Appends everything in `messages` (one append per partition) and
     /// then acknowledges each batch.
     fn round(&mut self, messages: &mut Vec<Message>) {
+        if messages.iter().any(|m| matches!(m, Message::Tick(_))) {
+            self.refresh_partitions();
+        }
         let started = Instant::now();
         let result = self
             .append(messages)

@@ -2,7 +2,9 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{register_histogram, register_int_counter, Histogram, IntCounter};
+use prometheus::{
+    register_histogram, register_int_counter, register_int_gauge, Histogram, IntCounter, IntGauge,
+};
 
 /// Events appended to `weir.events`.
 pub(crate) static ROUTED: LazyLock<IntCounter> = LazyLock::new(|| {
@@ -19,6 +21,15 @@ pub(crate) static APPEND_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
         "weir_router_append_seconds",
         "Duration of one round of appends to the log",
         vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]
+    )
+    .expect("metric registers once")
+});
+
+/// Partitions of `weir.events` the router places new applications over.
+pub(crate) static PARTITIONS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "weir_router_partitions",
+        "Partitions of the events topic new applications are placed over"
     )
     .expect("metric registers once")
 });

@@ -40,6 +40,16 @@ pub enum RegistryError {
     /// The log failed.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// A placement names a partition the events topic does not have.
+    #[error("the registry places application {uid:?} on partition {partition}, but the events topic has only {partitions} partitions (a topic never shrinks: was it recreated?)")]
+    Placement {
+        /// The application.
+        uid: String,
+        /// Its recorded partition.
+        partition: u32,
+        /// Partitions the events topic has.
+        partitions: u32,
+    },
 }
 
 /// The seed file's shape.
@@ -124,6 +134,18 @@ impl Registry {
         Ok(registry)
     }
 
+    /// Checks every recorded placement fits `partitions` partitions.
+    pub fn check(&self, partitions: u32) -> Result<(), RegistryError> {
+        match self.partitions.iter().max_by_key(|(_, p)| **p) {
+            Some((uid, &partition)) if partition >= partitions => Err(RegistryError::Placement {
+                uid: uid.clone(),
+                partition,
+                partitions,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// The application uid of `host`: its registered uid, or the host itself.
     pub fn uid<'a>(&'a self, host: &'a str) -> &'a str {
         self.uids.get(host).map_or(host, String::as_str)
@@ -171,17 +193,16 @@ impl Registry {
 }
 
 /// The partition of `uid` in `placed`, placing it by murmur2 (and noting
-/// that in `new`) if it has none that fits `partitions`.
+/// that in `new`) over `partitions` if it has none.
 fn place(
     placed: &mut HashMap<String, u32>,
     new: &mut Vec<(String, u32)>,
     uid: &str,
     partitions: u32,
 ) -> u32 {
+    // Every recorded placement fits (`Registry::check`; topics never shrink).
     if let Some(&p) = placed.get(uid) {
-        if p < partitions {
-            return p;
-        }
+        return p;
     }
     let p = partition_for(uid.as_bytes(), partitions);
     placed.insert(uid.to_owned(), p);

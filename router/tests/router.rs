@@ -13,8 +13,8 @@ use weir_router::{start, Encoded, RouterConfig};
 fn open(dir: &std::path::Path, partitions: u32) -> Arc<EmbeddedLog> {
     let topics = Topics::new("");
     let log = EmbeddedLog::open(dir, LogConfig::default()).unwrap();
-    log.create_topic(&topics.events, partitions).unwrap();
-    log.create_topic(&topics.registry, 1).unwrap();
+    log.create_topic(&topics.events, partitions, false).unwrap();
+    log.create_topic(&topics.registry, 1, false).unwrap();
     Arc::new(log)
 }
 
@@ -130,4 +130,74 @@ async fn ticks_reach_every_partition() {
         );
     }
     drop(router);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_grown_while_routing_keeps_old_applications_and_spreads_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), 4);
+    let config = RouterConfig {
+        tick_interval_ms: 20,
+        ..RouterConfig::default()
+    };
+    let (router, thread) = start(log.clone(), Topics::new(""), &config).unwrap();
+    let send = |prefix: &'static str| {
+        let router = router.clone();
+        async move {
+            let mut events = Encoded::default();
+            for i in 0..100 {
+                let host = format!("{prefix}-{i}");
+                events.push(&host, &Event::new(host.as_str(), 1.0).to_json());
+            }
+            router.send_durable(events).await.unwrap();
+        }
+    };
+    send("old").await;
+    log.grow_topic("weir.events", 8).unwrap();
+    // The router reads the count again on its next tick.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    send("old").await;
+    send("new").await;
+    drop(router);
+    tokio::task::spawn_blocking(move || thread.join().unwrap())
+        .await
+        .unwrap();
+
+    let mut seen: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
+    for p in 0..8 {
+        for (key, entry) in entries(&log, p) {
+            if matches!(entry, Entry::Event(_)) {
+                seen.entry(key).or_default().push(p);
+            }
+        }
+    }
+    for i in 0..100 {
+        let host = format!("old-{i}");
+        let expected = partition_for(host.as_bytes(), 4);
+        assert_eq!(seen[&host], vec![expected, expected], "{host} moved");
+    }
+    let mut new_partitions: Vec<u32> = (0..100)
+        .map(|i| {
+            let host = format!("new-{i}");
+            assert_eq!(seen[&host], vec![partition_for(host.as_bytes(), 8)]);
+            seen[&host][0]
+        })
+        .collect();
+    new_partitions.sort();
+    new_partitions.dedup();
+    assert_eq!(new_partitions, (0..8).collect::<Vec<_>>());
+}
+
+#[test]
+fn placements_beyond_the_topic_are_a_clear_error_naming_both_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), 2);
+    log.append("weir.registry", 0, &[(b"shop", br#"{"partition":5}"#)])
+        .unwrap();
+    let error = match start(log, Topics::new(""), &RouterConfig::default()) {
+        Ok(_) => panic!("a registry beyond the topic was accepted"),
+        Err(error) => error.to_string(),
+    };
+    assert!(error.contains("\"shop\" on partition 5"), "{error}");
+    assert!(error.contains("only 2 partitions"), "{error}");
 }

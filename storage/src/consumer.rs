@@ -108,34 +108,69 @@ impl Source {
     }
 }
 
+/// How often the consumers look for partitions the topic grew by.
+const GROWTH_CHECK: Duration = Duration::from_secs(1);
+
 /// Starts one consumer thread per partition of the results topic, each
-/// with the handler `make(partition)` returns. They stop when `shutdown` is set.
+/// with the handler `make(partition)` returns, and one more for every
+/// partition the topic grows by while they run. They stop when
+/// `shutdown` is set; the returned thread joins them all.
 pub fn spawn_consumers<H, F>(
     source: &Source,
-    make: F,
+    mut make: F,
     shutdown: Arc<AtomicBool>,
-) -> Result<Vec<JoinHandle<()>>, StorageError>
+) -> Result<JoinHandle<()>, StorageError>
 where
     H: ResultHandler + 'static,
-    F: Fn(u32) -> H,
+    F: FnMut(u32) -> H + Send + 'static,
 {
-    let partitions = source.log.partitions(&source.topic)?;
-    let mut threads = Vec::new();
-    for partition in 0..partitions {
-        let mut handler = make(partition);
-        let source = source.clone();
-        let shutdown = shutdown.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("weir-{}-{partition}", handler.name()))
-            .spawn(move || supervise(&source, partition, &mut handler, &shutdown))
-            .map_err(|source| StorageError::Io {
-                what: "spawn consumer thread",
-                path: Default::default(),
-                source,
-            })?;
-        threads.push(thread);
-    }
-    Ok(threads)
+    let spawn_err = |source| StorageError::Io {
+        what: "spawn consumer thread",
+        path: Default::default(),
+        source,
+    };
+    let mut spawn = {
+        let (source, shutdown) = (source.clone(), shutdown.clone());
+        move |partition: u32| {
+            let mut handler = make(partition);
+            let (source, shutdown) = (source.clone(), shutdown.clone());
+            std::thread::Builder::new()
+                .name(format!("weir-{}-{partition}", handler.name()))
+                .spawn(move || supervise(&source, partition, &mut handler, &shutdown))
+        }
+    };
+    let mut count = source.log.partitions(&source.topic)?;
+    let mut threads = (0..count)
+        .map(&mut spawn)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(spawn_err)?;
+    let source = source.clone();
+    std::thread::Builder::new()
+        .name("weir-consumers".into())
+        .spawn(move || {
+            while !shutdown.load(Ordering::Relaxed) {
+                std::thread::sleep(GROWTH_CHECK);
+                let now = match source.log.partitions(&source.topic) {
+                    Ok(now) => now,
+                    Err(error) => {
+                        tracing::warn!(group = %source.group, %error, "partition count");
+                        continue;
+                    }
+                };
+                for partition in count..now {
+                    tracing::info!(group = %source.group, topic = %source.topic, partition, "the topic grew; consuming its new partition");
+                    match spawn(partition) {
+                        Ok(thread) => threads.push(thread),
+                        Err(error) => tracing::error!(partition, %error, "cannot start a consumer"),
+                    }
+                }
+                count = count.max(now);
+            }
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .map_err(spawn_err)
 }
 
 /// Makes a consumer group without a commit start at the current end of

@@ -672,15 +672,13 @@ pub struct DestinationStatus {
 /// A consumer group feeding a pool.
 struct Running {
     pool: Arc<Pool>,
-    consumers: Vec<JoinHandle<()>>,
+    consumers: JoinHandle<()>,
 }
 
 impl Running {
     fn stop(self) {
         self.pool.shut_down();
-        for consumer in self.consumers {
-            let _ = consumer.join();
-        }
+        let _ = self.consumers.join();
     }
 }
 
@@ -785,17 +783,24 @@ impl Graphite {
         for address in addresses {
             pool.add(address)?;
         }
+        let (name, route, template, letters, writers) = (
+            self.name.clone(),
+            self.route.clone(),
+            self.template.clone(),
+            self.dead_letter_dir.clone(),
+            pool.clone(),
+        );
         let consumers = spawn_consumers(
             &source,
-            |partition| {
+            move |partition| {
                 Routed::new(
-                    &self.name,
-                    self.route.clone(),
-                    DeadLetters::new(&self.dead_letter_dir, &self.name, partition),
+                    &name,
+                    route.clone(),
+                    DeadLetters::new(&letters, &name, partition),
                     Box::new(PartitionWriter {
-                        sink: self.name.clone(),
-                        pool: pool.clone(),
-                        template: self.template.clone(),
+                        sink: name.clone(),
+                        pool: writers.clone(),
+                        template: template.clone(),
                         pending: Arc::default(),
                     }),
                 )

@@ -331,8 +331,8 @@ impl SinkDirs {
 pub struct RunningSink {
     /// The sink's name.
     pub name: String,
-    /// Its consumer threads (a Graphite sink runs its own).
-    pub consumers: Vec<JoinHandle<()>>,
+    /// Its consumers' thread (a Graphite sink runs its own).
+    pub consumers: Option<JoinHandle<()>>,
     /// The Graphite sink, whose destinations change at runtime.
     pub graphite: Option<Arc<Graphite>>,
 }
@@ -343,8 +343,8 @@ impl RunningSink {
         if let Some(graphite) = &self.graphite {
             graphite.stop();
         }
-        for consumer in self.consumers {
-            let _ = consumer.join();
+        if let Some(consumers) = self.consumers {
+            let _ = consumers.join();
         }
     }
 }
@@ -365,72 +365,75 @@ pub fn start(
         group: config.group(),
         ..results.clone()
     };
-    let name = config.name.as_str();
-    let routed = |partition, sink: Box<dyn RecordSink>| {
-        Routed::new(
-            name,
-            route.clone(),
-            DeadLetters::new(&dirs.dead_letters(), name, partition),
-            sink,
-        )
+    let name = config.name.clone();
+    let routed = {
+        let (name, route, letters) = (name.clone(), route.clone(), dirs.dead_letters());
+        move |partition, sink: Box<dyn RecordSink>| {
+            Routed::new(
+                &name,
+                route.clone(),
+                DeadLetters::new(&letters, &name, partition),
+                sink,
+            )
+        }
     };
     let mut running = RunningSink {
-        name: name.to_owned(),
-        consumers: Vec::new(),
+        name: name.clone(),
+        consumers: None,
         graphite: None,
     };
-    match &config.kind {
+    running.consumers = match &config.kind {
         SinkKind::File(file) => {
-            let dir = file.dir.clone().unwrap_or_else(|| dirs.results(name));
-            running.consumers = spawn_consumers(
+            let dir = file.dir.clone().unwrap_or_else(|| dirs.results(&name));
+            let max_file_bytes = file.max_file_bytes;
+            Some(spawn_consumers(
                 &source,
-                |p| routed(p, Box::new(FileSink::new(&dir, p, file.max_file_bytes))),
+                move |p| routed(p, Box::new(FileSink::new(&dir, p, max_file_bytes))),
                 shutdown,
-            )?;
+            )?)
         }
         SinkKind::Graphite(graphite) => {
             running.graphite = Some(Graphite::start(
-                name,
+                &name,
                 graphite,
                 route.clone(),
                 source,
                 &dirs.dead_letters(),
                 &dirs.state(),
             )?);
+            None
         }
         SinkKind::VictoriaMetrics(victoria) => {
-            let client = VictoriaSink::client(name, victoria)?;
-            running.consumers = spawn_consumers(
+            let client = VictoriaSink::client(&name, victoria)?;
+            let victoria = victoria.clone();
+            Some(spawn_consumers(
                 &source,
-                |p| {
+                move |p| {
                     routed(
                         p,
-                        Box::new(VictoriaSink::new(name, victoria, client.clone())),
+                        Box::new(VictoriaSink::new(&name, &victoria, client.clone())),
                     )
                 },
                 shutdown,
-            )?;
+            )?)
         }
         SinkKind::Postgres(postgres) => {
-            running.consumers = spawn_consumers(
+            let postgres = postgres.clone();
+            Some(spawn_consumers(
                 &source,
-                |p| routed(p, Box::new(PostgresSink::new(name, postgres))),
+                move |p| routed(p, Box::new(PostgresSink::new(&name, &postgres))),
                 shutdown,
-            )?;
+            )?)
         }
         SinkKind::Kafka(kafka) => {
-            running.consumers = spawn_consumers(
+            let (log, topic) = (source.log.clone(), kafka.topic.clone());
+            Some(spawn_consumers(
                 &source,
-                |p| {
-                    routed(
-                        p,
-                        Box::new(KafkaSink::new(source.log.clone(), &kafka.topic, p)),
-                    )
-                },
+                move |p| routed(p, Box::new(KafkaSink::new(log.clone(), &topic, p))),
                 shutdown,
-            )?;
+            )?)
         }
-    }
+    };
     Ok(running)
 }
 

@@ -82,7 +82,7 @@ fn drain(log: &Arc<EmbeddedLog>, out: &std::path::Path, max_file_bytes: u64) {
 fn re_emitted_results_are_written_once_and_files_rotate() {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(EmbeddedLog::open(&dir.path().join("log"), LogConfig::default()).unwrap());
-    log.create_topic(TOPIC, 1).unwrap();
+    log.create_topic(TOPIC, 1, false).unwrap();
     let out = dir.path().join("results");
     // A processor crashed after offset 1 and re-emitted offsets 1..3.
     let records: Vec<_> = [(0, 0), (1, 0), (1, 1), (1, 0), (1, 1), (2, 0), (3, 0)]
@@ -117,7 +117,7 @@ fn re_emitted_results_are_written_once_and_files_rotate() {
 fn lines_written_after_the_last_commit_are_not_written_twice() {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(EmbeddedLog::open(&dir.path().join("log"), LogConfig::default()).unwrap());
-    log.create_topic(TOPIC, 1).unwrap();
+    log.create_topic(TOPIC, 1, false).unwrap();
     let out = dir.path().join("results");
     let records: Vec<_> = (0..5).map(|o| result(o, 0)).collect();
     log.append(TOPIC, 0, &weir_log::borrowed(&records)).unwrap();
