@@ -33,6 +33,25 @@ fn the_kafka_log_keeps_the_log_contract() {
     let error = log.create_topic("t", 4, false).unwrap_err();
     assert!(matches!(error, LogError::Incompatible { .. }), "{error}");
     assert!(error.to_string().contains("2 partitions"), "{error}");
+    // A topic with more partitions than asked for (grown) is used as it is.
+    log.create_topic("t", 1, false).unwrap();
+    assert_eq!(log.partitions("t").unwrap(), 2);
+    // tansu 0.6 answers CreatePartitions with "unsupported": a clear error.
+    match log.grow_topic("t", 3) {
+        Ok(before) => assert_eq!((before, log.partitions("t").unwrap()), (2, 3)),
+        Err(error) => {
+            let error = error.to_string();
+            assert!(
+                error.contains("grow topic t from 2 to 3 partitions"),
+                "{error}"
+            );
+            assert!(
+                error.contains("does not support adding partitions"),
+                "{error}"
+            );
+            assert_eq!(log.partitions("t").unwrap(), 2);
+        }
+    }
     assert!(matches!(
         log.partitions("missing").unwrap_err(),
         LogError::UnknownTopic(_)

@@ -381,12 +381,22 @@ impl Log for KafkaLog {
                 .map_err(kafka_err("create admin client"))?;
         let options = AdminOptions::new().operation_timeout(Some(self.timeout()));
         let grow = NewPartitions::new(topic, partitions as usize);
-        let results = block_on(admin.create_partitions([&grow], &options))
-            .map_err(kafka_err(format_args!("grow topic {topic}")))?;
+        let op = format!("grow topic {topic} from {before} to {partitions} partitions");
+        let results = block_on(admin.create_partitions([&grow], &options)).map_err(|error| {
+            let unsupported = error.rdkafka_error_code() == Some(RDKafkaErrorCode::UnsupportedFeature);
+            LogError::Kafka {
+                op: op.clone(),
+                detail: if unsupported {
+                    "the broker does not support adding partitions (CreatePartitions); add them with the broker's own tools, weir takes them up".into()
+                } else {
+                    error.to_string()
+                },
+            }
+        })?;
         for result in results {
             if let Err((_, code)) = result {
                 return Err(LogError::Kafka {
-                    op: format!("grow topic {topic} to {partitions} partitions"),
+                    op,
                     detail: code.to_string(),
                 });
             }
