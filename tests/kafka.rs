@@ -1,6 +1,7 @@
 //! weir on a real Kafka-protocol broker (tansu): the log backend's
 //! contract, and the split services — 1 ingest, 2 then 3 processors,
-//! 1 store — compared with an uninterrupted run on the embedded log.
+//! 1 store, on topics grown beyond the config — compared with an
+//! uninterrupted run on the embedded log.
 
 mod common;
 
@@ -12,7 +13,9 @@ use std::time::Duration;
 
 use common::{results, unique_ids, wait_until, without_ids, Broker, Service, Weir, LISTENERS};
 use serde_json::Value;
+use weir_event::ResultRecord;
 use weir_log::{Committed, KafkaConfig, KafkaLog, Log, LogError};
+use weir_router::murmur2::partition_for;
 
 fn kafka_config() -> KafkaConfig {
     KafkaConfig {
@@ -129,8 +132,16 @@ fn the_kafka_log_keeps_the_log_contract() {
     assert_eq!(log.committed("g", "t", 1).unwrap(), Some(committed));
 }
 
-const APPS: usize = 50;
-const PARTITIONS: u32 = 8;
+/// Applications feeding; the first `PLACED` send from the start, and
+/// their placement over `PARTITIONS` is recorded before weir starts.
+const APPS: usize = 200;
+const PLACED: usize = 150;
+/// The round from which every application sends.
+const ALL_FROM: usize = 40;
+/// Partitions in the config…
+const PARTITIONS: u32 = 4;
+/// …and in the topics the processors test creates beforehand (grown).
+const GROWN: u32 = 8;
 
 const REACTORS: &str = r#"
 [processor]
@@ -159,13 +170,15 @@ max_poll_interval_ms = 6000
     )
 }
 
-/// NDJSON events: `rounds` rounds, each one event per app. Event times lie
-/// in the future, so the router's wall-clock ticks never move the clock
-/// and both runs see the same event-time history.
+/// NDJSON events: `rounds` rounds, each one event per app (the first
+/// `PLACED` apps before round `ALL_FROM`). Event times lie in the future,
+/// so the router's wall-clock ticks never move the clock and both runs
+/// see the same event-time history.
 fn events(rounds: std::ops::Range<usize>) -> Vec<String> {
     rounds
         .flat_map(|round| {
-            (0..APPS).map(move |app| {
+            let apps = if round < ALL_FROM { PLACED } else { APPS };
+            (0..apps).map(move |app| {
                 format!(
                     r#"{{"host":"app-{app}","service":"load","metric":{},"time":{}}}"#,
                     (round * 7 + app) % 13,
@@ -258,7 +271,7 @@ fn now_rfc3339() -> String {
 }
 
 fn owned(processor: &Service) -> BTreeSet<u32> {
-    (0..PARTITIONS)
+    (0..GROWN)
         .filter(|p| {
             processor.metric(&format!(
                 "weir_processor_partition_owned{{partition=\"{p}\"}}"
@@ -267,12 +280,35 @@ fn owned(processor: &Service) -> BTreeSet<u32> {
         .collect()
 }
 
+/// Creates weir's topics with `GROWN` partitions and records where the
+/// first `PLACED` applications live, placed over `PARTITIONS`: a
+/// deployment whose topics were grown with Kafka's own tools (tansu 0.6
+/// refuses CreatePartitions, so they are made this way beforehand).
+fn grown_deployment(broker: &Broker) {
+    let log = KafkaLog::connect(&broker.addr, &kafka_config()).unwrap();
+    let topics = weir_log::Topics::new("");
+    topics.create(&log, GROWN).unwrap();
+    let placements: Vec<_> = (0..PLACED)
+        .map(|app| {
+            let uid = format!("app-{app}");
+            let partition = partition_for(uid.as_bytes(), PARTITIONS);
+            (
+                uid.into_bytes(),
+                format!(r#"{{"partition":{partition}}}"#).into_bytes(),
+            )
+        })
+        .collect();
+    log.append(&topics.registry, 0, &weir_log::borrowed(&placements))
+        .unwrap();
+}
+
 #[test]
-fn processors_share_partitions_survive_a_kill_and_match_the_embedded_run() {
+fn processors_share_grown_partitions_survive_a_kill_and_match_the_embedded_run() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
-    let all = events(0..300);
+    let all = events(0..120);
     let expected = reference(dir.path(), &all);
+    grown_deployment(&broker);
 
     let config_path = dir.path().join("kafka.toml");
     std::fs::write(&config_path, config("kafka", &broker.addr)).unwrap();
@@ -286,6 +322,7 @@ fn processors_share_partitions_survive_a_kill_and_match_the_embedded_run() {
         )
     };
     let ingest = start("ingest", "ingest");
+    assert_eq!(ingest.metric("weir_router_partitions"), GROWN as f64);
     let store = start("store", "store");
     let first = start("process", "p1");
     let second = start("process", "p2");
@@ -294,15 +331,20 @@ fn processors_share_partitions_survive_a_kill_and_match_the_embedded_run() {
         "both processors to own partitions",
         || {
             let (a, b) = (owned(&first), owned(&second));
-            a.len() + b.len() == PARTITIONS as usize && !a.is_empty() && !b.is_empty()
+            a.len() + b.len() == GROWN as usize && !a.is_empty() && !b.is_empty()
         },
+    );
+    assert_eq!(
+        first.metric("weir_processor_partitions_owned")
+            + second.metric("weir_processor_partitions_owned"),
+        GROWN as f64
     );
 
     // Phase 1 with two processors; phase 2 trickles in and one dies mid-stream.
     let mut stream = TcpStream::connect(ingest.addr("tcp")).unwrap();
-    send(&mut stream, &all[..100 * APPS]);
-    for (i, chunk) in all[100 * APPS..200 * APPS].chunks(10 * APPS).enumerate() {
-        send(&mut stream, chunk);
+    send(&mut stream, &events(0..40));
+    for (i, start) in (40..60).step_by(4).enumerate() {
+        send(&mut stream, &events(start..start + 4));
         std::thread::sleep(Duration::from_millis(150));
         if i == 4 {
             // tansu 0.6 never replaces a group leader that dies (the group
@@ -312,25 +354,24 @@ fn processors_share_partitions_survive_a_kill_and_match_the_embedded_run() {
         }
     }
     let killed = now_rfc3339();
-    send(&mut stream, &all[150 * APPS..200 * APPS]);
+    send(&mut stream, &events(60..80));
     wait_until(
         Duration::from_secs(90),
         "the survivor to own every partition",
-        || owned(&first).len() == PARTITIONS as usize,
+        || owned(&first).len() == GROWN as usize,
     );
 
     // Phase 3: a third processor joins and takes partitions over.
-    std::env::set_var("RUST_LOG", "info");
     let third = start("process", "p3");
     wait_until(
         Duration::from_secs(60),
         "the third processor to get partitions",
         || {
             let (a, c) = (owned(&first), owned(&third));
-            !c.is_empty() && a.len() + c.len() == PARTITIONS as usize
+            !c.is_empty() && a.len() + c.len() == GROWN as usize
         },
     );
-    send(&mut stream, &all[200 * APPS..]);
+    send(&mut stream, &events(80..120));
     drop(stream);
 
     let store_data = dir.path().join("store");
@@ -347,6 +388,25 @@ fn processors_share_partitions_survive_a_kill_and_match_the_embedded_run() {
         without_ids(&got) == expected,
         "Kafka results differ from the embedded run"
     );
+    // Placed applications stay where the registry put them; new ones
+    // spread over every partition the topic has.
+    let mut homes: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
+    for result in &got {
+        let id = ResultRecord::peek_id(result.to_string().as_bytes()).unwrap();
+        let host = result["host"].as_str().unwrap().to_owned();
+        homes.entry(host).or_default().insert(id.partition);
+    }
+    let mut spread = BTreeSet::new();
+    for app in 0..APPS {
+        let uid = format!("app-{app}");
+        let count = if app < PLACED { PARTITIONS } else { GROWN };
+        let home = partition_for(uid.as_bytes(), count);
+        assert_eq!(homes[&uid], BTreeSet::from([home]), "{uid} moved");
+        if app >= PLACED {
+            spread.insert(home);
+        }
+    }
+    assert!(spread.iter().any(|&p| p >= PARTITIONS), "{spread:?}");
 
     first.stop();
     third.stop();
@@ -401,7 +461,7 @@ fn a_reactor_replayed_with_follow_catches_up_and_keeps_up_live() {
     let store = start("store", "store");
     let processor = start("process", "p1");
     let mut stream = TcpStream::connect(ingest.addr("tcp")).unwrap();
-    send(&mut stream, &all[..30 * APPS]);
+    send(&mut stream, &events(0..30));
 
     // The new reactor is replayed from the earliest event, then follows.
     let full_config = dir.path().join("full.toml");
@@ -415,7 +475,7 @@ fn a_reactor_replayed_with_follow_catches_up_and_keeps_up_live() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    send(&mut stream, &all[30 * APPS..]);
+    send(&mut stream, &events(30..60));
     drop(stream);
 
     let store_data = dir.path().join("store");
@@ -458,7 +518,7 @@ fn a_reactor_replayed_with_follow_catches_up_and_keeps_up_live() {
 fn the_kafka_sink_copies_routed_results_to_a_topic() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    use weir_event::{Event, ResultRecord};
+    use weir_event::Event;
     use weir_storage::consumer::Source;
     use weir_storage::kafka::KafkaSinkConfig;
     use weir_storage::sink::SinkDirs;

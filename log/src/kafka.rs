@@ -383,7 +383,10 @@ impl Log for KafkaLog {
         let grow = NewPartitions::new(topic, partitions as usize);
         let op = format!("grow topic {topic} from {before} to {partitions} partitions");
         let results = block_on(admin.create_partitions([&grow], &options)).map_err(|error| {
-            let unsupported = error.rdkafka_error_code() == Some(RDKafkaErrorCode::UnsupportedFeature);
+            let unsupported = matches!(
+                error,
+                KafkaError::AdminOp(RDKafkaErrorCode::UnsupportedFeature)
+            );
             LogError::Kafka {
                 op: op.clone(),
                 detail: if unsupported {

@@ -40,6 +40,16 @@ pub enum RegistryError {
     /// The log failed.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The registry topic did not deliver every placement it holds.
+    #[error("reading {topic}: nothing arrived from offset {read} of {end} within {REGISTRY_READ_WAIT:?}; placements cannot be loaded")]
+    Incomplete {
+        /// The registry topic.
+        topic: String,
+        /// The offset the read stopped at.
+        read: u64,
+        /// The end of the topic.
+        end: u64,
+    },
     /// A placement names a partition the events topic does not have.
     #[error("the registry places application {uid:?} on partition {partition}, but the events topic has only {partitions} partitions (a topic never shrinks: was it recreated?)")]
     Placement {
@@ -51,6 +61,9 @@ pub enum RegistryError {
         partitions: u32,
     },
 }
+
+/// The longest a read of the registry topic waits for its records.
+const REGISTRY_READ_WAIT: Duration = Duration::from_secs(10);
 
 /// The seed file's shape.
 #[derive(Debug, Default, Deserialize)]
@@ -114,10 +127,19 @@ impl Registry {
                     .or_insert_with(|| uid.clone());
             }
         }
-        let mut next = 0;
-        loop {
-            let batch = log.read(registry_topic, 0, next, 1 << 20, Duration::ZERO)?;
-            let Some(last) = batch.last() else { break };
+        // Every placement up to the end of the topic as it is now; a
+        // remote log may take a moment to deliver what it holds.
+        let (earliest, end) = log.offsets(registry_topic, 0)?;
+        let mut next = earliest;
+        while next < end {
+            let batch = log.read(registry_topic, 0, next, 1 << 20, REGISTRY_READ_WAIT)?;
+            let Some(last) = batch.last() else {
+                return Err(RegistryError::Incomplete {
+                    topic: registry_topic.to_owned(),
+                    read: next,
+                    end,
+                });
+            };
             next = last.offset + 1;
             for record in batch {
                 let uid = String::from_utf8_lossy(&record.key).into_owned();
