@@ -161,3 +161,187 @@ fn topics_grown_while_weir_runs_keep_every_application_in_place() {
     }
     assert_eq!(spread, (0..8).collect(), "new applications land on all 8");
 }
+
+/// History before the new reactor, in rounds of `APPS` events.
+const HISTORY_ROUNDS: u64 = 2500;
+const APPS: usize = 200;
+
+fn catch_up_config(brokers: &str, with_new: bool) -> String {
+    let new = if with_new {
+        "[[reactor]]\nname = \"high\"\npipeline = \"over 6 | by host | count 10s\"\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"
+[log]
+backend = "kafka"
+brokers = "{brokers}"
+partitions = 4
+[log.kafka]
+session_timeout_ms = 6000
+max_poll_interval_ms = 6000
+# Every append waits this long: catch-ups last long enough to kill midway.
+linger_ms = 50
+{LISTENERS}
+[processor]
+checkpoint_interval_ms = 200
+read_max_bytes = 4096
+
+[[reactor]]
+name = "per-10s"
+pipeline = "by host | count 10s"
+{new}"#
+    )
+}
+
+/// What a processor's log says about catch-ups: when and where each
+/// resumed (time, partition, entry), and which partitions started one
+/// from the beginning.
+fn catch_up_starts(stderr: &Path) -> (Vec<(String, u32, u64)>, Vec<u32>) {
+    let mut resumed = Vec::new();
+    let mut from_start = Vec::new();
+    for line in std::fs::read_to_string(stderr).unwrap().lines() {
+        let Ok(entry) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let fields = &entry["fields"];
+        let partition = fields["partition"].as_u64().unwrap_or_default() as u32;
+        match fields["message"].as_str() {
+            Some("resuming catch-up") => resumed.push((
+                entry["timestamp"].as_str().unwrap().to_owned(),
+                partition,
+                fields["from"].as_u64().unwrap(),
+            )),
+            Some("catching new reactors up over the partition's history") => {
+                from_start.push(partition)
+            }
+            _ => {}
+        }
+    }
+    (resumed, from_start)
+}
+
+/// Per partition, the catch-up entries left on `processor`.
+fn catch_up_left(processor: &Service) -> BTreeMap<u32, f64> {
+    (0..4)
+        .map(|p| {
+            let series = format!("weir_processor_catch_up_lag{{partition=\"{p}\"}}");
+            (p, processor.metric(&series))
+        })
+        .filter(|(_, left)| *left > 0.0)
+        .collect()
+}
+
+#[test]
+fn a_reactor_added_over_500k_events_catches_up_through_a_kill_without_starting_over() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let apps = apps("app", APPS);
+    let history = events(&apps, 0..HISTORY_ROUNDS);
+    let live = events(&apps, HISTORY_ROUNDS..HISTORY_ROUNDS + 100);
+    let embedded =
+        catch_up_config("", true).replace("backend = \"kafka\"", "backend = \"embedded\"");
+    let expected = reference(
+        dir.path(),
+        &embedded,
+        &[history.clone(), live.clone()].concat(),
+    );
+
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let before = write("before.toml", catch_up_config(&broker.addr, false));
+    let after = write("after.toml", catch_up_config(&broker.addr, true));
+    let start = |command: &str, config: &Path, name: &str| {
+        Service::start(
+            command,
+            config,
+            &dir.path().join(name),
+            &["--metrics", "127.0.0.1:0", "--log-json"],
+            "info",
+        )
+    };
+    let ingest = start("ingest", &before, "ingest");
+    let store = start("store", &before, "store");
+    let first = start("process", &before, "p0");
+    let mut stream = TcpStream::connect(ingest.addr("tcp")).unwrap();
+    send(&mut stream, &history);
+    wait_until(Duration::from_secs(180), "the history processed", || {
+        std::thread::sleep(Duration::from_millis(200));
+        ingest.metric("weir_router_events_total") >= history.len() as f64
+            && first.metric_sum("weir_processor_lag") == 0.0
+            && first.metric_sum("weir_processor_events_total") >= history.len() as f64
+    });
+    first.stop();
+
+    // The new reactor: two processors share its catch-up; the second
+    // (never the group's leader: tansu 0.6 does not replace a dead one)
+    // dies once its catch-up has made checkpointed progress.
+    let first = start("process", &after, "p1");
+    let second = start("process", &after, "p2");
+    let mut seen: BTreeMap<u32, f64> = BTreeMap::new();
+    wait_until(
+        Duration::from_secs(120),
+        "the second processor's catch-up to progress",
+        || {
+            let left = catch_up_left(&second);
+            for (p, now) in &left {
+                seen.entry(*p).or_insert(*now);
+            }
+            left.iter().any(|(p, now)| *now < seen[p] * 0.95)
+        },
+    );
+    // Two checkpoint intervals: the progress is in weir.checkpoints.
+    std::thread::sleep(Duration::from_millis(500));
+    let left = catch_up_left(&second);
+    assert!(!left.is_empty(), "the catch-up ended before the kill");
+    second.kill();
+    let killed = now_rfc3339();
+    send(&mut stream, &live);
+    drop(stream);
+
+    let store_data = dir.path().join("store");
+    wait_until(
+        Duration::from_secs(240),
+        "every result in the store",
+        || results(&store_data).len() >= expected.len(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let got = results(&store_data);
+    assert_eq!(unique_ids(&got), got.len(), "a result id was stored twice");
+    assert!(
+        without_ids(&got) == expected,
+        "results differ from the embedded run"
+    );
+    first.stop();
+    ingest.stop();
+    store.stop();
+
+    // The survivor resumed the killed processor's catch-ups where their
+    // last checkpoint left them, and no partition's catch-up started from
+    // the beginning twice.
+    let (resumed, first_from_start) = catch_up_starts(&dir.path().join("p1.stderr"));
+    let (_, second_from_start) = catch_up_starts(&dir.path().join("p2.stderr"));
+    let after_kill: Vec<_> = resumed
+        .iter()
+        .filter(|(time, p, from)| *time > killed && left.contains_key(p) && *from > 0)
+        .collect();
+    assert!(
+        !after_kill.is_empty(),
+        "killed with {left:?} left; resumed {resumed:?}"
+    );
+    let mut from_start = [first_from_start, second_from_start].concat();
+    from_start.sort();
+    assert_eq!(from_start, vec![0, 1, 2, 3], "a catch-up started over");
+}
+
+fn now_rfc3339() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%S.%6NZ"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}

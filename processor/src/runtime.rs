@@ -301,8 +301,11 @@ impl Processor {
             return Ok(local);
         }
         let shared = self.shared().load(group, partition)?;
+        // Further on: a later offset, or at the same offset a catch-up
+        // that got further (or finished).
+        let rank = |c: &Checkpoint| (c.offset, c.catch_up.as_ref().map_or(u64::MAX, |c| c.next));
         Ok(match (local, shared) {
-            (Some(local), Some(shared)) if shared.offset > local.offset => Some(shared),
+            (Some(local), Some(shared)) if rank(&shared) > rank(&local) => Some(shared),
             (Some(local), _) => Some(local),
             (None, shared) => shared,
         })
@@ -579,20 +582,24 @@ impl<'a> Lane<'a> {
         };
         let mut engine = fresh()?;
         let (earliest, _) = processor.log.offsets(&processor.topics.events, partition)?;
-        let mut next = earliest;
+        let mut resumed = None;
         if let Some(saved) = saved.filter(|saved| saved.reactors == names) {
             match engine.load(saved.state) {
-                Ok(missing) if missing.is_empty() => next = saved.next.max(earliest),
+                Ok(missing) if missing.is_empty() => resumed = Some(saved.next.max(earliest)),
                 _ => {
                     tracing::warn!(partition, reactors = ?names, "saved catch-up progress does not fit; starting the catch-up over");
                     engine = fresh()?;
                 }
             }
         }
-        if next > earliest {
-            tracing::info!(partition, reactors = ?names, from = next, earliest, "resuming catch-up");
-        } else {
-            tracing::info!(partition, reactors = ?names, from = next, "catching new reactors up over the partition's history");
+        let next = resumed.unwrap_or(earliest);
+        match resumed {
+            Some(from) => {
+                tracing::info!(partition, reactors = ?names, from, earliest, "resuming catch-up")
+            }
+            None => {
+                tracing::info!(partition, reactors = ?names, from = next, "catching new reactors up over the partition's history")
+            }
         }
         Ok(Lane {
             names,
