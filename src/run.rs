@@ -152,7 +152,7 @@ pub fn run(args: ServiceArgs, roles: Roles) -> anyhow::Result<()> {
             reactors: config.reactor.clone(),
             config: config.processor.clone(),
             store: CheckpointStore::open(&data_dir.join("checkpoints"))?,
-            share_checkpoints: config.log.backend == Backend::Kafka,
+            share_checkpoints: log.guarantees().shared,
         };
         Some(processor.start()?)
     } else {
@@ -248,13 +248,14 @@ fn start_storage(
     shutdown: &Arc<AtomicBool>,
 ) -> anyhow::Result<Storage> {
     let sinks = config.sinks()?;
-    // Kafka brokers cap (and some drop) commit metadata: keep positions here.
-    let positions: Option<Arc<dyn Log>> = match config.log.backend {
-        Backend::Embedded => None,
-        Backend::Kafka => Some(Arc::new(EmbeddedLog::open(
+    // Where the log does not keep commit metadata, positions live here.
+    let positions: Option<Arc<dyn Log>> = if log.guarantees().commit_metadata {
+        None
+    } else {
+        Some(Arc::new(EmbeddedLog::open(
             &data_dir.join("positions"),
             LogConfig::default(),
-        )?)),
+        )?))
     };
     let source = |group: &str| Source {
         log: log.clone(),

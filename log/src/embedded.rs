@@ -23,7 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::metrics::{APPENDED_BYTES, APPENDS, FSYNC_SECONDS, SEGMENTS_DELETED};
 use crate::segment::Segment;
 use crate::{
-    io_err, Committed, FsyncPolicy, Log, LogConfig, LogError, Membership, Owner, Produce, Record,
+    io_err, Committed, FsyncPolicy, Guarantees, Log, LogConfig, LogError, Membership, Owner,
+    Produce, Record,
 };
 
 /// The default log backend: segment files on local disk.
@@ -477,6 +478,13 @@ impl Partition {
 }
 
 impl Log for EmbeddedLog {
+    fn guarantees(&self) -> Guarantees {
+        Guarantees {
+            commit_metadata: true,
+            shared: false,
+        }
+    }
+
     fn create_topic(&self, topic: &str, partitions: u32, compacted: bool) -> Result<(), LogError> {
         EmbeddedLog::create_topic(self, topic, partitions, compacted)
     }

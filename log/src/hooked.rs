@@ -25,6 +25,10 @@ impl HookedLog {
 }
 
 impl Log for HookedLog {
+    fn guarantees(&self) -> crate::Guarantees {
+        self.inner.guarantees()
+    }
+
     fn create_topic(&self, topic: &str, partitions: u32, compacted: bool) -> Result<(), LogError> {
         Log::create_topic(&self.inner, topic, partitions, compacted)
     }

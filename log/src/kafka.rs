@@ -25,52 +25,13 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use serde::{Deserialize, Serialize};
 
 use crate::group::{Member, Membership, Owner, PROGRESS_INTERVAL};
 use crate::metrics::REBALANCES;
-use crate::{Committed, Log, LogError, Produce, Record};
+use crate::{Committed, Guarantees, KafkaConfig, Log, LogError, Produce, Record};
 use batch::{BatchProducer, PartitionConsumer, TopicConsumer};
 
 mod batch;
-
-/// Kafka client settings (`[log.kafka]`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct KafkaConfig {
-    /// Replication factor of the topics weir creates.
-    pub replication_factor: i32,
-    /// Producer batching delay.
-    pub linger_ms: u64,
-    /// Producer compression codec (none, gzip, snappy, lz4, zstd).
-    pub compression: String,
-    /// A group member that sends no heartbeat for this long is removed.
-    pub session_timeout_ms: u64,
-    /// The longest a rebalance waits for members (the group coordinator
-    /// waits up to this long for every member to rejoin).
-    pub max_poll_interval_ms: u64,
-    /// Timeout of metadata, commit and admin requests.
-    pub request_timeout_ms: u64,
-    /// Further librdkafka properties, applied to every client. They
-    /// override weir's tuning (queue, batch and fetch sizes), not what
-    /// weir relies on: the fields above, idempotence, acks, the
-    /// partitioner, offset handling and group ids.
-    pub properties: BTreeMap<String, String>,
-}
-
-impl Default for KafkaConfig {
-    fn default() -> Self {
-        KafkaConfig {
-            replication_factor: 1,
-            linger_ms: 5,
-            compression: "lz4".into(),
-            session_timeout_ms: 10_000,
-            max_poll_interval_ms: 300_000,
-            request_timeout_ms: 30_000,
-            properties: BTreeMap::new(),
-        }
-    }
-}
 
 /// The Kafka log backend.
 pub struct KafkaLog {
@@ -327,6 +288,13 @@ fn client_config(brokers: &str, config: &KafkaConfig, tuning: &[(&str, &str)]) -
 }
 
 impl Log for KafkaLog {
+    fn guarantees(&self) -> Guarantees {
+        Guarantees {
+            commit_metadata: false,
+            shared: true,
+        }
+    }
+
     fn create_topic(&self, topic: &str, partitions: u32, compacted: bool) -> Result<(), LogError> {
         if self.partition_count(topic)?.is_none() {
             let admin: AdminClient<DefaultClientContext> =

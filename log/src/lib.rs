@@ -12,10 +12,12 @@ mod embedded;
 mod group;
 #[cfg(feature = "test-util")]
 pub mod hooked;
+#[cfg(feature = "kafka")]
 mod kafka;
 mod metrics;
 mod segment;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +27,8 @@ use serde::{Deserialize, Serialize};
 
 pub use embedded::EmbeddedLog;
 pub use group::{Membership, Owner};
-pub use kafka::{KafkaConfig, KafkaLog};
+#[cfg(feature = "kafka")]
+pub use kafka::KafkaLog;
 
 /// A record read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +63,8 @@ pub fn borrowed(records: &[OwnedProduce]) -> Vec<Produce<'_>> {
 pub struct Committed {
     /// The next offset to read.
     pub offset: u64,
-    /// Consumer-defined metadata committed atomically with the offset.
+    /// Consumer-defined metadata, committed atomically with the offset
+    /// where the backend keeps it ([`Guarantees::commit_metadata`]).
     pub metadata: String,
 }
 
@@ -137,8 +141,25 @@ pub(crate) fn io_err<'a>(
     }
 }
 
+/// What a backend keeps beyond records and plain group offsets. Stages
+/// decide from this where to keep the rest (commit metadata, state that
+/// must follow a partition to another machine), never from the
+/// backend's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Guarantees {
+    /// [`Committed::metadata`] is kept whole with its offset. Kafka
+    /// brokers cap it (4 KiB) and some drop it.
+    pub commit_metadata: bool,
+    /// Other processes share the log, so a partition can move to another
+    /// machine: state that must follow it has to travel in the log.
+    pub shared: bool,
+}
+
 /// The operations weir needs from a log backend.
 pub trait Log: Send + Sync + 'static {
+    /// What this backend keeps (see [`Guarantees`]).
+    fn guarantees(&self) -> Guarantees;
+
     /// Creates `topic` with `partitions` partitions if it is missing
     /// (`compacted`: only the newest record per key needs keeping). An
     /// existing topic with more partitions is used as it is (it was
@@ -198,7 +219,8 @@ pub trait Log: Send + Sync + 'static {
     /// The earliest retained and the next-to-be-written offsets.
     fn offsets(&self, topic: &str, partition: u32) -> Result<(u64, u64), LogError>;
 
-    /// Stores a consumer group's position durably.
+    /// Stores a consumer group's position durably (its metadata only
+    /// where [`Guarantees::commit_metadata`] holds).
     fn commit(
         &self,
         group: &str,
@@ -296,6 +318,44 @@ impl Default for LogConfig {
     }
 }
 
+/// Kafka client settings (`[log.kafka]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Replication factor of the topics weir creates.
+    pub replication_factor: i32,
+    /// Producer batching delay.
+    pub linger_ms: u64,
+    /// Producer compression codec (none, gzip, snappy, lz4, zstd).
+    pub compression: String,
+    /// A group member that sends no heartbeat for this long is removed.
+    pub session_timeout_ms: u64,
+    /// The longest a rebalance waits for members (the group coordinator
+    /// waits up to this long for every member to rejoin).
+    pub max_poll_interval_ms: u64,
+    /// Timeout of metadata, commit and admin requests.
+    pub request_timeout_ms: u64,
+    /// Further librdkafka properties, applied to every client. They
+    /// override weir's tuning (queue, batch and fetch sizes), not what
+    /// weir relies on: the fields above, idempotence, acks, the
+    /// partitioner, offset handling and group ids.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            replication_factor: 1,
+            linger_ms: 5,
+            compression: "lz4".into(),
+            session_timeout_ms: 10_000,
+            max_poll_interval_ms: 300_000,
+            request_timeout_ms: 30_000,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
 /// Full topic names under a namespace (DESIGN.md §3).
 #[derive(Debug, Clone)]
 pub struct Topics {
@@ -358,10 +418,18 @@ impl Topics {
 }
 
 /// Opens the configured backend: the embedded log under `data_dir/log`,
-/// or a client of the Kafka cluster.
+/// or a client of the Kafka cluster (with the `kafka` feature).
 pub fn open(config: &LogConfig, data_dir: &Path) -> Result<Arc<dyn Log>, LogError> {
     Ok(match config.backend {
         Backend::Embedded => Arc::new(EmbeddedLog::open(&data_dir.join("log"), config.clone())?),
+        #[cfg(feature = "kafka")]
         Backend::Kafka => Arc::new(KafkaLog::connect(&config.brokers, &config.kafka)?),
+        #[cfg(not(feature = "kafka"))]
+        Backend::Kafka => {
+            return Err(LogError::Kafka {
+                op: format!("connect to {}", config.brokers),
+                detail: "this build has no Kafka backend (weir-log's `kafka` feature)".into(),
+            })
+        }
     })
 }

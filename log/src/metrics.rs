@@ -45,6 +45,7 @@ pub(crate) static SEGMENTS_DELETED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 /// Partition assignments received by group members.
+#[cfg(feature = "kafka")]
 pub(crate) static REBALANCES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
     prometheus::register_int_counter!(
         "weir_log_rebalances_total",
