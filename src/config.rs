@@ -12,6 +12,8 @@ use weir_router::RouterConfig;
 use weir_storage::notify::NotifyConfig;
 use weir_storage::{SinkConfig, SinkKind};
 
+use crate::admin::AdminConfig;
+
 /// The built-in example config used when `weir run` gets no `--config`.
 pub const DEFAULT_CONFIG: &str = include_str!("../examples/default.toml");
 
@@ -37,6 +39,8 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// The reactors.
     pub reactor: Vec<ReactorConfig>,
+    /// Who may use the admin API, and where it listens.
+    pub admin: AdminConfig,
 }
 
 impl Config {

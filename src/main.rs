@@ -6,6 +6,7 @@
 //! (where reactors' checkpoints stand), `replay` (a reactor over history),
 //! `topics` (partition counts, and growing them live).
 
+mod admin;
 mod bench;
 mod config;
 mod eval;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::Context;
+use axum::Router;
 use clap::Args;
 use weir_log::{Backend, EmbeddedLog, Log, LogConfig, Topics};
 use weir_processor::checkpoint::CheckpointStore;
@@ -24,6 +25,7 @@ use weir_storage::notify::Notifier;
 use weir_storage::sink::{RunningSink, SinkDirs};
 use weir_storage::{spawn_consumers, SinkKind};
 
+use crate::admin;
 use crate::config::Config;
 use crate::telemetry;
 
@@ -164,33 +166,38 @@ pub fn run(args: ServiceArgs, roles: Roles) -> anyhow::Result<()> {
         None
     };
 
-    let admin = telemetry::Admin {
+    let admin = admin::Admin {
         log: log.clone(),
         topics: topics.clone(),
         status: processor.as_ref().map(|p| p.status()),
         graphite: Arc::new(storage.as_ref().map(Storage::graphite).unwrap_or_default()),
+        token: config.admin.token()?,
     };
+    // The admin routes go on their own listener, or beside the others.
+    let shared_admin = config.admin.listen.is_none().then_some(&admin);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     let router_thread = runtime.block_on(async {
-        let metrics = match &config.metrics_listen {
-            Some(listen) => Some(serve_metrics(listen, admin.clone()).await?),
-            None => None,
-        };
+        let mut servers = Vec::new();
+        if let Some(listen) = &config.admin.listen {
+            servers.push(serve("admin", listen, Router::new(), "", Some(&admin)).await?);
+        }
+        if let Some(listen) = &config.metrics_listen {
+            let what = "GET /metrics, GET /healthz";
+            servers.push(serve("metrics", listen, telemetry::routes(), what, shared_admin).await?);
+        }
         let ingest = if roles.ingest {
-            Some(start_ingest(&config, &log, &topics, admin.clone()).await?)
+            Some(start_ingest(&config, &log, &topics, shared_admin).await?)
         } else {
             None
         };
         println!("data in {}", data_dir.display());
         wait_for_signal().await;
         println!("shutting down");
-        if let Some(metrics) = metrics {
-            metrics.abort();
-        }
+        servers.iter().for_each(|server| server.abort());
         anyhow::Ok(ingest.map(|(http, router, router_thread)| {
             if let Some(http) = http {
                 http.abort();
@@ -224,7 +231,7 @@ struct Storage {
 
 impl Storage {
     /// The Graphite sinks, by name, for the admin API.
-    fn graphite(&self) -> telemetry::GraphiteSinks {
+    fn graphite(&self) -> admin::GraphiteSinks {
         self.sinks
             .iter()
             .filter_map(|sink| Some((sink.name.clone(), sink.graphite.clone()?)))
@@ -314,12 +321,12 @@ type Ingest = (
 );
 
 /// The router and every configured listener; the HTTP listener also
-/// serves /metrics.
+/// serves /metrics and /healthz, and the admin routes when given.
 async fn start_ingest(
     config: &Config,
     log: &Arc<dyn Log>,
     topics: &Topics,
-    admin: telemetry::Admin,
+    admin: Option<&admin::Admin>,
 ) -> anyhow::Result<Ingest> {
     let (router, router_thread) = weir_router::start(log.clone(), topics.clone(), &config.router)?;
     let bound = weir_ingest::listeners::start(&config.ingest, router.clone()).await?;
@@ -334,37 +341,41 @@ async fn start_ingest(
     }
     let http = match &config.ingest.http {
         Some(listener) => {
-            let socket = tokio::net::TcpListener::bind(&listener.listen)
-                .await
-                .with_context(|| format!("cannot listen on http {}", listener.listen))?;
-            println!(
-                "listening http {} (POST /events, GET /metrics, GET /healthz)",
-                socket.local_addr()?
-            );
             let app = weir_ingest::http::routes(&config.ingest, router.clone())
-                .merge(telemetry::routes(admin));
-            Some(tokio::spawn(async move { axum::serve(socket, app).await }))
+                .merge(telemetry::routes());
+            let what = "POST /events, GET /metrics, GET /healthz";
+            Some(serve("http", &listener.listen, app, what, admin).await?)
         }
         None => None,
     };
     Ok((http, router, router_thread))
 }
 
-/// Serves /metrics and /healthz on their own listener.
-async fn serve_metrics(
+/// Binds `listen` and serves `app` there, with the admin routes when
+/// `admin` is given (refused beyond loopback without a token); prints
+/// `listening KIND ADDR (WHAT)`.
+async fn serve(
+    kind: &str,
     listen: &str,
-    admin: telemetry::Admin,
+    app: Router,
+    what: &str,
+    admin: Option<&admin::Admin>,
 ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     let socket = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen for metrics on {listen}"))?;
-    println!(
-        "listening metrics {} (GET /metrics, GET /healthz)",
-        socket.local_addr()?
-    );
-    Ok(tokio::spawn(async move {
-        axum::serve(socket, telemetry::routes(admin)).await
-    }))
+        .with_context(|| format!("cannot listen on {kind} {listen}"))?;
+    let bound = socket.local_addr()?;
+    let (app, what) = match admin {
+        Some(admin) => {
+            admin::check_exposure(bound, admin.token.as_ref())
+                .with_context(|| format!("the {kind} listener"))?;
+            let what = [what, "/admin/…"].join(if what.is_empty() { "" } else { ", " });
+            (app.merge(admin::routes(admin.clone())), what)
+        }
+        None => (app, what.to_owned()),
+    };
+    println!("listening {kind} {bound} ({what})");
+    Ok(tokio::spawn(async move { axum::serve(socket, app).await }))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -11,6 +11,8 @@ use anyhow::Context;
 use clap::Args;
 use weir_processor::PartitionStatus;
 
+use crate::admin::ClientAuth;
+
 /// Arguments of `weir state`.
 #[derive(Args)]
 pub struct StateArgs {
@@ -25,16 +27,19 @@ pub struct StateArgs {
     /// partition's next checkpoint.
     #[arg(long, value_name = "VERSION")]
     forget: Option<String>,
+    #[command(flatten)]
+    auth: ClientAuth,
 }
 
 /// Prints one line per partition and version of the reactor, or with
 /// `--forget` asks every target to drop a retired version.
 pub fn state(args: StateArgs) -> anyhow::Result<()> {
+    let client = args.auth.client()?;
     if let Some(version) = &args.forget {
         let identity = format!("{}@{version}", args.reactor);
         for target in &args.targets {
             let url = format!("http://{target}/admin/state/{identity}");
-            reqwest::blocking::Client::new()
+            client
                 .delete(&url)
                 .send()
                 .and_then(|r| r.error_for_status())
@@ -54,7 +59,9 @@ pub fn state(args: StateArgs) -> anyhow::Result<()> {
     let mut shown = 0;
     for target in &args.targets {
         let url = format!("http://{target}/admin/state");
-        let partitions: BTreeMap<u32, PartitionStatus> = reqwest::blocking::get(&url)
+        let partitions: BTreeMap<u32, PartitionStatus> = client
+            .get(&url)
+            .send()
             .and_then(|r| r.error_for_status())
             .and_then(|r| r.json())
             .with_context(|| format!("reading {url}"))?;

@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 use weir_log::{Log, Topics};
 
+use crate::admin::ClientAuth;
 use crate::run::ServiceArgs;
 
 /// Arguments of `weir topics`.
@@ -37,9 +38,11 @@ enum TopicsCommand {
 /// process that has it open), or the configured log opened directly.
 #[derive(Args)]
 struct Target {
-    /// HTTP or metrics address of a running weir service.
+    /// HTTP, metrics or admin address of a running weir service.
     #[arg(long, value_name = "ADDR")]
     target: Option<String>,
+    #[command(flatten)]
+    auth: ClientAuth,
     #[command(flatten)]
     service: ServiceArgs,
 }
@@ -75,7 +78,7 @@ pub fn topics(args: TopicsArgs) -> anyhow::Result<()> {
     };
     let counts = match target.target {
         Some(addr) => {
-            let client = reqwest::blocking::Client::new();
+            let client = target.auth.client()?;
             let url = format!("http://{addr}/admin/topics");
             let request = match grow {
                 Some(partitions) => client

@@ -23,18 +23,36 @@ fn metric_names(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-#[test]
-fn docker_compose_config_accepts_the_file() {
-    let output = Command::new("docker-compose")
-        .args(["-f", "docker-compose.yml", "config", "-q"])
+fn docker_compose_config(token: Option<&str>) -> std::process::Output {
+    let mut command = Command::new("docker-compose");
+    command
+        .args(["-f", "docker-compose.yml", "config"])
         .current_dir(root())
+        .env_remove("WEIR_ADMIN_TOKEN");
+    if let Some(token) = token {
+        command.env("WEIR_ADMIN_TOKEN", token);
+    }
+    command
         .output()
-        .expect("docker-compose is not installed: run scripts/test, which installs it");
+        .expect("docker-compose is not installed: run scripts/test, which installs it")
+}
+
+#[test]
+fn docker_compose_config_accepts_the_file_and_gives_every_weir_service_the_admin_token() {
+    let output = docker_compose_config(Some("s3cret-token"));
+    let config = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let with_token = config.matches("WEIR_ADMIN_TOKEN: s3cret-token").count();
+    assert_eq!(with_token, 4, "ingest, two processors and store: {config}");
+    // Without a token the stack refuses to start, saying why.
+    let output = docker_compose_config(None);
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("set WEIR_ADMIN_TOKEN"), "{error}");
 }
 
 #[test]

@@ -92,6 +92,7 @@ impl Service {
             .arg(data)
             .args(extra)
             .env("RUST_LOG", rust_log)
+            .env_remove("WEIR_ADMIN_TOKEN")
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

@@ -1,0 +1,319 @@
+//! The admin API and who may use it.
+//!
+//! Admin routes change where data goes and what state is kept (sink
+//! destinations, topic growth, retired reactor state) and show reactor
+//! state. With a token (`[admin] token_file` or `WEIR_ADMIN_TOKEN`) every
+//! admin route requires `Authorization: Bearer TOKEN`; without one, weir
+//! refuses to start when a listener serving them is reachable from
+//! beyond loopback. `[admin] listen` gives them a listener of their own
+//! (then the HTTP and metrics listeners carry none).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::{Path, Request, State};
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::Json;
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use weir_log::{Log, LogError, Topics};
+use weir_processor::Status;
+use weir_storage::graphite::Graphite;
+use weir_storage::StorageError;
+
+use crate::topics::{counts, Counts, Grow};
+
+/// The environment variable that may hold the admin token.
+pub const TOKEN_ENV: &str = "WEIR_ADMIN_TOKEN";
+
+/// `[admin]` in the config.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// A file holding the bearer token admin routes require (surrounding
+    /// whitespace ignored); `WEIR_ADMIN_TOKEN` is used when this is unset.
+    pub token_file: Option<PathBuf>,
+    /// A listener of the admin routes' own; unset: they are served on
+    /// the HTTP listener (`weir run`, `weir ingest`) or the metrics one.
+    pub listen: Option<String>,
+}
+
+/// A bearer token, compared in constant time and never printed.
+#[derive(Clone)]
+pub struct Token(Arc<str>);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(…)")
+    }
+}
+
+impl Token {
+    /// A token from its text (surrounding whitespace ignored); none if empty.
+    pub fn new(text: &str) -> Option<Token> {
+        let text = text.trim();
+        (!text.is_empty()).then(|| Token(text.into()))
+    }
+
+    /// The token text, for a client's `Authorization` header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `offered` is this token; takes the same time for every
+    /// offered token of the same length.
+    fn matches(&self, offered: &[u8]) -> bool {
+        let wanted = self.0.as_bytes();
+        wanted.len() == offered.len()
+            && wanted
+                .iter()
+                .zip(offered)
+                .fold(0, |diff, (a, b)| diff | (a ^ b))
+                == 0
+    }
+}
+
+impl AdminConfig {
+    /// The configured token: the file's, else `WEIR_ADMIN_TOKEN`'s.
+    pub fn token(&self) -> anyhow::Result<Option<Token>> {
+        match &self.token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading [admin] token_file {}", path.display()))?;
+                let token = Token::new(&text);
+                anyhow::ensure!(
+                    token.is_some(),
+                    "[admin] token_file {} is empty",
+                    path.display()
+                );
+                Ok(token)
+            }
+            None => Ok(std::env::var(TOKEN_ENV)
+                .ok()
+                .and_then(|text| Token::new(&text))),
+        }
+    }
+}
+
+/// How a command authenticates to a running weir's admin API.
+#[derive(clap::Args)]
+pub struct ClientAuth {
+    /// File holding the admin token (default: the WEIR_ADMIN_TOKEN
+    /// environment variable, if set).
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+}
+
+impl ClientAuth {
+    /// A client whose requests carry the token, if there is one.
+    pub fn client(&self) -> anyhow::Result<reqwest::blocking::Client> {
+        let config = AdminConfig {
+            token_file: self.token_file.clone(),
+            listen: None,
+        };
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = config.token()? {
+            let mut value =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                    .context("the admin token is not a valid header value")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        Ok(reqwest::blocking::Client::builder()
+            .default_headers(headers)
+            .build()?)
+    }
+}
+
+/// Refuses a listener at `bound` that would serve admin routes beyond
+/// loopback without a token.
+pub fn check_exposure(bound: SocketAddr, token: Option<&Token>) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        token.is_some() || bound.ip().is_loopback(),
+        "the admin API would be reachable on {bound} without authentication: set [admin] \
+         token_file (or {TOKEN_ENV}), or serve it alone on a loopback address with [admin] listen"
+    );
+    Ok(())
+}
+
+/// Lets a request through only with the right bearer token.
+async fn authorize(token: Token, request: Request, next: Next) -> Response {
+    let offered = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+    match offered {
+        Some(offered) if token.matches(offered) => next.run(request).await,
+        Some(_) => (StatusCode::FORBIDDEN, "wrong admin token\n").into_response(),
+        None => (
+            StatusCode::UNAUTHORIZED,
+            [(WWW_AUTHENTICATE, "Bearer")],
+            "this route needs the admin token: send `Authorization: Bearer TOKEN`\n",
+        )
+            .into_response(),
+    }
+}
+
+/// Graphite sinks by name, for the destinations admin API.
+pub type GraphiteSinks = BTreeMap<String, Arc<Graphite>>;
+
+/// What the admin routes reach: the log, a processor's status, the
+/// Graphite sinks.
+#[derive(Clone)]
+pub struct Admin {
+    /// The log and weir's topics in it.
+    pub log: Arc<dyn Log>,
+    /// Topic names.
+    pub topics: Topics,
+    /// The processor's status, where this process runs one.
+    pub status: Option<Status>,
+    /// The Graphite sinks, where this process runs the storage stage.
+    pub graphite: Arc<GraphiteSinks>,
+    /// The bearer token every admin route requires, if set.
+    pub token: Option<Token>,
+}
+
+/// The admin routes, behind the token when one is set: `GET
+/// /admin/topics` (partition counts) and `POST /admin/topics/grow`
+/// (`{"partitions": N}`, for `weir topics grow`); with a processor `GET
+/// /admin/state` (its partitions' checkpoints, for `weir state`) and
+/// `DELETE /admin/state/NAME@VERSION` (drop a retired version's kept
+/// state at the next checkpoints); with Graphite sinks `GET
+/// /admin/sinks/NAME/destinations` and `PUT`/`DELETE
+/// /admin/sinks/NAME/destinations/HOST:PORT`.
+pub fn routes(admin: Admin) -> Router {
+    let token = admin.token.clone();
+    let mut router = Router::new()
+        .route("/admin/topics", get(topic_counts))
+        .route("/admin/topics/grow", post(grow_topics))
+        .with_state((admin.log.clone(), admin.topics.clone()));
+    if let Some(status) = admin.status {
+        let forget = status.clone();
+        router = router
+            .route(
+                "/admin/state",
+                get(move || {
+                    let partitions = status.partitions();
+                    async move { Json(partitions) }
+                }),
+            )
+            .route(
+                "/admin/state/{identity}",
+                delete(move |Path(identity): Path<String>| {
+                    forget.forget(identity);
+                    async { StatusCode::ACCEPTED }
+                }),
+            );
+    }
+    if !admin.graphite.is_empty() {
+        let sinks = Router::new()
+            .route("/admin/sinks/{name}/destinations", get(list_destinations))
+            .route(
+                "/admin/sinks/{name}/destinations/{address}",
+                put(add_destination).delete(remove_destination),
+            )
+            .with_state(admin.graphite);
+        router = router.merge(sinks);
+    }
+    match token {
+        Some(token) => router.layer(middleware::from_fn(move |request, next| {
+            authorize(token.clone(), request, next)
+        })),
+        None => router,
+    }
+}
+
+type TopicsState = State<(Arc<dyn Log>, Topics)>;
+
+/// Runs a log operation off the async workers (Kafka calls block).
+async fn with_log(
+    (log, topics): (Arc<dyn Log>, Topics),
+    operation: impl FnOnce(&dyn Log, &Topics) -> Result<Counts, LogError> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(move || operation(&*log, &topics)).await {
+        Ok(Ok(counts)) => Json(counts).into_response(),
+        Ok(Err(error @ LogError::Incompatible { .. })) => {
+            (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response()
+        }
+        Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+    }
+}
+
+async fn topic_counts(State(state): TopicsState) -> Response {
+    with_log(state, counts).await
+}
+
+async fn grow_topics(State(state): TopicsState, Json(grow): Json<Grow>) -> Response {
+    with_log(state, move |log, topics| {
+        topics.grow(log, grow.partitions)?;
+        counts(log, topics)
+    })
+    .await
+}
+
+type Sinks = State<Arc<GraphiteSinks>>;
+
+fn unknown_sink(name: &str) -> Response {
+    let message = format!("no graphite sink named {name:?}\n");
+    (StatusCode::NOT_FOUND, message).into_response()
+}
+
+async fn list_destinations(State(sinks): Sinks, Path(name): Path<String>) -> Response {
+    match sinks.get(&name) {
+        Some(sink) => Json(sink.destinations()).into_response(),
+        None => unknown_sink(&name),
+    }
+}
+
+/// Runs a destination change off the async workers (it joins threads).
+async fn change_destinations(
+    sinks: Arc<GraphiteSinks>,
+    name: String,
+    change: impl FnOnce(&Graphite) -> Result<StatusCode, StorageError> + Send + 'static,
+) -> Response {
+    let Some(sink) = sinks.get(&name).cloned() else {
+        return unknown_sink(&name);
+    };
+    match tokio::task::spawn_blocking(move || change(&sink)).await {
+        Ok(Ok(status)) => status.into_response(),
+        Ok(Err(StorageError::Rejected(reason))) => {
+            (StatusCode::BAD_REQUEST, format!("{reason}\n")).into_response()
+        }
+        Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+    }
+}
+
+async fn add_destination(
+    State(sinks): Sinks,
+    Path((name, address)): Path<(String, String)>,
+) -> Response {
+    change_destinations(sinks, name, move |sink| {
+        Ok(match sink.add(&address)? {
+            true => StatusCode::CREATED,
+            false => StatusCode::OK,
+        })
+    })
+    .await
+}
+
+async fn remove_destination(
+    State(sinks): Sinks,
+    Path((name, address)): Path<(String, String)>,
+) -> Response {
+    change_destinations(sinks, name, move |sink| {
+        Ok(match sink.remove(&address)? {
+            true => StatusCode::NO_CONTENT,
+            false => StatusCode::NOT_FOUND,
+        })
+    })
+    .await
+}
