@@ -44,9 +44,18 @@ pub struct Config {
 }
 
 impl Config {
-    /// Parses config text; `origin` names it in errors.
+    /// Parses config text; `origin` names it in errors. Any string value
+    /// may be given as `{ file = "PATH" }` (the file's text, without its
+    /// final newline) or `{ env = "NAME" }` (an environment variable), so
+    /// secrets need not live in the file.
     pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
-        toml::from_str(text).with_context(|| format!("config {origin}"))
+        let context = || format!("config {origin}");
+        let mut value: toml::Value = toml::from_str(text).with_context(context)?;
+        if !resolve_secrets(&mut value, "").with_context(context)? {
+            // Parsed from the text itself, errors point at lines.
+            return toml::from_str(text).with_context(context);
+        }
+        value.try_into().with_context(context)
     }
 
     /// The configured sinks, or the default file sink; checked (names
@@ -93,6 +102,52 @@ impl Config {
     }
 }
 
+/// Replaces every `{ file = … }` and `{ env = … }` table under `value`
+/// (at `key`) by the secret it names; whether there was any. Errors name
+/// the key and the source, never a secret.
+fn resolve_secrets(value: &mut toml::Value, key: &str) -> anyhow::Result<bool> {
+    let secret = match value {
+        toml::Value::Table(table) if table.len() == 1 => match table.iter().next() {
+            Some((kind, toml::Value::String(source))) if kind == "file" => Some(
+                std::fs::read_to_string(source)
+                    .map(|text| text.strip_suffix('\n').unwrap_or(&text).to_owned())
+                    .with_context(|| format!("key `{key}`: reading secret file {source}"))?,
+            ),
+            Some((kind, toml::Value::String(source))) if kind == "env" => {
+                Some(std::env::var(source).with_context(|| {
+                    format!("key `{key}`: environment variable {source} is not set")
+                })?)
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some(secret) = secret {
+        *value = toml::Value::String(secret);
+        return Ok(true);
+    }
+    let mut found = false;
+    match value {
+        toml::Value::Table(table) => {
+            for (name, child) in table.iter_mut() {
+                let path = if key.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{key}.{name}")
+                };
+                found |= resolve_secrets(child, &path)?;
+            }
+        }
+        toml::Value::Array(items) => {
+            for (i, child) in items.iter_mut().enumerate() {
+                found |= resolve_secrets(child, &format!("{key}[{i}]"))?;
+            }
+        }
+        _ => {}
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +187,48 @@ mod tests {
         assert_eq!(config.reactor.len(), 1);
         assert_eq!(config.sinks().unwrap().len(), 4);
         assert_eq!(config.metrics_listen.as_deref(), Some("127.0.0.1:9101"));
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_the_environment_and_errors_never_show_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pg-url");
+        std::fs::write(&file, "host=db password=hunter2\n").unwrap();
+        std::env::set_var("WEIR_TEST_KAFKA_PASSWORD", "sw0rdfish");
+        let text = format!(
+            r#"
+[log.kafka]
+properties = {{ "sasl.password" = {{ env = "WEIR_TEST_KAFKA_PASSWORD" }} }}
+[[sink]]
+name = "pg"
+type = "postgres"
+url = {{ file = {:?} }}
+"#,
+            file.display().to_string()
+        );
+        let config = Config::parse(&text, "secrets.toml").unwrap();
+        assert_eq!(config.log.kafka.properties["sasl.password"], "sw0rdfish");
+        match &config.sink[0].kind {
+            SinkKind::Postgres(pg) => assert_eq!(pg.url, "host=db password=hunter2"),
+            other => panic!("{other:?}"),
+        }
+        // A missing secret names its key and its source, never a secret.
+        let missing = text.replace("WEIR_TEST_KAFKA_PASSWORD", "WEIR_TEST_UNSET_VARIABLE");
+        let error = format!("{:#}", Config::parse(&missing, "secrets.toml").unwrap_err());
+        assert!(
+            error.contains("log.kafka.properties.sasl.password"),
+            "{error}"
+        );
+        assert!(
+            error.contains("WEIR_TEST_UNSET_VARIABLE") && !error.contains("hunter2"),
+            "{error}"
+        );
+        let gone = text.replace("pg-url", "no-such-file");
+        let error = format!("{:#}", Config::parse(&gone, "secrets.toml").unwrap_err());
+        assert!(
+            error.contains("sink[0].url") && error.contains("no-such-file"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -626,6 +626,7 @@ name = "carbon"
 type = "graphite"
 destinations = ["{first}"]
 backoff_ms = 100
+max_destinations = 2
 filter = 'metric exists'
 
 [[sink]]
@@ -723,6 +724,9 @@ filter = "metric >= 0.5"
     assert_eq!(listed(&admin), both, "listed by address");
     let bad = client.put(format!("{admin}/no-port")).send().unwrap();
     assert_eq!(bad.status(), 400);
+    let third = client.put(format!("{admin}/127.0.0.1:9")).send().unwrap();
+    assert_eq!(third.status(), 400, "beyond max_destinations");
+    assert!(third.text().unwrap().contains("max_destinations"));
     let unknown = client
         .get(format!(
             "http://{}/admin/sinks/nope/destinations",

@@ -78,6 +78,9 @@ pub struct GraphiteConfig {
     pub backoff_ms: u64,
     /// Connect timeout.
     pub connect_timeout_ms: u64,
+    /// Most destinations the admin API may give the sink (each runs
+    /// its own writer, and in broadcast its own consumers).
+    pub max_destinations: usize,
 }
 
 impl Default for GraphiteConfig {
@@ -90,6 +93,7 @@ impl Default for GraphiteConfig {
             max_failures: 3,
             backoff_ms: 500,
             connect_timeout_ms: 2000,
+            max_destinations: 16,
         }
     }
 }
@@ -856,8 +860,16 @@ impl Graphite {
             )));
         }
         let mut running = lock(&self.running);
-        if Self::addresses(&running).iter().any(|a| a == address) {
+        let addresses = Self::addresses(&running);
+        if addresses.iter().any(|a| a == address) {
             return Ok(false);
+        }
+        if addresses.len() >= self.config.max_destinations {
+            return Err(StorageError::Rejected(format!(
+                "sink {} has {} destinations, the most max_destinations allows",
+                self.name,
+                addresses.len()
+            )));
         }
         match self.config.distribution {
             Distribution::RoundRobin => {
