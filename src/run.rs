@@ -295,11 +295,12 @@ fn start_storage(
         .clone()
         .unwrap_or_else(|| data_dir.join("notifications"));
     let notify = config.notify.clone();
+    let channels = notify.channels()?;
     let forward_log = log.clone();
     let consumers = vec![
         spawn_consumers(
             &source("weir.notifier"),
-            move |p| Notifier::new(&notify, &deliveries, p),
+            move |p| Notifier::new(&notify, &deliveries, p, channels.clone()),
             shutdown.clone(),
         )?,
         spawn_consumers(

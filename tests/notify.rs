@@ -244,3 +244,135 @@ pipeline = 'where service = "disk" | over 95 | notify webhook url="http://127.0.
         .unwrap();
     assert_eq!(hook["attempts"], 2);
 }
+
+/// A CA and a certificate it signed for 127.0.0.1 and localhost, written
+/// as `NAME-ca.pem`, `NAME-cert.pem` and `NAME-key.pem` under `dir`.
+fn certificates(dir: &Path, name: &str) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    std::fs::write(dir.join(format!("{name}-ca.pem")), ca.pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}-cert.pem")), leaf.pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+}
+
+/// Runs one of the tests/tls Python servers on a free port until dropped.
+fn tls_server(script: &str, args: &[&Path], extra: &[&str]) -> (Smtp, u16) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = format!("{}/tests/tls/{script}", env!("CARGO_MANIFEST_DIR"));
+    let child = Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .args(args)
+        .args(extra)
+        .spawn()
+        .unwrap();
+    let server = Smtp(child);
+    wait_until(Duration::from_secs(20), "the TLS server", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (server, port)
+}
+
+#[test]
+fn notifications_reach_tls_peers_through_a_private_ca_and_an_unknown_ca_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    certificates(d, "ours");
+    certificates(d, "theirs");
+    let (cert, key) = (d.join("ours-cert.pem"), d.join("ours-key.pem"));
+    let trusted_hooks = d.join("trusted.ndjson");
+    let (_trusted, trusted_port) = tls_server("https_hook.py", &[&cert, &key, &trusted_hooks], &[]);
+    let unknown_hooks = d.join("unknown.ndjson");
+    let (_unknown, unknown_port) = tls_server(
+        "https_hook.py",
+        &[
+            &d.join("theirs-cert.pem"),
+            &d.join("theirs-key.pem"),
+            &unknown_hooks,
+        ],
+        &[],
+    );
+    let maildir = d.join("maildir");
+    let (_smtp, smtp_port) = tls_server(
+        "smtp_starttls.py",
+        &[&cert, &key],
+        &["weir", "pa55word", &maildir.display().to_string()],
+    );
+    let password = d.join("smtp-password");
+    std::fs::write(&password, "pa55word\n").unwrap();
+    let ca = d.join("ours-ca.pem").display().to_string();
+    let config = format!(
+        r#"{LISTENERS}
+[notify]
+backoff_ms = 50
+max_attempts = 2
+ca_file = "{ca}"
+[notify.smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+from = "weir@example.com"
+tls = "starttls"
+username = "weir"
+password = {{ file = "{password}" }}
+ca_file = "{ca}"
+
+[[reactor]]
+name = "mail"
+pipeline = 'where service = "disk" | notify email to="ops@example.com"'
+
+[[reactor]]
+name = "trusted"
+pipeline = 'where service = "disk" | notify webhook url="https://127.0.0.1:{trusted_port}/hook"'
+
+[[reactor]]
+name = "unknown"
+pipeline = 'where service = "disk" | notify webhook url="https://localhost:{unknown_port}/hook"'
+"#,
+        password = password.display()
+    );
+    let data = d.join("data");
+    let weir = Weir::start(&config, &data);
+    send(&weir, "db-1", "97");
+    wait_until(Duration::from_secs(30), "three outcomes recorded", || {
+        deliveries(&data).len() == 3
+    });
+    weir.stop();
+
+    let outcome = |reactor_channel: &str| {
+        deliveries(&data)
+            .into_iter()
+            .find(|d| d["id"].as_str().unwrap().starts_with(reactor_channel))
+            .unwrap()
+    };
+    assert_eq!(outcome("trusted@")["status"], "delivered");
+    let hooks = std::fs::read_to_string(&trusted_hooks).unwrap();
+    assert!(hooks.contains("\"host\":\"db-1\""), "{hooks}");
+    assert_eq!(outcome("mail@")["status"], "delivered");
+    let mails = mails(&maildir);
+    assert_eq!(mails.len(), 1);
+    assert!(mails[0].contains("db-1"), "{}", mails[0]);
+    // The receiver whose CA weir does not know never gets the request.
+    let refused = outcome("unknown@");
+    assert_eq!(
+        (refused["status"].as_str(), refused["attempts"].as_u64()),
+        (Some("failed"), Some(2))
+    );
+    let error = refused["error"].as_str().unwrap();
+    assert!(
+        error.contains("certificate") || error.contains("Unknown"),
+        "{error}"
+    );
+    assert!(!unknown_hooks.exists());
+}

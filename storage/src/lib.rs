@@ -8,7 +8,7 @@
 //! shares (routing, dead letters); the sinks are [`file`], [`graphite`],
 //! [`victoria`] (VictoriaMetrics / InfluxDB line protocol), [`postgres`]
 //! and [`kafka`]. Besides them: the [`notify`] notifier (log, email,
-//! webhook) and the [`forward`]er.
+//! webhook) and the [`forward`]er; [`tls`] builds the clients of TLS peers.
 
 pub mod consumer;
 pub mod file;
@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod notify;
 pub mod postgres;
 pub mod sink;
+pub mod tls;
 pub mod victoria;
 
 pub use consumer::{spawn_consumers, ResultHandler, StorageError};

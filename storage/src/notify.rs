@@ -5,9 +5,10 @@
 //! Channels:
 //! - `log`: a warning line with target `weir::notify`;
 //! - `email` (`to=` required, `subject=` optional): SMTP via lettre, to
-//!   `[notify.smtp]` (plain SMTP, no TLS yet);
-//! - `webhook` (`url=` required): HTTP POST of the result record as JSON;
-//!   any 2xx is success.
+//!   `[notify.smtp]`: STARTTLS when the relay offers it (or required, or
+//!   implicit TLS), AUTH with a username and password;
+//! - `webhook` (`url=` required): HTTP POST of the result record as JSON
+//!   (https through rustls); any 2xx is success.
 //!
 //! A failed delivery is retried `max_attempts` times with exponential
 //! backoff, then recorded as failed so one dead endpoint cannot hold up
@@ -25,6 +26,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lettre::message::header::ContentType;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{Message, SmtpTransport, Transport};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -44,6 +47,9 @@ pub struct NotifyConfig {
     pub backoff_ms: u64,
     /// Timeout of one webhook request.
     pub webhook_timeout_ms: u64,
+    /// PEM file of a CA to trust besides the system's, for https
+    /// webhooks under a private CA.
+    pub ca_file: Option<PathBuf>,
     /// Notifications about events older than this (seconds, by event
     /// time) are recorded as suppressed instead of delivered, so a replay
     /// over last month pages nobody; 0 delivers every one.
@@ -59,6 +65,7 @@ impl Default for NotifyConfig {
             max_attempts: 5,
             backoff_ms: 500,
             webhook_timeout_ms: 10_000,
+            ca_file: None,
             max_age_secs: 3600,
             smtp: SmtpConfig::default(),
         }
@@ -69,12 +76,21 @@ impl Default for NotifyConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SmtpConfig {
-    /// Relay host.
+    /// Relay host (also the name its certificate must carry).
     pub host: String,
     /// Relay port.
     pub port: u16,
     /// The From address.
     pub from: String,
+    /// TLS to the relay.
+    pub tls: SmtpTls,
+    /// AUTH user name (with `password`); none: no AUTH.
+    pub username: Option<String>,
+    /// AUTH password; put it in a file or the environment
+    /// (`password = { file = "…" }`).
+    pub password: Option<Secret>,
+    /// PEM file of a CA to trust besides the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for SmtpConfig {
@@ -83,7 +99,96 @@ impl Default for SmtpConfig {
             host: "127.0.0.1".into(),
             port: 25,
             from: "weir@localhost".into(),
+            tls: SmtpTls::Opportunistic,
+            username: None,
+            password: None,
+            ca_file: None,
         }
+    }
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// STARTTLS when the relay offers it, plain otherwise.
+    Opportunistic,
+    /// STARTTLS or no delivery.
+    Starttls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Tls,
+    /// Plain text only.
+    None,
+}
+
+/// A secret string: its Debug form never shows it.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// The clients notifications go out through, built once from the config
+/// (a bad CA file is an error at start, not at the first alert) and
+/// shared by every partition's notifier.
+#[derive(Clone)]
+pub struct Channels {
+    /// Webhooks.
+    pub http: reqwest::blocking::Client,
+    /// Email.
+    pub smtp: SmtpTransport,
+}
+
+impl NotifyConfig {
+    /// The webhook and SMTP clients this config describes.
+    pub fn channels(&self) -> Result<Channels, StorageError> {
+        let failed = |channel: &str| {
+            let channel = channel.to_owned();
+            move |detail: String| StorageError::Sink {
+                sink: format!("notify {channel}"),
+                detail,
+            }
+        };
+        let timeout = Duration::from_millis(self.webhook_timeout_ms);
+        let http =
+            crate::tls::http_client(timeout, self.ca_file.as_deref()).map_err(failed("webhook"))?;
+        let smtp = self.smtp.transport(timeout).map_err(failed("email"))?;
+        Ok(Channels { http, smtp })
+    }
+}
+
+impl SmtpConfig {
+    fn transport(&self, timeout: Duration) -> Result<SmtpTransport, String> {
+        let mut tls = TlsParameters::builder(self.host.clone());
+        if let Some(path) = &self.ca_file {
+            let pem =
+                std::fs::read(path).map_err(|e| format!("CA file {}: {e}", path.display()))?;
+            let certificate = Certificate::from_pem(&pem)
+                .map_err(|e| format!("CA file {}: {e}", path.display()))?;
+            tls = tls.add_root_certificate(certificate);
+        }
+        let tls = tls.build_rustls().map_err(|e| format!("TLS: {e}"))?;
+        let mut builder = SmtpTransport::builder_dangerous(&self.host)
+            .port(self.port)
+            .timeout(Some(timeout))
+            .tls(match self.tls {
+                SmtpTls::Opportunistic => Tls::Opportunistic(tls),
+                SmtpTls::Starttls => Tls::Required(tls),
+                SmtpTls::Tls => Tls::Wrapper(tls),
+                SmtpTls::None => Tls::None,
+            });
+        match (&self.username, &self.password) {
+            (Some(user), Some(password)) => {
+                builder = builder.credentials(Credentials::new(user.clone(), password.0.clone()));
+            }
+            (None, None) => {}
+            _ => return Err("username and password go together".into()),
+        }
+        Ok(builder.build())
     }
 }
 
@@ -123,18 +228,12 @@ struct Delivery<'a> {
 }
 
 impl Notifier {
-    /// A notifier for `partition`, logging deliveries under `dir`.
-    pub fn new(config: &NotifyConfig, dir: &Path, partition: u32) -> Notifier {
-        let timeout = Duration::from_millis(config.webhook_timeout_ms);
+    /// A notifier for `partition`, logging deliveries under `dir`,
+    /// delivering through `channels` ([`NotifyConfig::channels`]).
+    pub fn new(config: &NotifyConfig, dir: &Path, partition: u32, channels: Channels) -> Notifier {
         Notifier {
-            smtp: SmtpTransport::builder_dangerous(&config.smtp.host)
-                .port(config.smtp.port)
-                .timeout(Some(timeout))
-                .build(),
-            http: reqwest::blocking::Client::builder()
-                .timeout(timeout)
-                .build()
-                .unwrap_or_default(),
+            smtp: channels.smtp,
+            http: channels.http,
             config: config.clone(),
             log_path: dir.join(format!("p{partition}.ndjson")),
             deliveries: None,
@@ -189,7 +288,7 @@ impl Notifier {
                 self.smtp
                     .send(&message)
                     .map(drop)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| crate::tls::with_causes(&e))
             }
             "webhook" => {
                 let url = options["url"]
@@ -201,7 +300,7 @@ impl Notifier {
                     .header("content-type", "application/json")
                     .body(record.to_vec())
                     .send()
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| crate::tls::with_causes(&e))?;
                 if response.status().is_success() {
                     Ok(())
                 } else {

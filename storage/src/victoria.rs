@@ -14,6 +14,7 @@
 //! `-dedup.minScrapeInterval=1ms` (identical samples collapse).
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use flate2::write::GzEncoder;
@@ -40,6 +41,9 @@ pub struct VictoriaConfig {
     pub gzip: bool,
     /// Request timeout.
     pub timeout_ms: u64,
+    /// PEM file of a CA to trust besides the system's, for an https `url`
+    /// under a private CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for VictoriaConfig {
@@ -50,6 +54,7 @@ impl Default for VictoriaConfig {
             meta: Vec::new(),
             gzip: true,
             timeout_ms: 10_000,
+            ca_file: None,
         }
     }
 }
@@ -121,13 +126,13 @@ impl VictoriaSink {
         name: &str,
         config: &VictoriaConfig,
     ) -> Result<reqwest::blocking::Client, StorageError> {
-        reqwest::blocking::Client::builder()
-            .timeout(Duration::from_millis(config.timeout_ms))
-            .build()
-            .map_err(|e| StorageError::Sink {
+        let timeout = Duration::from_millis(config.timeout_ms);
+        crate::tls::http_client(timeout, config.ca_file.as_deref()).map_err(|detail| {
+            StorageError::Sink {
                 sink: name.to_owned(),
-                detail: e.to_string(),
-            })
+                detail,
+            }
+        })
     }
 
     /// A sink named `name` posting to `config.url` with `client`.
@@ -164,7 +169,10 @@ impl VictoriaSink {
             body = encoder.finish().map_err(|e| self.failed(e))?;
             request = request.header("Content-Encoding", "gzip");
         }
-        let response = request.body(body).send().map_err(|e| self.failed(e))?;
+        let response = request
+            .body(body)
+            .send()
+            .map_err(|e| self.failed(crate::tls::with_causes(&e)))?;
         let status = response.status();
         if status.is_success() {
             return Ok(Answer::Accepted);
