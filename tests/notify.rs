@@ -245,24 +245,6 @@ pipeline = 'where service = "disk" | over 95 | notify webhook url="http://127.0.
     assert_eq!(hook["attempts"], 2);
 }
 
-/// A CA and a certificate it signed for 127.0.0.1 and localhost, written
-/// as `NAME-ca.pem`, `NAME-cert.pem` and `NAME-key.pem` under `dir`.
-fn certificates(dir: &Path, name: &str) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    std::fs::write(dir.join(format!("{name}-ca.pem")), ca.pem()).unwrap();
-    std::fs::write(dir.join(format!("{name}-cert.pem")), leaf.pem()).unwrap();
-    std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
-}
-
 /// Runs one of the tests/tls Python servers on a free port until dropped.
 fn tls_server(script: &str, args: &[&Path], extra: &[&str]) -> (Smtp, u16) {
     let port = TcpListener::bind("127.0.0.1:0")
@@ -289,8 +271,8 @@ fn tls_server(script: &str, args: &[&Path], extra: &[&str]) -> (Smtp, u16) {
 fn notifications_reach_tls_peers_through_a_private_ca_and_an_unknown_ca_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    certificates(d, "ours");
-    certificates(d, "theirs");
+    common::certificates(d, "ours");
+    common::certificates(d, "theirs");
     let (cert, key) = (d.join("ours-cert.pem"), d.join("ours-key.pem"));
     let trusted_hooks = d.join("trusted.ndjson");
     let (_trusted, trusted_port) = tls_server("https_hook.py", &[&cert, &key, &trusted_hooks], &[]);

@@ -555,6 +555,56 @@ fn postgres_stores_events_and_notifications_once_and_dead_letters_bad_rows() {
 }
 
 #[test]
+fn postgres_over_tls_verifies_the_server_when_asked_and_refuses_an_unknown_ca() {
+    let results = Results::new();
+    let certs = tempfile::tempdir().unwrap();
+    common::certificates(certs.path(), "pg");
+    common::certificates(certs.path(), "other");
+    let pem = |name: &str| certs.path().join(name);
+    // TCP connections to it must use TLS (pg_hba: hostssl only).
+    let server = Postgres::start_tls(&pem("pg-cert.pem"), &pem("pg-key.pem"));
+    results.feed(200);
+    let sink = |sslmode: &str, ca: Option<&str>, prefix: &str| {
+        SinkKind::Postgres(PostgresConfig {
+            url: format!("{} sslmode={sslmode}", server.url()),
+            table_prefix: prefix.into(),
+            ca_file: ca.map(pem),
+        })
+    };
+    let _verified = results.start(
+        "verified",
+        sink("verify-full", Some("pg-ca.pem"), "verified_"),
+    );
+    let _encrypted = results.start("encrypted", sink("require", None, "encrypted_"));
+    let _refused = results.start(
+        "refused",
+        sink("verify-full", Some("other-ca.pem"), "refused_"),
+    );
+    let _plain = results.start("plain", sink("disable", None, "plain_"));
+    let rows = |prefix: &str| -> Option<i64> {
+        let mut client = server.client();
+        let table = format!("{prefix}events");
+        let exists: bool = client
+            .query_one(&format!("SELECT to_regclass('{table}') IS NOT NULL"), &[])
+            .unwrap()
+            .get(0);
+        exists.then(|| {
+            client
+                .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .unwrap()
+                .get(0)
+        })
+    };
+    eventually(60, "rows over verified and encrypted TLS", || {
+        rows("verified_") == Some(200) && rows("encrypted_") == Some(200)
+    });
+    // An unknown CA and plain text never get a connection (no table).
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(rows("refused_"), None);
+    assert_eq!(rows("plain_"), None);
+}
+
+#[test]
 fn postgres_survives_a_30_second_outage() {
     let results = Results::new();
     let server = std::cell::RefCell::new(Postgres::start());

@@ -10,8 +10,10 @@
 //! letters; any other failure (server down, connection lost) makes the
 //! consumer retry from its last commit.
 
+use std::path::PathBuf;
+
 use postgres::error::SqlState;
-use postgres::{Client, NoTls};
+use postgres::Client;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use weir_event::ResultRecord;
@@ -24,9 +26,15 @@ use crate::sink::{DeadLetters, RecordSink};
 #[serde(default, deny_unknown_fields)]
 pub struct PostgresConfig {
     /// libpq-style connection string (`host=… user=… dbname=…`) or URL.
+    /// Its `sslmode` means what it means to libpq: `disable`; `prefer`
+    /// (the default) and `require` encrypt without authenticating the
+    /// server; `verify-ca` and `verify-full` also verify its certificate
+    /// (both as verify-full: chain and host name).
     pub url: String,
     /// Prefix of the sink's table names.
     pub table_prefix: String,
+    /// PEM file of a CA to trust besides the system's (`verify-*`).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for PostgresConfig {
@@ -34,6 +42,7 @@ impl Default for PostgresConfig {
         PostgresConfig {
             url: "host=127.0.0.1 user=weir dbname=weir".into(),
             table_prefix: "weir_".into(),
+            ca_file: None,
         }
     }
 }
@@ -125,7 +134,12 @@ impl PostgresSink {
 
     /// Connects and brings the schema up to date.
     fn connect(&self) -> Result<Client, StorageError> {
-        let mut client = Client::connect(&self.config.url, NoTls).map_err(|e| self.failed(e))?;
+        let (mode, url) =
+            crate::tls::postgres_sslmode(&self.config.url).map_err(|e| self.failed(e))?;
+        let tls = crate::tls::postgres_tls(mode, self.config.ca_file.as_deref())
+            .map_err(|e| self.failed(e))?;
+        let mut client =
+            Client::connect(&url, tls).map_err(|e| self.failed(crate::tls::with_causes(&e)))?;
         let schema = self.sql("{p}schema");
         client
             .batch_execute(&format!(

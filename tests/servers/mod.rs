@@ -312,6 +312,17 @@ fn as_postgres(program: &Path) -> Command {
 impl Postgres {
     /// Creates a cluster and starts it.
     pub fn start() -> Postgres {
+        Postgres::create(None)
+    }
+
+    /// Creates a cluster that takes TCP connections only over TLS, with
+    /// the PEM certificate `cert` and key `key`, and starts it. Its Unix socket
+    /// ([`Postgres::client`]) stays plain.
+    pub fn start_tls(cert: &Path, key: &Path) -> Postgres {
+        Postgres::create(Some((cert, key)))
+    }
+
+    fn create(tls: Option<(&Path, &Path)>) -> Postgres {
         let temporary = tempfile::Builder::new()
             .prefix("weir-pg")
             .tempdir()
@@ -334,6 +345,38 @@ impl Postgres {
             .status()
             .unwrap();
         assert!(status.success(), "initdb failed");
+        if let Some((cert, key)) = tls {
+            let data = dir.join("data");
+            std::fs::copy(cert, data.join("server.crt")).unwrap();
+            std::fs::copy(key, data.join("server.key")).unwrap();
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .unwrap();
+            let mut conf = std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("postgresql.conf"))
+                .unwrap();
+            use std::io::Write as _;
+            writeln!(conf, "ssl = on").unwrap();
+            for file in ["server.crt", "server.key"] {
+                let path = data.join(file);
+                std::fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .unwrap();
+                if is_root() {
+                    let status = Command::new("chown")
+                        .arg("postgres")
+                        .arg(&path)
+                        .status()
+                        .unwrap();
+                    assert!(status.success());
+                }
+            }
+        }
         let mut postgres = Postgres {
             _temporary: temporary,
             dir: dir.to_path_buf(),
@@ -344,10 +387,19 @@ impl Postgres {
         postgres
     }
 
-    /// The connection string of the `postgres` database.
+    /// The TCP connection string of the `postgres` database.
     pub fn url(&self) -> String {
         format!(
             "host=127.0.0.1 port={} user=weir dbname=postgres",
+            self.port
+        )
+    }
+
+    /// The connection string over its Unix socket (plain, also with TLS).
+    fn socket_url(&self) -> String {
+        format!(
+            "host={} port={} user=weir dbname=postgres",
+            self.dir.display(),
             self.port
         )
     }
@@ -367,7 +419,7 @@ impl Postgres {
         self.child = Some(child);
         wait_for_port(self.port, "postgres");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while postgres::Client::connect(&self.url(), postgres::NoTls).is_err() {
+        while postgres::Client::connect(&self.socket_url(), postgres::NoTls).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "postgres does not take connections"
@@ -389,9 +441,9 @@ impl Postgres {
         }
     }
 
-    /// A client of the `postgres` database.
+    /// A client of the `postgres` database, over its Unix socket.
     pub fn client(&self) -> postgres::Client {
-        postgres::Client::connect(&self.url(), postgres::NoTls).unwrap()
+        postgres::Client::connect(&self.socket_url(), postgres::NoTls).unwrap()
     }
 }
 
