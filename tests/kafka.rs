@@ -132,6 +132,54 @@ fn the_kafka_log_keeps_the_log_contract() {
     assert_eq!(log.committed("g", "t", 1).unwrap(), Some(committed));
 }
 
+#[test]
+fn the_kafka_log_reaches_a_broker_over_sasl_scram_and_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    common::certificates(certs.path(), "broker");
+    common::certificates(certs.path(), "other");
+    let pem = |name: &str| certs.path().join(name);
+    let broker = Broker::start_secured(
+        "weir",
+        "s3cret",
+        &pem("broker-cert.pem"),
+        &pem("broker-key.pem"),
+    );
+    let secured = |password: &str, ca: &str| KafkaConfig {
+        security_protocol: "sasl_ssl".into(),
+        sasl_mechanism: Some("SCRAM-SHA-256".into()),
+        sasl_username: Some("weir".into()),
+        sasl_password: Some(weir_log::Secret(password.into())),
+        ssl_ca_location: Some(pem(ca)),
+        request_timeout_ms: 5000,
+        ..kafka_config()
+    };
+    let log = KafkaLog::connect(&broker.addr, &secured("s3cret", "broker-ca.pem")).unwrap();
+    log.create_topic("secured", 1, false).unwrap();
+    let records = [(&b"k"[..], &b"over tls"[..])];
+    assert_eq!(log.append("secured", 0, &records).unwrap(), 1);
+    let read = log
+        .read("secured", 0, 0, 1 << 20, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(read[0].value, "over tls".as_bytes());
+
+    // A wrong password, a broker certificate from an unknown CA and a
+    // plain-text client are all refused.
+    for (config, what) in [
+        (secured("wrong", "broker-ca.pem"), "a wrong password"),
+        (secured("s3cret", "other-ca.pem"), "an unknown CA"),
+        (kafka_config(), "plain text"),
+    ] {
+        let config = KafkaConfig {
+            request_timeout_ms: 3000,
+            ..config
+        };
+        assert!(
+            KafkaLog::connect(&broker.addr, &config).is_err(),
+            "{what} was let in"
+        );
+    }
+}
+
 /// Applications feeding; the first `PLACED` send from the start, and
 /// their placement over `PARTITIONS` is recorded before weir starts.
 const APPS: usize = 200;

@@ -277,7 +277,21 @@ impl KafkaLog {
 /// tuning; callers set what must not be overridden afterwards).
 fn client_config(brokers: &str, config: &KafkaConfig, tuning: &[(&str, &str)]) -> ClientConfig {
     let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", brokers);
+    client
+        .set("bootstrap.servers", brokers)
+        .set("security.protocol", &config.security_protocol);
+    if let Some(mechanism) = &config.sasl_mechanism {
+        client.set("sasl.mechanisms", mechanism);
+    }
+    if let Some(username) = &config.sasl_username {
+        client.set("sasl.username", username);
+    }
+    if let Some(password) = &config.sasl_password {
+        client.set("sasl.password", &password.0);
+    }
+    if let Some(ca) = &config.ssl_ca_location {
+        client.set("ssl.ca.location", ca.display().to_string());
+    }
     for (key, value) in tuning {
         client.set(*key, *value);
     }

@@ -30,6 +30,19 @@ pub use group::{Membership, Owner};
 #[cfg(feature = "kafka")]
 pub use kafka::KafkaLog;
 
+/// A secret string from the config (a password): serialized as itself,
+/// but its `Debug` form never shows it, so a config printed for a
+/// diagnosis leaks nothing.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
 /// A record read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -335,6 +348,18 @@ pub struct KafkaConfig {
     pub max_poll_interval_ms: u64,
     /// Timeout of metadata, commit and admin requests.
     pub request_timeout_ms: u64,
+    /// How clients reach the brokers: `plaintext` (default), `ssl`,
+    /// `sasl_plaintext` or `sasl_ssl` (librdkafka's `security.protocol`).
+    pub security_protocol: String,
+    /// SASL mechanism: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub sasl_mechanism: Option<String>,
+    /// SASL user name.
+    pub sasl_username: Option<String>,
+    /// SASL password; keep it out of the file (`{ env = "…" }`).
+    pub sasl_password: Option<Secret>,
+    /// PEM file of the CA that signed the brokers' certificates (besides
+    /// the system's).
+    pub ssl_ca_location: Option<PathBuf>,
     /// Further librdkafka properties, applied to every client. They
     /// override weir's tuning (queue, batch and fetch sizes), not what
     /// weir relies on: the fields above, idempotence, acks, the
@@ -351,6 +376,11 @@ impl Default for KafkaConfig {
             session_timeout_ms: 10_000,
             max_poll_interval_ms: 300_000,
             request_timeout_ms: 30_000,
+            security_protocol: "plaintext".into(),
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            ssl_ca_location: None,
             properties: BTreeMap::new(),
         }
     }

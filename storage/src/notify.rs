@@ -32,6 +32,8 @@ use lettre::{Message, SmtpTransport, Transport};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use weir_log::Secret;
+
 use crate::consumer::{ResultHandler, StorageError};
 use crate::metrics::{NOTIFICATIONS_FAILED, NOTIFICATIONS_SENT, NOTIFICATIONS_SUPPRESSED};
 
@@ -119,17 +121,6 @@ pub enum SmtpTls {
     Tls,
     /// Plain text only.
     None,
-}
-
-/// A secret string: its Debug form never shows it.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(…)")
-    }
 }
 
 /// The clients notifications go out through, built once from the config

@@ -235,6 +235,8 @@ impl Weir {
 /// partition as the last batch's first offset + 1, so it is not used.)
 pub struct Broker {
     child: Child,
+    /// Declared before the directory it keeps its files in.
+    _tls: Option<Stunnel>,
     _dir: tempfile::TempDir,
     /// `host:port` for `--brokers`.
     pub addr: String,
@@ -243,37 +245,119 @@ pub struct Broker {
 impl Broker {
     /// Starts tansu; panics when it is not installed (scripts/test installs it).
     pub fn start() -> Broker {
-        let tansu = ["tansu".into(), home_cargo_bin("tansu")]
-            .into_iter()
-            .find(|path: &PathBuf| Command::new(path).arg("--version").output().is_ok())
-            .expect("the tansu broker is not installed: run scripts/test, which installs it");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("tcp://127.0.0.1:{port}");
+        let port = free_port();
         let dir = tempfile::tempdir().unwrap();
-        let output = std::fs::File::create(dir.path().join("broker.log")).unwrap();
-        let child = Command::new(tansu)
-            .current_dir(dir.path())
-            .args(["broker", "--listener-url", &url])
-            .args(["--advertised-listener-url", &url])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .stdout(output.try_clone().unwrap())
-            .stderr(output)
-            .spawn()
+        let child = tansu(dir.path(), port, port, &[]);
+        Broker {
+            child,
+            _tls: None,
+            _dir: dir,
+            addr: format!("127.0.0.1:{port}"),
+        }
+    }
+
+    /// Starts tansu requiring SASL/SCRAM-SHA-256 as `user`/`password`,
+    /// behind stunnel terminating TLS with `cert`/`key` (tansu 0.6 has no
+    /// TLS of its own): `addr` is the TLS port, which the broker's
+    /// metadata advertises, so clients stay on TLS.
+    pub fn start_secured(user: &str, password: &str, cert: &Path, key: &Path) -> Broker {
+        let (plain, tls) = (free_port(), free_port());
+        let dir = tempfile::tempdir().unwrap();
+        // Users are created before authentication is on, on the same storage.
+        let mut open = tansu(dir.path(), plain, plain, &[]);
+        let status = Command::new(tansu_bin())
+            .args(["user", "create", user, password, "--mechanism", "scram256"])
+            .args(["--broker", &format!("tcp://127.0.0.1:{plain}")])
+            .status()
             .unwrap();
-        let addr = format!("127.0.0.1:{port}");
-        wait_until(Duration::from_secs(30), "the broker to listen", || {
+        assert!(status.success(), "tansu user create");
+        let _ = open.kill();
+        let _ = open.wait();
+        let child = tansu(dir.path(), plain, tls, &["--authentication"]);
+        let conf = dir.path().join("stunnel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "foreground = yes\npid =\n[kafka]\naccept = 127.0.0.1:{tls}\n\
+                 connect = 127.0.0.1:{plain}\ncert = {}\nkey = {}\n",
+                cert.display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+        let stunnel = Command::new("stunnel")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stunnel.log")).unwrap())
+            .spawn()
+            .expect("stunnel (Debian's stunnel4; scripts/test installs it)");
+        let addr = format!("127.0.0.1:{tls}");
+        wait_until(Duration::from_secs(30), "stunnel to listen", || {
             std::net::TcpStream::connect(&addr).is_ok()
         });
         Broker {
             child,
+            _tls: Some(Stunnel(stunnel)),
             _dir: dir,
             addr,
         }
     }
+}
+
+/// stunnel in front of a broker, stopped when dropped.
+pub struct Stunnel(Child);
+
+impl Drop for Stunnel {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn tansu_bin() -> PathBuf {
+    ["tansu".into(), home_cargo_bin("tansu")]
+        .into_iter()
+        .find(|path: &PathBuf| Command::new(path).arg("--version").output().is_ok())
+        .expect("the tansu broker is not installed: run scripts/test, which installs it")
+}
+
+/// tansu on SQLite under `dir`, listening on `port` and advertising
+/// `advertised`, once it accepts connections.
+fn tansu(dir: &Path, port: u16, advertised: u16, extra: &[&str]) -> Child {
+    let output = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("broker.log"))
+        .unwrap();
+    let child = Command::new(tansu_bin())
+        .current_dir(dir)
+        .args([
+            "broker",
+            "--listener-url",
+            &format!("tcp://127.0.0.1:{port}"),
+        ])
+        .args([
+            "--advertised-listener-url",
+            &format!("tcp://127.0.0.1:{advertised}"),
+        ])
+        .args(["--storage-engine", "sqlite://tansu.db"])
+        .args(extra)
+        .stdout(output.try_clone().unwrap())
+        .stderr(output)
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "the broker to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    child
 }
 
 impl Drop for Broker {
@@ -374,16 +458,28 @@ pub fn wait_until_every(
 /// A CA and a certificate it signed for 127.0.0.1 and localhost, written
 /// as `NAME-ca.pem`, `NAME-cert.pem` and `NAME-key.pem` under `dir`.
 pub fn certificates(dir: &Path, name: &str) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    let name_of = |common_name: String| {
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, common_name);
+        name
+    };
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    // Distinct names: OpenSSL takes a leaf named like its issuer for
+    // self-issued.
+    ca.distinguished_name = name_of(format!("weir test CA {name}"));
     let ca = ca.self_signed(&ca_key).unwrap();
     let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
+    let mut leaf =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    leaf.distinguished_name = name_of("localhost".to_owned());
+    let leaf = leaf.signed_by(&key, &ca, &ca_key).unwrap();
     std::fs::write(dir.join(format!("{name}-ca.pem")), ca.pem()).unwrap();
     std::fs::write(dir.join(format!("{name}-cert.pem")), leaf.pem()).unwrap();
     std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
