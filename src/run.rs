@@ -183,11 +183,12 @@ pub fn run(args: ServiceArgs, roles: Roles) -> anyhow::Result<()> {
     let router_thread = runtime.block_on(async {
         let mut servers = Vec::new();
         if let Some(listen) = &config.admin.listen {
-            servers.push(serve("admin", listen, Router::new(), "", Some(&admin)).await?);
+            servers.push(serve("admin", listen, Router::new(), "", Some(&admin), None).await?);
         }
         if let Some(listen) = &config.metrics_listen {
             let what = "GET /metrics, GET /healthz";
-            servers.push(serve("metrics", listen, telemetry::routes(), what, shared_admin).await?);
+            let app = telemetry::routes();
+            servers.push(serve("metrics", listen, app, what, shared_admin, None).await?);
         }
         let ingest = if roles.ingest {
             Some(start_ingest(&config, &log, &topics, shared_admin).await?)
@@ -345,22 +346,24 @@ async fn start_ingest(
             let app = weir_ingest::http::routes(&config.ingest, router.clone())
                 .merge(telemetry::routes());
             let what = "POST /events, GET /metrics, GET /healthz";
-            Some(serve("http", &listener.listen, app, what, admin).await?)
+            let tls = listener.acceptor("http")?;
+            Some(serve("http", &listener.listen, app, what, admin, tls).await?)
         }
         None => None,
     };
     Ok((http, router, router_thread))
 }
 
-/// Binds `listen` and serves `app` there, with the admin routes when
-/// `admin` is given (refused beyond loopback without a token); prints
-/// `listening KIND ADDR (WHAT)`.
+/// Binds `listen` and serves `app` there (over TLS with `tls`), with the
+/// admin routes when `admin` is given (refused beyond loopback without a
+/// token); prints `listening KIND ADDR (WHAT)`.
 async fn serve(
     kind: &str,
     listen: &str,
     app: Router,
     what: &str,
     admin: Option<&admin::Admin>,
+    tls: Option<weir_ingest::tls::Acceptor>,
 ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     let socket = tokio::net::TcpListener::bind(listen)
         .await
@@ -375,8 +378,15 @@ async fn serve(
         }
         None => (app, what.to_owned()),
     };
-    println!("listening {kind} {bound} ({what})");
-    Ok(tokio::spawn(async move { axum::serve(socket, app).await }))
+    let scheme = if tls.is_some() { ", TLS" } else { "" };
+    println!("listening {kind} {bound} ({what}{scheme})");
+    Ok(match tls {
+        None => tokio::spawn(async move { axum::serve(socket, app).await }),
+        Some(tls) => {
+            let socket = weir_ingest::tls::TlsListener::new(socket, tls)?;
+            tokio::spawn(async move { axum::serve(socket, app).await })
+        }
+    })
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -7,6 +7,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use common::{Weir, LISTENERS};
 
@@ -131,4 +132,146 @@ fn without_a_token_the_admin_api_is_refused_beyond_loopback() {
     );
     assert_eq!(status, 200, "{body}");
     service.stop();
+}
+
+fn curl(args: &[&str]) -> (bool, String) {
+    let output = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr),
+    )
+}
+
+/// Sends `line` over TLS with openssl's own client; `client` names the
+/// certificate and key files it presents, if any.
+fn s_client(addr: &str, ca: &Path, client: Option<(&Path, &Path)>, line: &str) {
+    let mut command = Command::new("timeout");
+    command
+        .args([
+            "10",
+            "openssl",
+            "s_client",
+            "-quiet",
+            "-no_ign_eof",
+            "-connect",
+            addr,
+        ])
+        .arg("-CAfile")
+        .arg(ca);
+    if let Some((cert, key)) = client {
+        command.arg("-cert").arg(cert).arg("-key").arg(key);
+    }
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{line}").unwrap();
+    drop(stdin);
+    child.wait().unwrap();
+}
+
+#[test]
+fn listeners_speak_tls_ask_client_certificates_and_reload_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for name in ["server", "client", "renewed"] {
+        common::certificates(d, name);
+    }
+    let (cert, key) = (d.join("live-cert.pem"), d.join("live-key.pem"));
+    std::fs::copy(d.join("server-cert.pem"), &cert).unwrap();
+    std::fs::copy(d.join("server-key.pem"), &key).unwrap();
+    let tls = format!(
+        "{{ cert = {:?}, key = {:?}",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let config = format!(
+        r#"metrics_listen = "127.0.0.1:0"
+[ingest.tcp]
+listen = "127.0.0.1:0"
+tls = {tls}, client_ca = {:?} }}
+[ingest.udp]
+listen = "127.0.0.1:0"
+[ingest.http]
+listen = "127.0.0.1:0"
+tls = {tls} }}
+[[reactor]]
+name = "all"
+pipeline = "emit"
+"#,
+        d.join("client-ca.pem").display().to_string()
+    );
+    let weir = Weir::start(&config, &d.join("data"));
+    let https = format!("https://{}", weir.http);
+    let ca = |name: &str| d.join(format!("{name}-ca.pem")).display().to_string();
+
+    // HTTP over TLS, with the server's CA; refused without it.
+    let (ok, body) = curl(&["--cacert", &ca("server"), &format!("{https}/healthz")]);
+    assert!(ok && body.contains("ok"), "{body}");
+    let events = r#"{"host":"tls-http","service":"s","metric":1}"#;
+    let (ok, body) = curl(&[
+        "--cacert",
+        &ca("server"),
+        "--data-binary",
+        events,
+        &format!("{https}/events"),
+    ]);
+    assert!(ok && body.contains("\"accepted\":1"), "{body}");
+    let (ok, body) = curl(&[&format!("{https}/healthz")]);
+    assert!(!ok, "an unknown CA was accepted: {body}");
+
+    // NDJSON over TLS with a client certificate; without one, nothing gets in.
+    let accepted = || {
+        weir.service
+            .metric("weir_ingest_accepted_total{protocol=\"tcp\"}")
+    };
+    let failures = || {
+        weir.service
+            .metric("weir_ingest_tls_handshake_failures_total{protocol=\"tcp\"}")
+    };
+    let tcp = weir.tcp.to_string();
+    let server_ca = d.join("server-ca.pem");
+    let line = r#"{"host":"tls-tcp","service":"s","metric":2}"#;
+    s_client(&tcp, &server_ca, None, line);
+    common::wait_until(
+        Duration::from_secs(10),
+        "the refused handshake counted",
+        || failures() >= 1.0,
+    );
+    assert_eq!(accepted(), 0.0);
+    let client = (d.join("client-cert.pem"), d.join("client-key.pem"));
+    s_client(&tcp, &server_ca, Some((&client.0, &client.1)), line);
+    common::wait_until(Duration::from_secs(10), "the event over mTLS", || {
+        accepted() == 1.0
+    });
+    // A certificate from another CA is refused too.
+    let other = (d.join("renewed-cert.pem"), d.join("renewed-key.pem"));
+    s_client(&tcp, &server_ca, Some((&other.0, &other.1)), line);
+    common::wait_until(
+        Duration::from_secs(10),
+        "the second refusal counted",
+        || failures() >= 2.0,
+    );
+    assert_eq!(accepted(), 1.0);
+
+    // New certificate files take effect on SIGHUP, without a restart.
+    std::fs::copy(d.join("renewed-cert.pem"), &cert).unwrap();
+    std::fs::copy(d.join("renewed-key.pem"), &key).unwrap();
+    weir.service.signal("HUP");
+    common::wait_until(
+        Duration::from_secs(10),
+        "the renewed certificate served",
+        || curl(&["--cacert", &ca("renewed"), &format!("{https}/healthz")]).0,
+    );
+    assert!(!curl(&["--cacert", &ca("server"), &format!("{https}/healthz")]).0);
+    weir.stop();
 }

@@ -13,6 +13,7 @@ pub mod http;
 pub mod listeners;
 pub mod metrics;
 pub mod ndjson;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -29,6 +30,10 @@ pub struct Listener {
     /// Unit of `ttl` on this listener: `s` or `ms` (godot's client).
     #[serde(default)]
     pub ttl_unit: TtlUnit,
+    /// TLS (TCP and HTTP listeners): certificate, key, and optionally the
+    /// CA client certificates must chain to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<tls::TlsConfig>,
 }
 
 impl Listener {
@@ -36,7 +41,18 @@ impl Listener {
         Listener {
             listen: listen.into(),
             ttl_unit: TtlUnit::S,
+            tls: None,
         }
+    }
+
+    /// The listener's TLS acceptor, if it has TLS.
+    pub fn acceptor(&self, protocol: &'static str) -> Result<Option<tls::Acceptor>, IngestError> {
+        self.tls
+            .as_ref()
+            .map(|config| {
+                tls::Acceptor::load(config).map_err(|detail| IngestError::Tls { protocol, detail })
+            })
+            .transpose()
     }
 }
 
@@ -90,6 +106,14 @@ pub enum IngestError {
         address: String,
         /// Why.
         source: std::io::Error,
+    },
+    /// A listener's TLS set-up failed (or it cannot have TLS).
+    #[error("TLS on the {protocol} listener: {detail}")]
+    Tls {
+        /// Which protocol.
+        protocol: &'static str,
+        /// What is wrong.
+        detail: String,
     },
 }
 

@@ -4,14 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UdpSocket, UnixListener};
 use tokio::sync::Semaphore;
 use weir_event::DecodeOptions;
 use weir_router::{Encoded, RouterHandle};
 
-use crate::metrics::{ACCEPTED, CONNECTIONS};
+use crate::metrics::{ACCEPTED, CONNECTIONS, TLS_FAILURES};
 use crate::ndjson::{decode_lines, read_stream};
+use crate::tls::Acceptor;
 use crate::{Bound, IngestConfig, IngestError, Listener};
 
 /// Binds every configured socket listener and spawns its accept loop on
@@ -24,13 +25,22 @@ pub async fn start(config: &IngestConfig, router: RouterHandle) -> Result<Bound,
             .map_err(bind_err("tcp", listener))?;
         bound.tcp = socket.local_addr().ok();
         let (options, limits) = settings(config, listener);
+        let tls = listener.acceptor("tcp")?;
         let router = router.clone();
         tokio::spawn(async move {
-            accept_loop("tcp", limits, router, options, || async {
+            accept_loop("tcp", limits, router, options, tls, || async {
                 socket.accept().await.map(|(stream, _)| stream)
             })
             .await
         });
+    }
+    for (protocol, listener) in [("unix", &config.unix), ("udp", &config.udp)] {
+        if listener.as_ref().is_some_and(|l| l.tls.is_some()) {
+            return Err(IngestError::Tls {
+                protocol,
+                detail: "only the tcp and http listeners offer TLS".into(),
+            });
+        }
     }
     if let Some(listener) = &config.unix {
         // A socket file left by a previous run would make bind fail.
@@ -40,7 +50,7 @@ pub async fn start(config: &IngestConfig, router: RouterHandle) -> Result<Bound,
         let (options, limits) = settings(config, listener);
         let router = router.clone();
         tokio::spawn(async move {
-            accept_loop("unix", limits, router, options, || async {
+            accept_loop("unix", limits, router, options, None, || async {
                 socket.accept().await.map(|(stream, _)| stream)
             })
             .await
@@ -88,14 +98,16 @@ fn bind_err<'a>(
 
 /// Accepts connections while fewer than `max_connections` are open; an
 /// accept error is retried with backoff instead of ending the listener.
+/// With `tls`, each connection's handshake runs in its own task.
 async fn accept_loop<S, F, Fut>(
     protocol: &'static str,
     limits: Limits,
     router: RouterHandle,
     options: DecodeOptions,
+    tls: Option<Acceptor>,
     accept: F,
 ) where
-    S: AsyncRead + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = std::io::Result<S>>,
 {
@@ -118,13 +130,22 @@ async fn accept_loop<S, F, Fut>(
                 continue;
             }
         };
-        let router = router.clone();
-        let gauge = gauge.clone();
+        let (router, gauge, tls) = (router.clone(), gauge.clone(), tls.clone());
         gauge.inc();
         tokio::spawn(async move {
-            if let Err(error) =
-                read_stream(stream, protocol, options, limits.max_line, &router).await
-            {
+            let ended = match tls {
+                None => read_stream(stream, protocol, options, limits.max_line, &router).await,
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(stream) => {
+                        read_stream(stream, protocol, options, limits.max_line, &router).await
+                    }
+                    Err(error) => {
+                        TLS_FAILURES.with_label_values(&[protocol]).inc();
+                        Err(error)
+                    }
+                },
+            };
+            if let Err(error) = ended {
                 tracing::debug!(protocol, %error, "connection ended with an error");
             }
             gauge.dec();

@@ -36,6 +36,18 @@ pub static CONNECTIONS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Failed TLS handshakes (no or a refused client certificate, an
+/// untrusted server certificate on the client's side, a timeout), per
+/// protocol.
+pub static TLS_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "weir_ingest_tls_handshake_failures_total",
+        "TLS handshakes that failed",
+        &["protocol"]
+    )
+    .expect("metric registers once")
+});
+
 /// Counts and logs one rejected line.
 pub fn reject(protocol: &str, rejection: &Rejection) {
     REJECTED

@@ -66,6 +66,7 @@ async fn a_stalled_log_stops_socket_reads_and_everything_arrives_after() {
         tcp: Some(Listener {
             listen: "127.0.0.1:0".into(),
             ttl_unit: Default::default(),
+            tls: None,
         }),
         udp: None,
         http: None,

@@ -131,6 +131,16 @@ impl Service {
         self.child.wait().unwrap();
     }
 
+    /// Sends `signal` (e.g. `HUP`).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// SIGTERM and wait for a clean exit.
     pub fn stop(mut self) {
         Command::new("kill")
