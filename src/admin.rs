@@ -23,7 +23,7 @@ use axum::routing::{delete, get, post, put};
 use axum::Json;
 use axum::Router;
 use serde::{Deserialize, Serialize};
-use weir_log::{Log, LogError, Topics};
+use weir_log::{Log, LogError, Secret, Topics};
 use weir_processor::Status;
 use weir_storage::graphite::Graphite;
 use weir_storage::StorageError;
@@ -47,7 +47,7 @@ pub struct AdminConfig {
 
 /// A bearer token, compared in constant time and never printed.
 #[derive(Clone)]
-pub struct Token(Arc<str>);
+pub struct Token(Arc<Secret>);
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -59,24 +59,17 @@ impl Token {
     /// A token from its text (surrounding whitespace ignored); none if empty.
     pub fn new(text: &str) -> Option<Token> {
         let text = text.trim();
-        (!text.is_empty()).then(|| Token(text.into()))
+        (!text.is_empty()).then(|| Token(Arc::new(Secret(text.to_owned()))))
     }
 
     /// The token text, for a client's `Authorization` header.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.0 .0
     }
 
-    /// Whether `offered` is this token; takes the same time for every
-    /// offered token of the same length.
+    /// Whether `offered` is this token (in constant time).
     fn matches(&self, offered: &[u8]) -> bool {
-        let wanted = self.0.as_bytes();
-        wanted.len() == offered.len()
-            && wanted
-                .iter()
-                .zip(offered)
-                .fold(0, |diff, (a, b)| diff | (a ^ b))
-                == 0
+        self.0.matches(offered)
     }
 }
 

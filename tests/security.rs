@@ -275,3 +275,53 @@ pipeline = "emit"
     assert!(!curl(&["--cacert", &ca("server"), &format!("{https}/healthz")]).0);
     weir.stop();
 }
+
+#[test]
+fn with_producer_tokens_http_ingest_needs_one_and_counts_each_producer() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web-token");
+    std::fs::write(&web, "web-fleet-token\n").unwrap();
+    let config = format!(
+        "{LISTENERS}\n[ingest.tokens]\nweb = {{ file = {:?} }}\nbatch = \"batch-token\"\n",
+        web.display().to_string()
+    );
+    let weir_run = Weir::start(&config, &dir.path().join("data"));
+    let events = format!("http://{}/events", weir_run.http);
+    let post = |token: Option<&str>| {
+        let mut request = reqwest::blocking::Client::new()
+            .post(&events)
+            .body("{\"host\":\"a\",\"metric\":1}\n{\"host\":\"b\",\"metric\":2}\n");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    };
+    let (status, body) = post(None);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("producer token"), "{body}");
+    assert_eq!(post(Some("guess")).0, 403);
+    assert_eq!(post(Some("web-fleet-token")).0, 202);
+    assert_eq!(post(Some("batch-token")).0, 202);
+    assert_eq!(post(Some("web-fleet-token")).0, 202);
+    let producer = |name: &str| {
+        weir_run.metric(&format!(
+            "weir_ingest_producer_events_total{{producer=\"{name}\"}}"
+        ))
+    };
+    assert_eq!((producer("web"), producer("batch")), (4.0, 2.0));
+    assert_eq!(
+        weir_run.metric("weir_ingest_accepted_total{protocol=\"http\"}"),
+        6.0
+    );
+    assert_eq!(
+        weir_run.metric("weir_ingest_unauthorized_total{protocol=\"http\",status=\"401\"}"),
+        1.0
+    );
+    // Scrapes and health checks stay open.
+    assert_eq!(
+        get(&format!("http://{}/healthz", weir_run.http), None).0,
+        200
+    );
+    weir_run.stop();
+}

@@ -7,20 +7,30 @@
 //! "detail"}, "errors": [...]}` naming the first bad line (for an array,
 //! `line` is the 1-based element number) while the valid ones are still
 //! accepted; `413` above the batch or body limit; `503` if the log fails.
+//! With producer tokens configured, a request without `Authorization:
+//! Bearer TOKEN` is answered 401 and one with an unknown token 403,
+//! before its body is read.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 use weir_event::{decode_value, DecodeOptions, Entry, Reason, Rejection};
 use weir_router::{Encoded, RouterHandle};
 
-use crate::metrics::{reject, ACCEPTED};
+use weir_log::Secret;
+
+use crate::metrics::{reject, ACCEPTED, PRODUCER_EVENTS, UNAUTHORIZED};
 use crate::{now_secs, IngestConfig};
 
 /// At most this many rejected lines are listed in a reply.
@@ -50,10 +60,61 @@ pub fn routes(config: &IngestConfig, router: RouterHandle) -> Router {
         max_line: config.max_line_bytes,
         max_events: config.max_batch_events,
     };
-    Router::new()
+    let routes = Router::new()
         .route("/events", post(post_events))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .with_state(state)
+        .with_state(state);
+    if config.tokens.is_empty() {
+        return routes;
+    }
+    let tokens = Arc::new(config.tokens.clone());
+    routes.layer(middleware::from_fn(move |request, next| {
+        identify(tokens.clone(), request, next)
+    }))
+}
+
+/// The producer a request's token names, for the handler.
+#[derive(Clone)]
+struct Producer(String);
+
+/// Lets a request through only with a known producer token, noting its name.
+async fn identify(
+    tokens: Arc<BTreeMap<String, Secret>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let offered = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+    let refuse = |status: StatusCode, detail: &str| {
+        UNAUTHORIZED
+            .with_label_values(&["http", status.as_str()])
+            .inc();
+        let body = json!({"accepted": 0, "error": {"reason": "unauthorized", "detail": detail}});
+        (status, [(WWW_AUTHENTICATE, "Bearer")], Json(body)).into_response()
+    };
+    let Some(offered) = offered else {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "this listener needs a producer token: send `Authorization: Bearer TOKEN`",
+        );
+    };
+    // Every token is compared, so the time taken does not tell which matched.
+    let found = tokens.iter().fold(None, |found, (name, token)| {
+        if token.matches(offered) {
+            Some(name)
+        } else {
+            found
+        }
+    });
+    match found {
+        Some(name) => {
+            request.extensions_mut().insert(Producer(name.clone()));
+            next.run(request).await
+        }
+        None => refuse(StatusCode::FORBIDDEN, "unknown producer token"),
+    }
 }
 
 fn decode_body(body: &[u8], ingest: &Ingest) -> Result<(Encoded, Vec<LineError>), Rejection> {
@@ -122,7 +183,11 @@ fn too_many(count: usize, max: usize) -> Rejection {
     )
 }
 
-async fn post_events(State(ingest): State<Ingest>, body: Bytes) -> (StatusCode, Json<Value>) {
+async fn post_events(
+    State(ingest): State<Ingest>,
+    producer: Option<Extension<Producer>>,
+    body: Bytes,
+) -> (StatusCode, Json<Value>) {
     let (events, errors) = match decode_body(&body, &ingest) {
         Ok(decoded) => decoded,
         Err(rejection) => {
@@ -149,6 +214,11 @@ async fn post_events(State(ingest): State<Ingest>, body: Bytes) -> (StatusCode, 
         ACCEPTED
             .with_label_values(&["http"])
             .inc_by(accepted as u64);
+        if let Some(Extension(Producer(name))) = producer {
+            PRODUCER_EVENTS
+                .with_label_values(&[&name])
+                .inc_by(accepted as u64);
+        }
     }
     if errors.is_empty() {
         return (

@@ -15,11 +15,13 @@ pub mod metrics;
 pub mod ndjson;
 pub mod tls;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use weir_event::TtlUnit;
+use weir_log::Secret;
 
 /// One NDJSON listener.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -76,6 +78,10 @@ pub struct IngestConfig {
     pub max_body_bytes: usize,
     /// Most events in one HTTP request.
     pub max_batch_events: usize,
+    /// Producer name → bearer token. When any is set, `POST /events`
+    /// requires `Authorization: Bearer TOKEN` of one of them, and what
+    /// each producer sends is counted under its name.
+    pub tokens: BTreeMap<String, Secret>,
 }
 
 impl Default for IngestConfig {
@@ -89,6 +95,7 @@ impl Default for IngestConfig {
             max_connections: 1024,
             max_body_bytes: 16 << 20,
             max_batch_events: 100_000,
+            tokens: BTreeMap::new(),
         }
     }
 }

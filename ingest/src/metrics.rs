@@ -48,6 +48,26 @@ pub static TLS_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Events accepted over HTTP, per producer token name.
+pub static PRODUCER_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "weir_ingest_producer_events_total",
+        "Events accepted from each producer token",
+        &["producer"]
+    )
+    .expect("metric registers once")
+});
+
+/// Requests refused for a missing (401) or unknown (403) producer token.
+pub static UNAUTHORIZED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "weir_ingest_unauthorized_total",
+        "Requests refused for a missing or unknown producer token",
+        &["protocol", "status"]
+    )
+    .expect("metric registers once")
+});
+
 /// Counts and logs one rejected line.
 pub fn reject(protocol: &str, rejection: &Rejection) {
     REJECTED

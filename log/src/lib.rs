@@ -43,6 +43,20 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+impl Secret {
+    /// Whether `offered` is this secret (a bearer token); takes the same
+    /// time for every offered value of the same length.
+    pub fn matches(&self, offered: &[u8]) -> bool {
+        let wanted = self.0.as_bytes();
+        wanted.len() == offered.len()
+            && wanted
+                .iter()
+                .zip(offered)
+                .fold(0, |diff, (a, b)| diff | (a ^ b))
+                == 0
+    }
+}
+
 /// A record read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
