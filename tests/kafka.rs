@@ -11,7 +11,10 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{results, unique_ids, wait_until, without_ids, Broker, Service, Weir, LISTENERS};
+use common::{
+    assert_results_match, now_rfc3339, partitions_by_host, results, unique_ids, wait_until,
+    without_ids, Broker, Service, Weir, LISTENERS,
+};
 use serde_json::Value;
 use weir_event::ResultRecord;
 use weir_log::{Committed, KafkaConfig, KafkaLog, Log, LogError};
@@ -310,14 +313,6 @@ fn assert_exclusive_ownership(logs: &[(String, String)], kills: &[(String, Strin
     assert!(assignments >= 4, "too few assignments seen: {timeline:?}");
 }
 
-fn now_rfc3339() -> String {
-    let out = std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%S.%6NZ"])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 fn owned(processor: &Service) -> BTreeSet<u32> {
     (0..GROWN)
         .filter(|p| {
@@ -422,28 +417,14 @@ fn processors_share_grown_partitions_survive_a_kill_and_match_the_embedded_run()
     send(&mut stream, &events(80..120));
     drop(stream);
 
-    let store_data = dir.path().join("store");
-    wait_until(
+    let got = assert_results_match(
+        &dir.path().join("store"),
+        &expected,
         Duration::from_secs(120),
-        "every result in the store",
-        || results(&store_data).len() >= expected.len(),
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    let got = results(&store_data);
-    assert_eq!(unique_ids(&got), got.len(), "a result id was stored twice");
-    assert_eq!(got.len(), expected.len());
-    assert!(
-        without_ids(&got) == expected,
-        "Kafka results differ from the embedded run"
     );
     // Placed applications stay where the registry put them; new ones
     // spread over every partition the topic has.
-    let mut homes: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
-    for result in &got {
-        let id = ResultRecord::peek_id(result.to_string().as_bytes()).unwrap();
-        let host = result["host"].as_str().unwrap().to_owned();
-        homes.entry(host).or_default().insert(id.partition);
-    }
+    let homes = partitions_by_host(&got);
     let mut spread = BTreeSet::new();
     for app in 0..APPS {
         let uid = format!("app-{app}");

@@ -12,9 +12,11 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{results, unique_ids, wait_until, without_ids, Broker, Service, Weir, LISTENERS};
+use common::{
+    assert_results_match, now_rfc3339, partitions_by_host, results, unique_ids, wait_until,
+    without_ids, Broker, Service, Weir, LISTENERS,
+};
 use serde_json::Value;
-use weir_event::ResultRecord;
 use weir_router::murmur2::partition_for;
 
 const REACTORS: &str = r#"
@@ -81,17 +83,6 @@ fn reference(dir: &Path, config: &str, lines: &[String]) -> Vec<String> {
     let got = settled_results(&data, "the reference results");
     weir.stop();
     without_ids(&got)
-}
-
-/// Per host, the input partitions its results came from.
-fn partitions_by_host(results: &[Value]) -> BTreeMap<String, BTreeSet<u32>> {
-    let mut seen: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
-    for result in results {
-        let id = ResultRecord::peek_id(result.to_string().as_bytes()).unwrap();
-        let host = result["host"].as_str().unwrap().to_owned();
-        seen.entry(host).or_default().insert(id.partition);
-    }
-    seen
 }
 
 #[test]
@@ -303,18 +294,10 @@ fn a_reactor_added_over_500k_events_catches_up_through_a_kill_without_starting_o
     send(&mut stream, &live);
     drop(stream);
 
-    let store_data = dir.path().join("store");
-    wait_until(
+    assert_results_match(
+        &dir.path().join("store"),
+        &expected,
         Duration::from_secs(240),
-        "every result in the store",
-        || results(&store_data).len() >= expected.len(),
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    let got = results(&store_data);
-    assert_eq!(unique_ids(&got), got.len(), "a result id was stored twice");
-    assert!(
-        without_ids(&got) == expected,
-        "results differ from the embedded run"
     );
     first.stop();
     ingest.stop();
@@ -336,12 +319,4 @@ fn a_reactor_added_over_500k_events_catches_up_through_a_kill_without_starting_o
     let mut from_start = [first_from_start, second_from_start].concat();
     from_start.sort();
     assert_eq!(from_start, vec![0, 1, 2, 3], "a catch-up started over");
-}
-
-fn now_rfc3339() -> String {
-    let out = std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%S.%6NZ"])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }

@@ -494,3 +494,44 @@ pub fn certificates(dir: &Path, name: &str) {
     std::fs::write(dir.join(format!("{name}-cert.pem")), leaf.pem()).unwrap();
     std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
 }
+
+/// Now, as the RFC 3339 UTC timestamps of weir's JSON log lines.
+pub fn now_rfc3339() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%S.%6NZ"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Waits up to `timeout` until the file sink under `data` holds as many
+/// results as `expected`, then checks that no id was stored twice and
+/// that, without their ids, they are `expected`; returns them.
+pub fn assert_results_match(data: &Path, expected: &[String], timeout: Duration) -> Vec<Value> {
+    wait_until(timeout, "every result in the store", || {
+        results(data).len() >= expected.len()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let got = results(data);
+    assert_eq!(unique_ids(&got), got.len(), "a result id was stored twice");
+    assert_eq!(got.len(), expected.len());
+    assert!(
+        without_ids(&got) == expected,
+        "results differ from the uninterrupted run"
+    );
+    got
+}
+
+/// Per host, the input partitions its results came from (their ids).
+pub fn partitions_by_host(
+    results: &[Value],
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<u32>> {
+    let mut seen: std::collections::BTreeMap<String, std::collections::BTreeSet<u32>> =
+        Default::default();
+    for result in results {
+        let id = weir_event::ResultRecord::peek_id(result.to_string().as_bytes()).unwrap();
+        let host = result["host"].as_str().unwrap().to_owned();
+        seen.entry(host).or_default().insert(id.partition);
+    }
+    seen
+}
