@@ -18,13 +18,16 @@ use crate::admin::AdminConfig;
 pub const DEFAULT_CONFIG: &str = include_str!("../examples/default.toml");
 
 /// The whole configuration.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where the embedded log, checkpoints and file-sink output live.
     pub data_dir: Option<PathBuf>,
     /// Where a service serves /metrics besides the HTTP ingest listener.
     pub metrics_listen: Option<String>,
+    /// The longest a shutdown (SIGTERM, Ctrl-C) may take before the
+    /// process exits anyway; a second signal exits at once.
+    pub shutdown_timeout_secs: u64,
     /// The log backend.
     pub log: LogConfig,
     /// Producer-facing listeners.
@@ -41,6 +44,24 @@ pub struct Config {
     pub reactor: Vec<ReactorConfig>,
     /// Who may use the admin API, and where it listens.
     pub admin: AdminConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: None,
+            metrics_listen: None,
+            shutdown_timeout_secs: 30,
+            log: LogConfig::default(),
+            ingest: IngestConfig::default(),
+            router: RouterConfig::default(),
+            processor: ProcessorConfig::default(),
+            sink: Vec::new(),
+            notify: NotifyConfig::default(),
+            reactor: Vec::new(),
+            admin: AdminConfig::default(),
+        }
+    }
 }
 
 impl Config {

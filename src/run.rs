@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -198,6 +199,7 @@ pub fn run(args: ServiceArgs, roles: Roles) -> anyhow::Result<()> {
         println!("data in {}", data_dir.display());
         wait_for_signal().await;
         println!("shutting down");
+        bound_shutdown(Duration::from_secs(config.shutdown_timeout_secs));
         servers.iter().for_each(|server| server.abort());
         anyhow::Ok(ingest.map(|(http, router, router_thread)| {
             if let Some(http) = http {
@@ -387,6 +389,46 @@ async fn serve(
             tokio::spawn(async move { axum::serve(socket, app).await })
         }
     })
+}
+
+/// Ends the process if the shutdown under way has not finished within
+/// `timeout` (a broker or sink that does not answer must not hold it
+/// forever: partitions checkpoint locally first, so what is lost is
+/// only what could not be committed remotely) or at a second Ctrl-C or
+/// SIGTERM.
+fn bound_shutdown(timeout: Duration) {
+    let watch = move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        let second_signal = match runtime {
+            Ok(runtime) => runtime.block_on(async {
+                tokio::select! {
+                    _ = wait_for_signal() => true,
+                    _ = tokio::time::sleep(timeout) => false,
+                }
+            }),
+            Err(_) => {
+                std::thread::sleep(timeout);
+                false
+            }
+        };
+        if second_signal {
+            tracing::warn!("second signal: exiting without finishing the shutdown");
+        } else {
+            tracing::error!(
+                ?timeout,
+                "the shutdown did not finish within shutdown_timeout_secs; exiting"
+            );
+        }
+        std::process::exit(1);
+    };
+    if let Err(error) = std::thread::Builder::new()
+        .name("weir-shutdown".into())
+        .spawn(watch)
+    {
+        tracing::warn!(%error, "cannot bound the shutdown");
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

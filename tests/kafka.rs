@@ -183,6 +183,49 @@ fn the_kafka_log_reaches_a_broker_over_sasl_scram_and_tls() {
     }
 }
 
+#[test]
+fn services_shut_down_within_their_timeout_when_the_broker_is_gone() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("kafka.toml");
+    let config =
+        config("kafka", &broker.addr).replacen("[log]", "shutdown_timeout_secs = 4\n[log]", 1);
+    std::fs::write(&config_path, config).unwrap();
+    let start = |command: &str, name: &str| {
+        Service::start(
+            command,
+            &config_path,
+            &dir.path().join(name),
+            &["--metrics", "127.0.0.1:0"],
+            "warn",
+        )
+    };
+    let ingest = start("ingest", "ingest");
+    let (first, second) = (start("process", "p1"), start("process", "p2"));
+    let mut stream = TcpStream::connect(ingest.addr("tcp")).unwrap();
+    send(&mut stream, &events(0..20));
+    wait_until(Duration::from_secs(60), "the events processed", || {
+        first.metric_sum("weir_processor_events_total")
+            + second.metric_sum("weir_processor_events_total")
+            >= (20 * PLACED) as f64
+    });
+    drop(broker);
+
+    // One signal: the shutdown gives up at shutdown_timeout_secs.
+    let (status, took) = first.terminate(1, Duration::from_secs(30));
+    assert!(status.is_some(), "still running {took:?} after SIGTERM");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    // A second signal ends it at once.
+    let (status, took) = second.terminate(2, Duration::from_secs(30));
+    assert!(
+        status.is_some(),
+        "still running {took:?} after two SIGTERMs"
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let (status, _) = ingest.terminate(1, Duration::from_secs(30));
+    assert!(status.is_some(), "ingest still running");
+}
+
 /// Applications feeding; the first `PLACED` send from the start, and
 /// their placement over `PARTITIONS` is recorded before weir starts.
 const APPS: usize = 200;

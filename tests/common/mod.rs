@@ -131,6 +131,30 @@ impl Service {
         self.child.wait().unwrap();
     }
 
+    /// Sends SIGTERM (`signals` times, a second apart) and waits up to
+    /// `within` for the exit: its status (none if still running, then
+    /// killed) and how long it took after the last signal.
+    pub fn terminate(
+        mut self,
+        signals: u32,
+        within: Duration,
+    ) -> (Option<std::process::ExitStatus>, Duration) {
+        for i in 0..signals {
+            if i > 0 {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            self.signal("TERM");
+        }
+        let sent = Instant::now();
+        while sent.elapsed() < within {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (Some(status), sent.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (None, sent.elapsed())
+    }
+
     /// Sends `signal` (e.g. `HUP`).
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
