@@ -72,6 +72,18 @@ pub enum ProcessorError {
     /// Saved reactor state does not fit the reactors.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The worker panicked.
+    #[error("partition worker panicked: {0}")]
+    Panic(String),
+}
+
+/// The text a panic carried, when it carried one.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// Everything a partition worker needs.
@@ -278,7 +290,14 @@ impl Processor {
     ) -> Result<(), ProcessorError> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.run_partition(partition, stop, progress) {
+            // A panic (a bug in a stage, an invariant broken by input) is
+            // a failure like an I/O error: the partition restarts from its
+            // checkpoint instead of going unprocessed.
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.run_partition(partition, stop, progress)
+            }))
+            .unwrap_or_else(|panic| Err(ProcessorError::Panic(panic_message(&*panic))));
+            match run {
                 Ok(()) => return Ok(()),
                 Err(error @ ProcessorError::Reactor(_)) => return Err(error),
                 Err(error) if stop.load(Ordering::Relaxed) => return Err(error),
