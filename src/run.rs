@@ -69,6 +69,7 @@ impl ServiceArgs {
     /// (all errors at once) and opens the log.
     pub fn setup(self) -> anyhow::Result<Setup> {
         let mut config = Config::load(self.config.as_deref())?;
+        config.ingest.max_future_secs = Some(config.processor.max_future_secs);
         if let Some(backend) = self.log {
             config.log.backend = backend;
         }

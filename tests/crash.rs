@@ -29,6 +29,8 @@ const APPS: usize = 20;
 
 const REACTORS: &str = r#"
 [processor]
+# The events are stamped far ahead (see `events`): no clock bound.
+max_future_secs = 1e10
 checkpoint_every = 5000
 checkpoint_interval_ms = 50
 

@@ -434,3 +434,34 @@ fn weir_state_shows_checkpoints_and_keeps_a_retired_version_until_forgotten() {
     assert_eq!(versions(&weir).len(), 1);
     weir.stop();
 }
+
+#[test]
+fn an_event_stamped_a_year_ahead_is_rejected_at_ingest_and_the_rest_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let weir = Weir::start(&config("", None), &dir.path().join("data"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let year_ahead = now + 365 * 24 * 3600;
+    let body = format!(
+        "{{\"host\":\"a\",\"service\":\"e2e/ok\",\"time\":{now}}}\n\
+         {{\"host\":\"skewed\",\"service\":\"e2e/skew\",\"time\":{year_ahead}}}\n\
+         {{\"host\":\"c\",\"service\":\"e2e/ok\",\"time\":{now}000}}\n"
+    );
+    let response = reqwest::blocking::Client::new()
+        .post(format!("http://{}/events", weir.http))
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let reply: Value = response.json().unwrap();
+    assert_eq!(reply["accepted"], 2, "{reply}");
+    assert_eq!(reply["error"]["line"], 2, "{reply}");
+    assert_eq!(reply["error"]["reason"], "time_in_future", "{reply}");
+    assert_eq!(
+        weir.metric("weir_ingest_rejected_total{protocol=\"http\",reason=\"time_in_future\"}"),
+        1.0
+    );
+    weir.stop();
+}

@@ -21,6 +21,8 @@ use weir_router::murmur2::partition_for;
 
 const REACTORS: &str = r#"
 [processor]
+# The events are stamped far ahead (see `events`): no clock bound.
+max_future_secs = 1e10
 checkpoint_interval_ms = 200
 
 [[reactor]]
@@ -176,6 +178,8 @@ max_poll_interval_ms = 6000
 linger_ms = 50
 {LISTENERS}
 [processor]
+# The events are stamped far ahead (see `events`): no clock bound.
+max_future_secs = 1e10
 checkpoint_interval_ms = 200
 read_max_bytes = 4096
 

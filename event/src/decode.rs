@@ -12,7 +12,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::{Event, MAX_STATE_BYTES, MILLIS_THRESHOLD};
+use crate::{epoch_seconds, Event, MAX_STATE_BYTES, MILLIS_THRESHOLD};
 
 mod scan;
 
@@ -32,6 +32,9 @@ pub enum TtlUnit {
 pub struct DecodeOptions {
     /// How to read `ttl`.
     pub ttl_unit: TtlUnit,
+    /// Events stamped more than this many seconds ahead of `now` are
+    /// rejected (`time_in_future`); none: any time is taken.
+    pub max_future_secs: Option<f64>,
 }
 
 /// Why a line was rejected; a small fixed set so it can label a metric.
@@ -53,6 +56,8 @@ pub enum Reason {
     LineTooLong,
     /// The request holds more events than the batch limit.
     BatchTooLarge,
+    /// `time` lies further ahead of the receiving node's clock than allowed.
+    TimeInFuture,
 }
 
 impl Reason {
@@ -67,6 +72,7 @@ impl Reason {
             Reason::NonFiniteNumber => "non_finite_number",
             Reason::LineTooLong => "line_too_long",
             Reason::BatchTooLarge => "batch_too_large",
+            Reason::TimeInFuture => "time_in_future",
         }
     }
 }
@@ -132,11 +138,28 @@ pub(crate) fn check_line<'a>(
         && (typed.ttl.is_none() || options.ttl_unit == TtlUnit::S);
     if unchanged {
         typed.check()?;
+        if let Some(time) = typed.time {
+            check_future(time, options, now)?;
+        }
         Ok(Checked::Unchanged {
             host: typed.host.unwrap_or_default(),
         })
     } else {
         typed.finish(options, now).map(Checked::Normalized)
+    }
+}
+
+/// Refuses a `time` (seconds) further ahead of `now` than the options allow.
+fn check_future(time: f64, options: &DecodeOptions, now: f64) -> Result<(), Rejection> {
+    match options.max_future_secs {
+        Some(max) if time > now + max => Err(Rejection::new(
+            Reason::TimeInFuture,
+            format!(
+                "time {time} is {:.0} s ahead of this node's clock; at most {max} s is taken",
+                time - now
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -318,11 +341,8 @@ impl Typed<'_> {
     fn finish(&mut self, options: &DecodeOptions, now: f64) -> Result<Event, Rejection> {
         self.check()?;
         let owned = |text: &mut Option<Cow<'_, str>>| text.take().map(Cow::into_owned);
-        let time = match self.time {
-            Some(time) if time > MILLIS_THRESHOLD => time / 1000.0,
-            Some(time) => time,
-            None => now,
-        };
+        let time = self.time.map_or(now, epoch_seconds);
+        check_future(time, options, now)?;
         let ttl = self.ttl.map(|ttl| match options.ttl_unit {
             TtlUnit::S => ttl,
             TtlUnit::Ms => ttl / 1000.0,
@@ -554,17 +574,58 @@ mod tests {
     }
 
     #[test]
-    fn reads_large_times_as_milliseconds() {
-        let event = decode(r#"{"host":"a","time":1732280000500}"#).unwrap();
-        assert_eq!(event.time, 1732280000.5);
-        let event = decode(r#"{"host":"a","time":1732280000.5}"#).unwrap();
-        assert_eq!(event.time, 1732280000.5);
+    fn reads_large_times_as_milli_micro_or_nanoseconds() {
+        for time in [
+            "1732280000.5",
+            "1732280000500",
+            "1732280000500000",
+            "1732280000500000000",
+        ] {
+            let event = decode(&format!(r#"{{"host":"a","time":{time}}}"#)).unwrap();
+            assert_eq!(event.time, 1732280000.5, "{time}");
+        }
+    }
+
+    #[test]
+    fn times_too_far_ahead_are_rejected_in_every_unit() {
+        let now = 1_732_280_000.0;
+        let guarded = DecodeOptions {
+            max_future_secs: Some(300.0),
+            ..DecodeOptions::default()
+        };
+        let check = |time: &str| {
+            decode_line(
+                format!(r#"{{"host":"a","time":{time}}}"#).as_bytes(),
+                &guarded,
+                now,
+            )
+        };
+        // Within the bound, in seconds and milliseconds: taken.
+        assert!(check("1732280299").is_ok());
+        assert!(check("1732280299000").is_ok());
+        // A year ahead, as seconds or microseconds: refused, saying so.
+        for time in ["1763816000", "1763816000000000"] {
+            let rejection = check(time).unwrap_err();
+            assert_eq!(rejection.reason, Reason::TimeInFuture, "{time}");
+            assert!(
+                rejection.detail.contains("ahead of this node's clock"),
+                "{rejection}"
+            );
+        }
+        // The fast path (no normalizing) and the array path agree.
+        assert!(check_line(br#"{"host":"a","time":1763816000}"#, &guarded, now).is_err());
+        let value = serde_json::json!({"host": "a", "time": 1763816000});
+        assert_eq!(
+            decode_value(value, &guarded, now).unwrap_err().reason,
+            Reason::TimeInFuture
+        );
     }
 
     #[test]
     fn ttl_unit_is_per_listener() {
         let ms = DecodeOptions {
             ttl_unit: TtlUnit::Ms,
+            ..DecodeOptions::default()
         };
         let event = decode_line(br#"{"host":"a","ttl":15000}"#, &ms, 0.0).unwrap();
         assert_eq!(event.ttl, Some(15.0));
@@ -607,6 +668,7 @@ mod tests {
     fn the_fast_path_agrees_with_the_exact_one() {
         let options = DecodeOptions {
             ttl_unit: TtlUnit::Ms,
+            ..DecodeOptions::default()
         };
         let lines = [
             r#"{"host":"a","service":"s","state":"ok","time":1732280000500,"description":"d","tags":["x"],"meta":{"k":[1]},"metric":-0.5,"ttl":15000,"type":"t","extra":{"n":null}}"#,

@@ -22,9 +22,24 @@ use serde_json::{Map, Value};
 /// Largest allowed `state`, in bytes (exclusive): "string, < 255 bytes".
 pub const MAX_STATE_BYTES: usize = 255;
 
-/// A `time` above this is read as milliseconds since the epoch (godot's
-/// client sends `Date.now()`); seconds would put it past the year 5000.
+/// A `time` above this is not in seconds: seconds would put it past the
+/// year 5000. godot's client sends milliseconds (`Date.now()`).
 pub const MILLIS_THRESHOLD: f64 = 1e11;
+
+/// A `time` in seconds since the epoch, from seconds, milliseconds,
+/// microseconds or nanoseconds (told apart by magnitude: each unit's
+/// present-day values are 1000 times the previous one's).
+pub fn epoch_seconds(time: f64) -> f64 {
+    if time > 1e17 {
+        time / 1e9
+    } else if time > 1e14 {
+        time / 1e6
+    } else if time > MILLIS_THRESHOLD {
+        time / 1e3
+    } else {
+        time
+    }
+}
 
 /// One monitoring event.
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -229,6 +229,7 @@ mod tests {
         let seconds = DecodeOptions::default();
         let millis = DecodeOptions {
             ttl_unit: crate::TtlUnit::Ms,
+            ..DecodeOptions::default()
         };
         let cases: [(&str, &DecodeOptions, bool); 7] = [
             (

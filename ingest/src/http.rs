@@ -56,7 +56,10 @@ pub fn routes(config: &IngestConfig, router: RouterHandle) -> Router {
     let ttl_unit = config.http.as_ref().map(|l| l.ttl_unit).unwrap_or_default();
     let state = Ingest {
         router,
-        options: DecodeOptions { ttl_unit },
+        options: DecodeOptions {
+            ttl_unit,
+            max_future_secs: config.max_future_secs,
+        },
         max_line: config.max_line_bytes,
         max_events: config.max_batch_events,
     };

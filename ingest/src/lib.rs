@@ -78,6 +78,12 @@ pub struct IngestConfig {
     pub max_body_bytes: usize,
     /// Most events in one HTTP request.
     pub max_batch_events: usize,
+    /// Events stamped further ahead of this node's clock are rejected
+    /// (`time_in_future`). Not a key of `[ingest]`: the services set it
+    /// from `[processor] max_future_secs`, the bound the partition clock
+    /// keeps too.
+    #[serde(skip)]
+    pub max_future_secs: Option<f64>,
     /// Producer name → bearer token. When any is set, `POST /events`
     /// requires `Authorization: Bearer TOKEN` of one of them, and what
     /// each producer sends is counted under its name.
@@ -95,6 +101,7 @@ impl Default for IngestConfig {
             max_connections: 1024,
             max_body_bytes: 16 << 20,
             max_batch_events: 100_000,
+            max_future_secs: None,
             tokens: BTreeMap::new(),
         }
     }

@@ -77,6 +77,7 @@ fn settings(config: &IngestConfig, listener: &Listener) -> (DecodeOptions, Limit
     (
         DecodeOptions {
             ttl_unit: listener.ttl_unit,
+            max_future_secs: config.max_future_secs,
         },
         Limits {
             max_line: config.max_line_bytes,

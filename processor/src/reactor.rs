@@ -168,6 +168,8 @@ pub struct Engine {
     reactors: Vec<Reactor>,
     /// The partition's event-time clock: the largest time seen.
     clock: f64,
+    /// The clock does not move past this ([`Engine::limit_clock`]).
+    clock_limit: f64,
     /// Events older than `clock - lateness` are counted as late.
     lateness: f64,
     /// State of reactor versions no longer configured, kept in every
@@ -188,6 +190,7 @@ impl Engine {
             partition,
             reactors,
             clock: f64::NEG_INFINITY,
+            clock_limit: f64::INFINITY,
             lateness,
             retired: Map::new(),
         }
@@ -227,8 +230,17 @@ impl Engine {
         Self::collect(last, self.partition, offset, &mut emitted, out);
     }
 
-    /// Moves the clock to `time` (if later) and fires due timers.
+    /// Keeps the clock at or below `limit` from the next entry on: the
+    /// runtime bounds it by each entry's append time, so an event stamped
+    /// far ahead moves the clock no further than that.
+    pub fn limit_clock(&mut self, limit: f64) {
+        self.clock_limit = limit;
+    }
+
+    /// Moves the clock to `time` (if later, and at most to the limit)
+    /// and fires due timers.
     pub fn advance(&mut self, time: f64, offset: u64, out: &mut Vec<ResultRecord>) {
+        let time = time.min(self.clock_limit);
         if time <= self.clock {
             return;
         }

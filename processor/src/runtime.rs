@@ -43,6 +43,11 @@ pub struct ProcessorConfig {
     pub lateness_secs: f64,
     /// Bytes read from the log per batch.
     pub read_max_bytes: usize,
+    /// How far ahead of its append time an entry may move the partition
+    /// clock (ingest also rejects events stamped further ahead of its
+    /// clock): one event from a host whose clock is a year off cannot
+    /// stop a partition's timers.
+    pub max_future_secs: f64,
 }
 
 impl Default for ProcessorConfig {
@@ -52,6 +57,7 @@ impl Default for ProcessorConfig {
             checkpoint_interval_ms: 1000,
             lateness_secs: 60.0,
             read_max_bytes: 1 << 20,
+            max_future_secs: 300.0,
         }
     }
 }
@@ -807,7 +813,13 @@ impl<'a> Output<'a> {
         batch: &[Record],
         mut next: u64,
     ) -> Result<u64, ProcessorError> {
+        let max_future = self.processor.config.max_future_secs;
         for record in batch {
+            // The bound follows the entry's append time, which the log
+            // keeps: a replay computes the same clock.
+            if record.timestamp_ms > 0 {
+                engine.limit_clock(record.timestamp_ms as f64 / 1000.0 + max_future);
+            }
             match Entry::decode(&record.value) {
                 Ok(entry) => engine.process(record.offset, entry, &mut self.results),
                 Err(error) => {

@@ -428,3 +428,70 @@ fn a_catch_up_runs_beside_live_processing_and_resumes_where_it_was_stopped() {
         "the caught-up results differ from a run from the start"
     );
 }
+
+#[test]
+fn an_event_stamped_a_year_ahead_moves_the_clock_no_further_than_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = Topics::new("");
+    let log = Arc::new(EmbeddedLog::open(&dir.path().join("log"), LogConfig::default()).unwrap());
+    topics.create(&*log, 1).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let event = |host: &str, time: f64| {
+        let mut event = Event::new(host, time);
+        event.ttl = Some(1.0);
+        (host.as_bytes().to_vec(), Entry::Event(event).encode())
+    };
+    // A year-ahead event is already in the log (it came before ingest
+    // checked, or by another way); then host b sends its last heartbeat.
+    let year = 365.0 * 24.0 * 3600.0;
+    log.append(
+        &topics.events,
+        0,
+        &weir_log::borrowed(&[event("skewed", now + year), event("b", now + 0.5)]),
+    )
+    .unwrap();
+    let processor = Processor {
+        log: log.clone(),
+        topics: topics.clone(),
+        reactors: vec![ReactorConfig {
+            name: "heartbeats".into(),
+            pipeline: "by host | expire".into(),
+        }],
+        config: ProcessorConfig {
+            max_future_secs: 1.0,
+            ..ProcessorConfig::default()
+        },
+        store: CheckpointStore::open(&dir.path().join("checkpoints")).unwrap(),
+        share_checkpoints: false,
+    };
+    let running = processor.start().unwrap();
+    // Ticks as the router appends them, once a second of wall clock.
+    let expired = || {
+        log.read(&topics.results, 0, 0, 1 << 20, Duration::ZERO)
+            .unwrap()
+            .iter()
+            .any(|r| {
+                let value: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
+                value["host"] == "b" && value["state"] == "expired"
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !expired() {
+        assert!(Instant::now() < deadline, "b's heartbeat never expired");
+        let tick = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        log.append(
+            &topics.events,
+            0,
+            &[(&[][..], &Entry::Tick(tick).encode()[..])],
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(running.stop().is_empty());
+}

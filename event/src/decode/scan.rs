@@ -288,6 +288,7 @@ mod tests {
     fn outcome(mut typed: Typed<'_>) -> String {
         let options = DecodeOptions {
             ttl_unit: TtlUnit::Ms,
+            ..DecodeOptions::default()
         };
         match typed.finish(&options, 7.0) {
             Ok(event) => String::from_utf8(event.to_json()).unwrap(),
