@@ -128,8 +128,12 @@ fn deliveries(data: &Path) -> Vec<Value> {
 fn three_sigkills_change_no_result_and_repeat_no_notification() {
     let dir = tempfile::tempdir().unwrap();
     let ingested = dir.path().join("ingested");
-    // The events go into the log first, with no reactors running.
-    let weir = Weir::start(LISTENERS, &ingested);
+    // The events go into the log first, with no reactors running (and
+    // no bound on how far ahead they are stamped).
+    let weir = Weir::start(
+        &format!("{LISTENERS}[processor]\nmax_future_secs = 1e10\n"),
+        &ingested,
+    );
     ingest_and_stop(weir);
     let copy = |name: &str| {
         let target = dir.path().join(name);
