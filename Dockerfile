@@ -8,7 +8,7 @@ COPY . .
 RUN cargo build --release --locked --bin weir
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 \
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 curl \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/weir /usr/local/bin/weir
 COPY deploy/weir.toml /etc/weir/weir.toml

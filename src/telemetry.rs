@@ -1,9 +1,11 @@
-//! Logging set-up and the `/metrics` and `/healthz` routes every service
-//! serves.
+//! Logging set-up and the `/metrics`, `/healthz` and `/readyz` routes
+//! every service serves.
 
 use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::Json;
 use axum::Router;
 use prometheus::{Encoder, TextEncoder};
 use tracing_subscriber::EnvFilter;
@@ -21,12 +23,26 @@ pub fn init_logging(json: bool) {
     }
 }
 
-/// `GET /metrics` (Prometheus text format) and `GET /healthz`, which
-/// every service serves to anyone who reaches it.
+/// `GET /metrics` (Prometheus text format), `GET /healthz` (the process
+/// answers) and `GET /readyz` (200 when nothing fails, else 503 with
+/// every failing component and why), which every service serves to
+/// anyone who reaches it.
 pub fn routes() -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readiness))
+}
+
+async fn readiness() -> (StatusCode, Json<serde_json::Value>) {
+    let failing = weir_log::health::failures();
+    let status = if failing.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({"ready": failing.is_empty(), "failing": failing});
+    (status, Json(body))
 }
 
 async fn metrics() -> impl IntoResponse {

@@ -807,3 +807,56 @@ filter = "metric >= 0.5"
     assert_eq!(first.count(), 600, "the removed destination gets nothing");
     weir.stop();
 }
+
+#[test]
+fn readyz_names_a_failing_sink_and_heals_when_its_server_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Victoria::start(&dir.path().join("victoria"));
+    server.stop();
+    let config = format!(
+        r#"{}
+[[reactor]]
+name = "all"
+pipeline = "emit"
+
+[[sink]]
+name = "vm"
+type = "victoriametrics"
+url = "{}"
+timeout_ms = 1000
+"#,
+        common::LISTENERS,
+        server.write_url()
+    );
+    let data = dir.path().join("data");
+    let weir = common::Weir::start(&config, &data);
+    let readyz = || {
+        let response = reqwest::blocking::get(format!("http://{}/readyz", weir.http)).unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().unwrap())
+    };
+    assert_eq!(readyz().0, 200, "{:?}", readyz().1);
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    post_events(&weir, &cpu_events(base, 0, 20));
+    eventually(30, "/readyz to name the sink", || readyz().0 == 503);
+    let (_, body) = readyz();
+    let failing = body["failing"].as_object().unwrap();
+    let (component, reason) = failing.iter().next().unwrap();
+    assert!(component.starts_with("vm: results partition"), "{body}");
+    assert!(reason.as_str().unwrap().contains("127.0.0.1"), "{body}");
+    assert!(weir.metric("weir_failing_components") >= 1.0);
+    // The process itself is fine.
+    let healthz = reqwest::blocking::get(format!("http://{}/healthz", weir.http)).unwrap();
+    assert_eq!(healthz.status().as_u16(), 200);
+
+    // The server returns: delivery resumes and readiness heals, no restart.
+    server.resume();
+    eventually(60, "every point stored", || {
+        server.samples("weir_metric").len() >= 20
+    });
+    eventually(30, "/readyz to heal", || readyz().0 == 200);
+    weir.stop();
+}

@@ -10,6 +10,7 @@
 
 mod embedded;
 mod group;
+pub mod health;
 #[cfg(feature = "test-util")]
 pub mod hooked;
 #[cfg(feature = "kafka")]

@@ -83,6 +83,11 @@ pub enum ProcessorError {
     Panic(String),
 }
 
+/// A partition worker's name in `/readyz`.
+fn health_name(partition: u32) -> String {
+    format!("processor: partition {partition}")
+}
+
 /// The text a panic carried, when it carried one.
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
@@ -237,6 +242,8 @@ impl Owner for Workers {
                 Err(_) => tracing::error!(partition, "partition worker panicked"),
             }
             OWNED.with_label_values(&[&partition.to_string()]).set(0);
+            // No longer ours: its failures are the next owner's to report.
+            weir_log::health::working(&health_name(partition));
             OWNED_COUNT.set(lock(&self.running).len() as i64);
             if let Some(status) = lock(&self.progress.partitions).remove(&partition) {
                 last.push((partition, status.offset));
@@ -308,6 +315,7 @@ impl Processor {
                 Err(error @ ProcessorError::Reactor(_)) => return Err(error),
                 Err(error) if stop.load(Ordering::Relaxed) => return Err(error),
                 Err(error) => {
+                    weir_log::health::failing(&health_name(partition), &error);
                     crate::metrics::WORKER_RESTARTS.inc();
                     tracing::error!(partition, %error, retry_in = ?backoff, "processor worker failed; restarting from its checkpoint");
                     std::thread::sleep(backoff);
@@ -484,6 +492,7 @@ impl Processor {
                 .map_or(0, |s| s.lag),
         };
         lock(&progress.partitions).insert(partition, status);
+        weir_log::health::working(&health_name(partition));
         CHECKPOINT_SECONDS.observe(started.elapsed().as_secs_f64());
         CHECKPOINT_BYTES
             .with_label_values(&[&partition.to_string()])

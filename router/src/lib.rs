@@ -207,6 +207,9 @@ fn now_secs() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// The router's name in `/readyz`.
+const HEALTH: &str = "router: appends to the log";
+
 /// Most messages merged into one round of appends.
 const MAX_MESSAGES_PER_ROUND: usize = 256;
 
@@ -272,8 +275,12 @@ impl Router {
             Ok(()) => {
                 ROUTED.inc_by(routed as u64);
                 APPEND_SECONDS.observe(took.as_secs_f64());
+                weir_log::health::working(HEALTH);
             }
-            Err(error) => tracing::error!(%error, "router append failed"),
+            Err(error) => {
+                tracing::error!(%error, "router append failed");
+                weir_log::health::failing(HEALTH, error);
+            }
         }
     }
 

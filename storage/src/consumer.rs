@@ -207,11 +207,13 @@ fn supervise(
     shutdown: &AtomicBool,
 ) {
     let mut backoff = Duration::from_millis(100);
+    let health = health_name(handler.name(), partition);
     while !shutdown.load(Ordering::Relaxed) {
         match consume(source, partition, handler, shutdown) {
             Ok(()) => return,
             Err(_) if shutdown.load(Ordering::Relaxed) => return,
             Err(error) => {
+                weir_log::health::failing(&health, &error);
                 ERRORS.with_label_values(&[handler.name()]).inc();
                 tracing::warn!(sink = handler.name(), partition, %error, retry_in = ?backoff, "sink failed; resuming from the last commit");
                 std::thread::sleep(backoff);
@@ -221,6 +223,11 @@ fn supervise(
     }
 }
 
+/// A consumer's name in `/readyz`.
+fn health_name(handler: &str, partition: u32) -> String {
+    format!("{handler}: results partition {partition}")
+}
+
 fn consume(
     source: &Source,
     partition: u32,
@@ -228,6 +235,7 @@ fn consume(
     shutdown: &AtomicBool,
 ) -> Result<(), StorageError> {
     let name = handler.name().to_owned();
+    let health = health_name(&name, partition);
     let committed = source
         .positions()
         .committed(&source.group, &source.topic, partition)?;
@@ -258,6 +266,8 @@ fn consume(
             Duration::from_millis(100),
         )?;
         if batch.is_empty() {
+            // Caught up, nothing to write: nothing failing.
+            weir_log::health::working(&health);
             continue;
         }
         for record in &batch {
@@ -308,6 +318,7 @@ fn consume(
         }
         let (_, end) = source.log.offsets(&source.topic, partition)?;
         lag.set(end.saturating_sub(next) as i64);
+        weir_log::health::working(&health);
     }
     Ok(())
 }
