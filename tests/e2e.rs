@@ -465,3 +465,54 @@ fn an_event_stamped_a_year_ahead_is_rejected_at_ingest_and_the_rest_accepted() {
     );
     weir.stop();
 }
+
+#[test]
+fn a_thousand_idle_connections_are_closed_after_the_idle_timeout_and_a_busy_one_is_not() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    // Opening 1000 connections takes several seconds here: the timeout
+    // leaves room for all to be open at once.
+    let extra = "[ingest]\nidle_timeout_secs = 30\nmax_connections = 2000\n";
+    let config = format!("{}\n{extra}", config("", None));
+    let weir = Weir::start(&config, &dir.path().join("data"));
+    let mut busy = TcpStream::connect(weir.tcp).unwrap();
+    let idle: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect(weir.tcp).unwrap())
+        .collect();
+    let connections = || weir.metric("weir_ingest_connections{protocol=\"tcp\"}");
+    wait_until(Duration::from_secs(25), "1001 connections open", || {
+        connections() == 1001.0
+    });
+    // The busy one sends a line a second, past the timeout.
+    let mut sent = 0;
+    let started = std::time::Instant::now();
+    while connections() > 1.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "idle ones still open"
+        );
+        writeln!(
+            busy,
+            r#"{{"host":"busy","service":"e2e/busy","metric":{sent}}}"#
+        )
+        .unwrap();
+        sent += 1;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_eq!(connections(), 1.0, "the busy one stays open");
+    assert_eq!(
+        weir.metric("weir_ingest_idle_closed_total{protocol=\"tcp\"}"),
+        1000.0
+    );
+    // Closed from weir's side: each reads end-of-file.
+    for mut stream in idle.into_iter().take(10) {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(stream.read(&mut [0u8; 1]).unwrap(), 0);
+    }
+    wait_until(Duration::from_secs(10), "every busy line accepted", || {
+        weir.metric("weir_ingest_accepted_total{protocol=\"tcp\"}") == sent as f64
+    });
+    weir.stop();
+}

@@ -74,6 +74,8 @@ pub struct IngestConfig {
     pub max_line_bytes: usize,
     /// Most simultaneous stream connections (TCP + Unix each).
     pub max_connections: usize,
+    /// A stream connection that sends nothing this long is closed.
+    pub idle_timeout_secs: u64,
     /// Largest HTTP request body, in bytes.
     pub max_body_bytes: usize,
     /// Most events in one HTTP request.
@@ -99,6 +101,7 @@ impl Default for IngestConfig {
             http: Some(Listener::at("127.0.0.1:9877")),
             max_line_bytes: 1 << 20,
             max_connections: 1024,
+            idle_timeout_secs: 300,
             max_body_bytes: 16 << 20,
             max_batch_events: 100_000,
             max_future_secs: None,

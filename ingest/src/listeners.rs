@@ -71,6 +71,7 @@ pub async fn start(config: &IngestConfig, router: RouterHandle) -> Result<Bound,
 struct Limits {
     max_line: usize,
     max_connections: usize,
+    idle: Duration,
 }
 
 fn settings(config: &IngestConfig, listener: &Listener) -> (DecodeOptions, Limits) {
@@ -82,6 +83,7 @@ fn settings(config: &IngestConfig, listener: &Listener) -> (DecodeOptions, Limit
         Limits {
             max_line: config.max_line_bytes,
             max_connections: config.max_connections,
+            idle: Duration::from_secs(config.idle_timeout_secs.max(1)),
         },
     )
 }
@@ -135,10 +137,28 @@ async fn accept_loop<S, F, Fut>(
         gauge.inc();
         tokio::spawn(async move {
             let ended = match tls {
-                None => read_stream(stream, protocol, options, limits.max_line, &router).await,
+                None => {
+                    read_stream(
+                        stream,
+                        protocol,
+                        options,
+                        limits.max_line,
+                        limits.idle,
+                        &router,
+                    )
+                    .await
+                }
                 Some(tls) => match tls.accept(stream).await {
                     Ok(stream) => {
-                        read_stream(stream, protocol, options, limits.max_line, &router).await
+                        read_stream(
+                            stream,
+                            protocol,
+                            options,
+                            limits.max_line,
+                            limits.idle,
+                            &router,
+                        )
+                        .await
                     }
                     Err(error) => {
                         TLS_FAILURES.with_label_values(&[protocol]).inc();

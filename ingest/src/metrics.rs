@@ -68,6 +68,16 @@ pub static UNAUTHORIZED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Stream connections closed for sending nothing for `idle_timeout_secs`.
+pub static IDLE_CLOSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "weir_ingest_idle_closed_total",
+        "Connections closed for idling past idle_timeout_secs",
+        &["protocol"]
+    )
+    .expect("metric registers once")
+});
+
 /// Counts and logs one rejected line.
 pub fn reject(protocol: &str, rejection: &Rejection) {
     REJECTED

@@ -7,7 +7,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use weir_event::{DecodeOptions, Entry, Reason, Rejection};
 use weir_router::{Encoded, RouteError, RouterHandle};
 
-use crate::metrics::{reject, ACCEPTED};
+use crate::metrics::{reject, ACCEPTED, IDLE_CLOSED};
 use crate::now_secs;
 
 /// Decodes the complete lines of `text` into `events` (each with its
@@ -70,12 +70,14 @@ fn decode_one(
 }
 
 /// Reads NDJSON from `reader` until EOF, sending each read's valid events
-/// to the router before reading on (backpressure).
+/// to the router before reading on (backpressure). A connection that
+/// sends nothing for `idle` is closed (counted, logged at debug).
 pub async fn read_stream<R: AsyncRead + Unpin>(
     mut reader: R,
     protocol: &'static str,
     options: DecodeOptions,
     max_line: usize,
+    idle: std::time::Duration,
     router: &RouterHandle,
 ) -> std::io::Result<()> {
     let mut buf = BytesMut::with_capacity(64 << 10);
@@ -84,7 +86,12 @@ pub async fn read_stream<R: AsyncRead + Unpin>(
     let mut discarding = false;
     let accepted = ACCEPTED.with_label_values(&[protocol]);
     loop {
-        let read = reader.read_buf(&mut buf).await?;
+        let Ok(read) = tokio::time::timeout(idle, reader.read_buf(&mut buf)).await else {
+            IDLE_CLOSED.with_label_values(&[protocol]).inc();
+            tracing::debug!(protocol, ?idle, "closing an idle connection");
+            return Ok(());
+        };
+        let read = read?;
         let now = now_secs();
         if discarding {
             match memchr::memchr(b'\n', &buf) {
