@@ -516,3 +516,47 @@ fn a_thousand_idle_connections_are_closed_after_the_idle_timeout_and_a_busy_one_
     });
     weir.stop();
 }
+
+#[test]
+fn concurrent_http_producers_beyond_max_http_requests_wait_their_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("{}\n[ingest]\nmax_http_requests = 1\n", config("", None));
+    let weir = Weir::start(&config, &dir.path().join("data"));
+    let url = format!("http://{}/events", weir.http);
+    let producers: Vec<_> = (0..8)
+        .map(|p| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                for r in 0..20 {
+                    let body: String = (0..50)
+                        .map(|i| {
+                            format!(
+                                "{{\"host\":\"p{p}\",\"service\":\"e2e/c\",\"metric\":{}}}\n",
+                                r * 50 + i
+                            )
+                        })
+                        .collect();
+                    let status = client.post(&url).body(body).send().unwrap().status();
+                    assert_eq!(status.as_u16(), 202);
+                }
+            })
+        })
+        .collect();
+    // Meanwhile, requests beyond the one turn are seen waiting.
+    let mut most_waiting = 0.0f64;
+    while !producers.iter().all(|p| p.is_finished()) {
+        most_waiting = most_waiting.max(weir.metric("weir_ingest_http_waiting"));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for producer in producers {
+        producer.join().unwrap();
+    }
+    assert!(most_waiting >= 1.0, "no request ever waited for a turn");
+    assert_eq!(
+        weir.metric("weir_ingest_accepted_total{protocol=\"http\"}"),
+        8000.0
+    );
+    assert_eq!(weir.metric("weir_ingest_http_waiting"), 0.0);
+    weir.stop();
+}

@@ -30,7 +30,9 @@ use weir_router::{Encoded, RouterHandle};
 
 use weir_log::Secret;
 
-use crate::metrics::{reject, ACCEPTED, PRODUCER_EVENTS, UNAUTHORIZED};
+use tokio::sync::Semaphore;
+
+use crate::metrics::{reject, ACCEPTED, HTTP_WAITING, PRODUCER_EVENTS, UNAUTHORIZED};
 use crate::{now_secs, IngestConfig};
 
 /// At most this many rejected lines are listed in a reply.
@@ -63,9 +65,14 @@ pub fn routes(config: &IngestConfig, router: RouterHandle) -> Router {
         max_line: config.max_line_bytes,
         max_events: config.max_batch_events,
     };
+    // Layers run outside in: a request holds a turn before its body is read.
+    let turns = Arc::new(Semaphore::new(config.max_http_requests.max(1)));
     let routes = Router::new()
         .route("/events", post(post_events))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn(move |request, next| {
+            take_turn(turns.clone(), request, next)
+        }))
         .with_state(state);
     if config.tokens.is_empty() {
         return routes;
@@ -74,6 +81,16 @@ pub fn routes(config: &IngestConfig, router: RouterHandle) -> Router {
     routes.layer(middleware::from_fn(move |request, next| {
         identify(tokens.clone(), request, next)
     }))
+}
+
+/// Waits for one of the `max_http_requests` turns, then handles the request.
+async fn take_turn(turns: Arc<Semaphore>, request: Request, next: Next) -> Response {
+    HTTP_WAITING.inc();
+    let turn = turns.acquire_owned().await;
+    HTTP_WAITING.dec();
+    let response = next.run(request).await;
+    drop(turn);
+    response
 }
 
 /// The producer a request's token names, for the handler.
@@ -191,7 +208,17 @@ async fn post_events(
     producer: Option<Extension<Producer>>,
     body: Bytes,
 ) -> (StatusCode, Json<Value>) {
-    let (events, errors) = match decode_body(&body, &ingest) {
+    // Decoding a large body is CPU work: off the async threads.
+    let decoding = ingest.clone();
+    let decoded = tokio::task::spawn_blocking(move || decode_body(&body, &decoding))
+        .await
+        .unwrap_or_else(|error| {
+            Err(Rejection::new(
+                Reason::InvalidJson,
+                format!("decoding failed: {error}"),
+            ))
+        });
+    let (events, errors) = match decoded {
         Ok(decoded) => decoded,
         Err(rejection) => {
             reject("http", &rejection);

@@ -80,6 +80,9 @@ pub struct IngestConfig {
     pub max_body_bytes: usize,
     /// Most events in one HTTP request.
     pub max_batch_events: usize,
+    /// Most `POST /events` handled at once; more wait their turn before
+    /// their bodies are read (backpressure, like the stream listeners).
+    pub max_http_requests: usize,
     /// Events stamped further ahead of this node's clock are rejected
     /// (`time_in_future`). Not a key of `[ingest]`: the services set it
     /// from `[processor] max_future_secs`, the bound the partition clock
@@ -104,6 +107,7 @@ impl Default for IngestConfig {
             idle_timeout_secs: 300,
             max_body_bytes: 16 << 20,
             max_batch_events: 100_000,
+            max_http_requests: 64,
             max_future_secs: None,
             tokens: BTreeMap::new(),
         }

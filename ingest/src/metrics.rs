@@ -3,7 +3,10 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{register_int_counter_vec, register_int_gauge_vec, IntCounterVec, IntGaugeVec};
+use prometheus::{
+    register_int_counter_vec, register_int_gauge, register_int_gauge_vec, IntCounterVec, IntGauge,
+    IntGaugeVec,
+};
 use weir_event::Rejection;
 
 /// Events accepted, per protocol.
@@ -74,6 +77,15 @@ pub static IDLE_CLOSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         "weir_ingest_idle_closed_total",
         "Connections closed for idling past idle_timeout_secs",
         &["protocol"]
+    )
+    .expect("metric registers once")
+});
+
+/// `POST /events` requests waiting for a turn (`max_http_requests`).
+pub static HTTP_WAITING: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "weir_ingest_http_waiting",
+        "HTTP ingest requests waiting for one of max_http_requests turns"
     )
     .expect("metric registers once")
 });
