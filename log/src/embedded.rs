@@ -63,8 +63,13 @@ struct Partition {
 struct State {
     /// Ascending by base offset; the last one is written to.
     segments: Vec<Arc<Segment>>,
-    /// Set by a failed write: the partition refuses work until reopened.
+    /// Set by a failed fsync: whether written data reached the disk is
+    /// unknown, so the partition refuses work until reopened (recovery
+    /// then keeps what is really there).
     poisoned: bool,
+    /// Set by a failed write (a full disk): the next append first cuts
+    /// the partial frame it may have left, then goes on.
+    unwritten: bool,
 }
 
 fn now_ms() -> u64 {
@@ -339,6 +344,7 @@ impl Partition {
             state: Mutex::new(State {
                 segments,
                 poisoned: false,
+                unwritten: false,
             }),
             appended: Condvar::new(),
             dirty: AtomicBool::new(false),
@@ -354,13 +360,32 @@ impl Partition {
         if state.poisoned {
             return Err(LogError::Poisoned(self.name.clone()));
         }
+        if state.unwritten {
+            // A write failed before: cut what it left, then try again
+            // (space may have come back; if not, this append fails too).
+            self.active(&state)?.discard_unwritten()?;
+            state.unwritten = false;
+        }
         let result = self.append_locked(&mut state, config, records);
-        if result.is_err() {
-            state.poisoned = true;
+        match &result {
+            Err(LogError::Io { op: "fsync", .. }) => state.poisoned = true,
+            Err(_) => state.unwritten = true,
+            Ok(_) => {}
         }
         drop(state);
         self.appended.notify_all();
         result
+    }
+
+    fn active(&self, state: &State) -> Result<Arc<Segment>, LogError> {
+        state
+            .segments
+            .last()
+            .cloned()
+            .ok_or_else(|| LogError::Corrupt {
+                path: self.dir.clone(),
+                detail: "partition has no segment".into(),
+            })
     }
 
     fn append_locked(
@@ -369,14 +394,7 @@ impl Partition {
         config: &LogConfig,
         records: &[Produce],
     ) -> Result<u64, LogError> {
-        let mut active = state
-            .segments
-            .last()
-            .cloned()
-            .ok_or_else(|| LogError::Corrupt {
-                path: self.dir.clone(),
-                detail: "partition has no segment".into(),
-            })?;
+        let mut active = self.active(state)?;
         if active.size() >= config.segment_bytes {
             // Seal the full segment durably before starting the next one.
             timed_sync(&active)?;

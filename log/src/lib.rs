@@ -131,8 +131,9 @@ pub enum LogError {
         /// What is wrong.
         detail: String,
     },
-    /// An earlier write failed; the partition refuses further work until reopened.
-    #[error("partition {0} is poisoned by an earlier I/O error; restart to recover")]
+    /// An fsync failed (whether written data is on disk is unknown); the
+    /// partition refuses further work until reopened.
+    #[error("partition {0} is poisoned by a failed fsync; restart to recover what is on disk")]
     Poisoned(String),
     /// Another process has the embedded log open.
     #[error("{0} is in use by another weir process (stop it first: the embedded log belongs to one process)")]

@@ -237,6 +237,15 @@ impl Segment {
         Ok(buf.len() as u64)
     }
 
+    /// Cuts the file back to its complete frames: what a failed append
+    /// (a full disk) may have left after them goes, so the next append
+    /// continues the log where the last good one ended.
+    pub fn discard_unwritten(&self) -> Result<(), LogError> {
+        self.file
+            .set_len(self.size())
+            .map_err(io_err("truncate", &self.path))
+    }
+
     /// Forces appended data (and the index) to disk.
     pub fn sync(&self) -> Result<(), LogError> {
         self.file.sync_data().map_err(io_err("fsync", &self.path))?;

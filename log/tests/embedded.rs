@@ -463,3 +463,80 @@ fn a_second_opener_is_refused_while_the_log_is_open() {
     drop(first);
     open(dir.path(), LogConfig::default());
 }
+
+/// A tmpfs of `size` mounted at `dir` (the test runs as root), unmounted
+/// when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> SmallDisk {
+        fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (CI runs as root)"
+        );
+        SmallDisk(dir.to_path_buf())
+    }
+
+    fn grow(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_appends_and_they_resume_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(&dir.path().join("disk"), "1m");
+    let log = open(&disk.0, config(256 << 10));
+    let mut acked = 0u64;
+    let mut failures = 0;
+    let value = vec![b'x'; 4000];
+    // Fill the disk: appends fail once it is full, and keep failing.
+    for i in 0..1000u64 {
+        let key = format!("k{i}");
+        match log.append(TOPIC, 0, &[(key.as_bytes(), &value[..])]) {
+            Ok(next) => {
+                assert_eq!(failures, 0, "an append succeeded on a full disk");
+                acked = next;
+            }
+            Err(error) => {
+                assert!(!error.to_string().contains("poisoned"), "{error}");
+                failures += 1;
+                if failures == 5 {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(
+        failures == 5 && acked > 100,
+        "acked {acked}, failures {failures}"
+    );
+    // Space comes back: appends resume without reopening the log,
+    // right after the last acknowledged record.
+    disk.grow("8m");
+    let next = log.append(TOPIC, 0, &[(b"after", &value[..])]).unwrap();
+    assert_eq!(next, acked + 1);
+    let offsets: Vec<u64> = read_all(&log, 0, 0).iter().map(|(o, _)| *o).collect();
+    assert_eq!(offsets, (0..=acked).collect::<Vec<_>>());
+    // And a restart finds exactly the same.
+    drop(log);
+    let log = open(&disk.0, config(256 << 10));
+    assert_eq!(log.offsets(TOPIC, 0).unwrap(), (0, acked + 1));
+}
