@@ -560,3 +560,98 @@ fn concurrent_http_producers_beyond_max_http_requests_wait_their_turn() {
     assert_eq!(weir.metric("weir_ingest_http_waiting"), 0.0);
     weir.stop();
 }
+
+#[test]
+fn a_full_disk_refuses_new_events_keeps_processing_and_heals_when_enlarged() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+        .arg(&disk)
+        .status()
+        .unwrap();
+    assert!(
+        mounted.success(),
+        "mounting a tmpfs needs root (CI runs as root)"
+    );
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&disk);
+    let config = format!(
+        "[log]\nmin_free_bytes = 25165824\n{LISTENERS}\n[[reactor]]\nname = \"all\"\npipeline = 'where service = \"e2e/disk\"'\n"
+    );
+    let data = disk.join("data");
+    let weir = Weir::start(&config, &data);
+    let client = reqwest::blocking::Client::new();
+    let post = |round: usize| {
+        let body: String = (0..5000)
+            .map(|i| format!("{{\"host\":\"h{}\",\"service\":\"e2e/disk\",\"metric\":{round},\"description\":\"{}\"}}\n", i % 50, "x".repeat(40)))
+            .collect();
+        let response = client
+            .post(format!("http://{}/events", weir.http))
+            .body(body)
+            .send()
+            .unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    };
+    let readyz = || {
+        reqwest::blocking::get(format!("http://{}/readyz", weir.http))
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let mut acked = 0;
+    let mut refusal = None;
+    for round in 0..200 {
+        match post(round) {
+            (202, _) => acked += 5000,
+            (503, body) => {
+                refusal = Some(body);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let refusal = refusal.expect("the disk never filled");
+    assert!(refusal.contains("min_free_bytes"), "{refusal}");
+    assert_eq!(readyz(), 503);
+    assert!(weir.metric("weir_log_disk_free_bytes") < 25165824.0);
+    // What was accepted is still processed: results fit in the reserve.
+    wait_until(
+        Duration::from_secs(60),
+        "every accepted event's result",
+        || results(&data).len() >= acked,
+    );
+    // A stream producer has no answer to wait for: its line is held (the
+    // router retries) until there is room, not dropped.
+    let mut stream = TcpStream::connect(weir.tcp).unwrap();
+    writeln!(
+        stream,
+        r#"{{"host":"tcp-1","service":"e2e/disk","metric":7}}"#
+    )
+    .unwrap();
+    drop(stream);
+    std::thread::sleep(Duration::from_millis(500));
+    // More room: new events are taken again, without a restart.
+    let grown = Command::new("mount")
+        .args(["-o", "remount,size=256m"])
+        .arg(&disk)
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    assert_eq!(post(1000).0, 202);
+    acked += 5000 + 1;
+    wait_until(Duration::from_secs(30), "/readyz to heal", || {
+        readyz() == 200
+    });
+    wait_until(Duration::from_secs(60), "the last results", || {
+        results(&data).len() >= acked
+    });
+    assert_eq!(results(&data).len(), acked, "a result missing or twice");
+    weir.stop();
+}

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::metrics::{APPENDED_BYTES, APPENDS, FSYNC_SECONDS, SEGMENTS_DELETED};
+use crate::metrics::{APPENDED_BYTES, APPENDS, DISK_FREE, FSYNC_SECONDS, SEGMENTS_DELETED};
 use crate::segment::Segment;
 use crate::{
     io_err, Committed, FsyncPolicy, Guarantees, Log, LogConfig, LogError, Membership, Owner,
@@ -525,6 +525,23 @@ impl Log for EmbeddedLog {
 
     fn partitions(&self, topic: &str) -> Result<u32, LogError> {
         Ok(self.topic(topic)?.len() as u32)
+    }
+
+    fn accepts_input(&self) -> Result<(), LogError> {
+        let dir = &self.inner.dir;
+        let stat = rustix::fs::statvfs(dir.as_path())
+            .map_err(|errno| io_err("statvfs", dir)(errno.into()))?;
+        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        DISK_FREE.set(free as i64);
+        let reserve = self.inner.config.min_free_bytes;
+        if free < reserve {
+            return Err(LogError::DiskFull {
+                path: dir.clone(),
+                free,
+                reserve,
+            });
+        }
+        Ok(())
     }
 
     fn append(&self, topic: &str, partition: u32, records: &[Produce]) -> Result<u64, LogError> {

@@ -50,6 +50,10 @@ impl Log for HookedLog {
         self.inner.partitions(topic)
     }
 
+    fn accepts_input(&self) -> Result<(), LogError> {
+        self.inner.accepts_input()
+    }
+
     fn append(&self, topic: &str, partition: u32, records: &[Produce]) -> Result<u64, LogError> {
         (self.hook)(topic, partition)?;
         self.inner.append(topic, partition, records)

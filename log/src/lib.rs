@@ -146,6 +146,17 @@ pub enum LogError {
         /// The client's error.
         detail: String,
     },
+    /// The disk is too full to take new input (room is kept for results
+    /// and checkpoints).
+    #[error("only {free} bytes free under {path}, below the reserve of {reserve} ([log] min_free_bytes): new events are refused until there is room")]
+    DiskFull {
+        /// The log's directory.
+        path: PathBuf,
+        /// Bytes free there.
+        free: u64,
+        /// The reserve.
+        reserve: u64,
+    },
     /// A topic exists with settings weir cannot use.
     #[error("topic {topic:?} exists with {found}, but the config needs {wanted}")]
     Incompatible {
@@ -202,6 +213,15 @@ pub trait Log: Send + Sync + 'static {
 
     /// The partition count of `topic`.
     fn partitions(&self, topic: &str) -> Result<u32, LogError>;
+
+    /// Whether new input (events from producers) may be appended now: an
+    /// error when the backend keeps its remaining room for what the
+    /// pipeline must still write (results, checkpoints, registry). The
+    /// embedded log refuses while its disk's free space is below
+    /// [`LogConfig::min_free_bytes`].
+    fn accepts_input(&self) -> Result<(), LogError> {
+        Ok(())
+    }
 
     /// Joins consumer group `group` on `topic`: `owner` is told which
     /// partitions this member owns as the group (re)assigns them, and the
@@ -328,6 +348,9 @@ pub struct LogConfig {
     pub retention_bytes: u64,
     /// Segments whose newest record is older than this are deleted.
     pub retention_secs: u64,
+    /// Below this much free disk space new events are refused, so that
+    /// results and checkpoints can still be written.
+    pub min_free_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -343,6 +366,7 @@ impl Default for LogConfig {
             segment_bytes: 64 << 20,
             retention_bytes: 8 << 30,
             retention_secs: 7 * 24 * 3600,
+            min_free_bytes: 64 << 20,
         }
     }
 }

@@ -45,6 +45,15 @@ pub(crate) static SEGMENTS_DELETED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 /// Partition assignments received by group members.
+/// Free bytes on the embedded log's disk, as last checked.
+pub(crate) static DISK_FREE: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    prometheus::register_int_gauge!(
+        "weir_log_disk_free_bytes",
+        "Free bytes on the embedded log's disk, as last checked"
+    )
+    .expect("metric registers once")
+});
+
 #[cfg(feature = "kafka")]
 pub(crate) static REBALANCES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
     prometheus::register_int_counter!(

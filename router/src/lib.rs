@@ -253,34 +253,57 @@ impl Router {
     }
 
     /// Appends everything in `messages` (one append per partition) and
-    /// then acknowledges each batch.
+    /// then acknowledges each batch. When the log refuses, senders that
+    /// wait for an answer (HTTP) get the error at once; the batches of
+    /// the stream listeners, which have no answer to give, are kept and
+    /// appended again with backoff until the log takes them — the full
+    /// queue stops ingest reading their sockets meanwhile, so producers
+    /// are slowed, never silently dropped.
     fn round(&mut self, messages: &mut Vec<Message>) {
         if messages.iter().any(|m| matches!(m, Message::Tick(_))) {
             self.refresh_partitions();
         }
-        let started = Instant::now();
-        let result = self
-            .append(messages)
-            .map_err(|e| RouteError::Append(e.to_string()));
-        let took = started.elapsed();
-        let mut routed = 0;
-        for message in messages.drain(..) {
-            if let Message::Events { events, ack } = message {
-                routed += events.len();
-                // A sender that stopped waiting (client gone) needs no answer.
-                let _ = ack.map(|ack| ack.send(result.clone()));
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let started = Instant::now();
+            let result = self.append(messages);
+            let took = started.elapsed();
+            let error = match result {
+                Ok(()) => {
+                    let mut routed = 0;
+                    for message in messages.drain(..) {
+                        if let Message::Events { events, ack } = message {
+                            routed += events.len();
+                            // A sender that stopped waiting (client gone) needs no answer.
+                            let _ = ack.map(|ack| ack.send(Ok(())));
+                        }
+                    }
+                    ROUTED.inc_by(routed as u64);
+                    APPEND_SECONDS.observe(took.as_secs_f64());
+                    weir_log::health::working(HEALTH);
+                    return;
+                }
+                Err(error) => RouteError::Append(error.to_string()),
+            };
+            tracing::error!(%error, retry_in = ?backoff, "router append failed");
+            weir_log::health::failing(HEALTH, &error);
+            let kept: Vec<Message> = messages
+                .drain(..)
+                .filter_map(|message| match message {
+                    Message::Events { ack: Some(ack), .. } => {
+                        let _ = ack.send(Err(error.clone()));
+                        None
+                    }
+                    Message::Events { ack: None, .. } => Some(message),
+                    Message::Tick(_) => None,
+                })
+                .collect();
+            if kept.is_empty() {
+                return;
             }
-        }
-        match &result {
-            Ok(()) => {
-                ROUTED.inc_by(routed as u64);
-                APPEND_SECONDS.observe(took.as_secs_f64());
-                weir_log::health::working(HEALTH);
-            }
-            Err(error) => {
-                tracing::error!(%error, "router append failed");
-                weir_log::health::failing(HEALTH, error);
-            }
+            *messages = kept;
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
 
@@ -300,10 +323,15 @@ impl Router {
                 ),
             }
         }
-        let placements = self.registry.take_new_placements();
+        if messages.iter().any(|m| matches!(m, Message::Events { .. })) {
+            self.log.accepts_input()?;
+        }
+        let placements = self.registry.new_placements();
         if !placements.is_empty() {
             self.log
                 .append(&self.topics.registry, 0, &weir_log::borrowed(&placements))?;
+            // Only now: a failed append keeps them for the next round.
+            self.registry.placements_persisted();
         }
         let mut by_partition: Vec<Vec<Produce>> = vec![Vec::new(); self.partitions as usize];
         let (mut placed, mut ticks) = (placed.into_iter(), ticks.iter());

@@ -88,7 +88,7 @@ pub struct Registry {
     uids: HashMap<String, String>,
     hosts: HashMap<String, Vec<String>>,
     partitions: HashMap<String, u32>,
-    /// Placements made since the last [`Registry::take_new_placements`].
+    /// Placements not yet persisted ([`Registry::placements_persisted`]).
     new_placements: Vec<(String, u32)>,
 }
 
@@ -201,16 +201,21 @@ impl Registry {
     }
 
     /// Placements not yet persisted, as registry-topic records (key, value).
-    pub fn take_new_placements(&mut self) -> Vec<weir_log::OwnedProduce> {
+    pub fn new_placements(&self) -> Vec<weir_log::OwnedProduce> {
         self.new_placements
-            .drain(..)
+            .iter()
             .map(|(uid, p)| {
                 (
-                    uid.into_bytes(),
+                    uid.clone().into_bytes(),
                     format!("{{\"partition\":{p}}}").into_bytes(),
                 )
             })
             .collect()
+    }
+
+    /// The placements [`Registry::new_placements`] gave are durable.
+    pub fn placements_persisted(&mut self) {
+        self.new_placements.clear();
     }
 }
 

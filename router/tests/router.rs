@@ -85,9 +85,10 @@ fn placement_is_sticky_when_partitions_are_added() {
     log.append(
         "weir.registry",
         0,
-        &weir_log::borrowed(&registry.take_new_placements()),
+        &weir_log::borrowed(&registry.new_placements()),
     )
     .unwrap();
+    registry.placements_persisted();
     drop(registry);
 
     let mut registry = Registry::load(None, log.as_ref(), "weir.registry").unwrap();
@@ -95,7 +96,7 @@ fn placement_is_sticky_when_partitions_are_added() {
         .map(|i| registry.partition(&format!("app-{i}"), 8))
         .collect();
     assert_eq!(before, after);
-    assert!(registry.take_new_placements().is_empty());
+    assert!(registry.new_placements().is_empty());
     // A new uid is placed over the new count.
     let new = registry.partition("fresh-app", 8);
     assert_eq!(new, partition_for(b"fresh-app", 8));
