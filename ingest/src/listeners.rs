@@ -136,36 +136,17 @@ async fn accept_loop<S, F, Fut>(
         let (router, gauge, tls) = (router.clone(), gauge.clone(), tls.clone());
         gauge.inc();
         tokio::spawn(async move {
-            let ended = match tls {
-                None => {
-                    read_stream(
-                        stream,
-                        protocol,
-                        options,
-                        limits.max_line,
-                        limits.idle,
-                        &router,
-                    )
-                    .await
-                }
-                Some(tls) => match tls.accept(stream).await {
-                    Ok(stream) => {
-                        read_stream(
-                            stream,
-                            protocol,
-                            options,
-                            limits.max_line,
-                            limits.idle,
-                            &router,
-                        )
-                        .await
-                    }
-                    Err(error) => {
+            let ended = async {
+                let stream: Box<dyn AsyncRead + Unpin + Send> = match tls {
+                    None => Box::new(stream),
+                    Some(tls) => Box::new(tls.accept(stream).await.inspect_err(|_| {
                         TLS_FAILURES.with_label_values(&[protocol]).inc();
-                        Err(error)
-                    }
-                },
-            };
+                    })?),
+                };
+                let (max_line, idle) = (limits.max_line, limits.idle);
+                read_stream(stream, protocol, options, max_line, idle, &router).await
+            }
+            .await;
             if let Err(error) = ended {
                 tracing::debug!(protocol, %error, "connection ended with an error");
             }
