@@ -45,7 +45,7 @@ pub struct ServiceArgs {
     /// Kafka bootstrap servers `host:port,…`, overriding `[log] brokers`.
     #[arg(long, value_name = "LIST")]
     brokers: Option<String>,
-    /// Serve /metrics and /healthz here (e.g. 127.0.0.1:9101; port 0 picks one).
+    /// Serve /metrics, /healthz and /readyz here (e.g. 127.0.0.1:9101; port 0 picks one).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
 }
@@ -188,7 +188,7 @@ pub fn run(args: ServiceArgs, roles: Roles) -> anyhow::Result<()> {
             servers.push(serve("admin", listen, Router::new(), "", Some(&admin), None).await?);
         }
         if let Some(listen) = &config.metrics_listen {
-            let what = "GET /metrics, GET /healthz";
+            let what = "GET /metrics, GET /healthz, GET /readyz";
             let app = telemetry::routes();
             servers.push(serve("metrics", listen, app, what, shared_admin, None).await?);
         }
@@ -348,7 +348,7 @@ async fn start_ingest(
         Some(listener) => {
             let app = weir_ingest::http::routes(&config.ingest, router.clone())
                 .merge(telemetry::routes());
-            let what = "POST /events, GET /metrics, GET /healthz";
+            let what = "POST /events, GET /metrics, GET /healthz, GET /readyz";
             let tls = listener.acceptor("http")?;
             Some(serve("http", &listener.listen, app, what, admin, tls).await?)
         }
