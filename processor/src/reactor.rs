@@ -156,6 +156,11 @@ impl Reactor {
         }
     }
 
+    /// The reactor's name in the config.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// `name@version`, the key of this reactor's state.
     pub fn identity(&self) -> String {
         format!("{}@{}", self.name, self.version)
@@ -304,6 +309,15 @@ impl Engine {
                 event,
             });
         }
+    }
+
+    /// Whether checkpointed engine `state` holds the state of reactor
+    /// version `identity` (`name@version`).
+    pub fn saved(state: &Value, identity: &str) -> bool {
+        state
+            .get("reactors")
+            .and_then(Value::as_object)
+            .is_some_and(|reactors| reactors.contains_key(identity))
     }
 
     /// The state of every reactor and the clock, for a checkpoint.

@@ -388,29 +388,25 @@ impl Processor {
         let Some(checkpoint) = self.newest_checkpoint(partition)? else {
             return Ok((all()?, 0, None));
         };
-        let mut engine = all()?;
-        let fresh = match engine.load(checkpoint.state.clone()) {
-            Ok(fresh) => fresh,
-            Err(error) => {
-                tracing::warn!(partition, %error, "checkpoint does not fit the reactors; rebuilding state from the log");
-                crate::metrics::RESTORE_FAILURES.inc();
-                return Ok((all()?, 0, None));
-            }
-        };
+        // The reactors whose state the checkpoint holds run live from it;
+        // the others (added, or their pipeline changed) catch up in a lane.
+        let (known, fresh): (Vec<Reactor>, Vec<Reactor>) = self
+            .build(None)?
+            .into_iter()
+            .partition(|r| Engine::saved(&checkpoint.state, &r.identity()));
+        let fresh: Vec<String> = fresh.iter().map(|r| r.name().to_owned()).collect();
+        let mut engine = Engine::new(partition, known, lateness);
+        if let Err(error) = engine.load(checkpoint.state) {
+            tracing::warn!(partition, %error, "checkpoint does not fit the reactors; rebuilding state from the log");
+            crate::metrics::RESTORE_FAILURES.inc();
+            return Ok((all()?, 0, None));
+        }
         tracing::info!(partition, offset = checkpoint.offset, "restored checkpoint");
         if fresh.is_empty() {
             return Ok((engine, checkpoint.offset, None));
         }
-        let known: Vec<String> = self
-            .reactors
-            .iter()
-            .map(|r| r.name.clone())
-            .filter(|name| !fresh.contains(name))
-            .collect();
-        let mut live = Engine::new(partition, self.build(Some(&known))?, lateness);
-        live.load(checkpoint.state)?;
         let lane = Lane::start(self, partition, fresh, checkpoint.catch_up)?;
-        Ok((live, checkpoint.offset, Some(lane)))
+        Ok((engine, checkpoint.offset, Some(lane)))
     }
 
     /// Joins a lane that reached the live position into the live engine.
@@ -432,9 +428,7 @@ impl Processor {
         let entries = lane.next - lane.from;
         let secs = lane.started.elapsed().as_secs_f64();
         tracing::info!(partition, reactors = ?lane.names, at = lane.next, entries, secs, entries_per_sec = (entries as f64 / secs.max(1e-9)) as u64, "caught up");
-        CATCH_UP_LAG
-            .with_label_values(&[&partition.to_string()])
-            .set(0);
+        lane.lag.set(0);
         Ok(engine)
     }
 
@@ -492,7 +486,6 @@ impl Processor {
                 .map_or(0, |s| s.lag),
         };
         lock(&progress.partitions).insert(partition, status);
-        weir_log::health::working(&health_name(partition));
         CHECKPOINT_SECONDS.observe(started.elapsed().as_secs_f64());
         CHECKPOINT_BYTES
             .with_label_values(&[&partition.to_string()])
@@ -547,6 +540,8 @@ impl Processor {
                     || last_checkpoint.elapsed() >= interval)
             {
                 self.checkpoint(partition, &mut engine, next, lane.as_ref(), progress)?;
+                // Progress past a restart: whatever failed works again.
+                weir_log::health::working(&health_name(partition));
                 since_checkpoint = 0;
                 last_checkpoint = Instant::now();
             }
@@ -563,8 +558,8 @@ impl Processor {
         if since_checkpoint > 0 {
             self.checkpoint(partition, &mut engine, next, lane.as_ref(), progress)?;
         }
-        if lane.is_some() {
-            CATCH_UP_LAG.with_label_values(&[&label]).set(0);
+        if let Some(lane) = lane {
+            lane.lag.set(0);
         }
         Ok(())
     }
@@ -590,6 +585,8 @@ struct Lane<'a> {
     /// The next history offset to process.
     next: u64,
     output: Output<'a>,
+    /// `weir_processor_catch_up_lag` of the partition.
+    lag: prometheus::IntGauge,
     /// Where this run of the catch-up started, and when.
     from: u64,
     started: Instant,
@@ -640,6 +637,7 @@ impl<'a> Lane<'a> {
             engine,
             next,
             output: Output::new(processor, partition)?,
+            lag: CATCH_UP_LAG.with_label_values(&[&partition.to_string()]),
             from: next,
             started: Instant::now(),
             reported: Instant::now(),
@@ -671,9 +669,7 @@ impl<'a> Lane<'a> {
             }
         }
         let left = until.saturating_sub(self.next);
-        CATCH_UP_LAG
-            .with_label_values(&[&partition.to_string()])
-            .set(left as i64);
+        self.lag.set(left as i64);
         if self.reported.elapsed() >= Duration::from_secs(5) {
             let rate = (self.next - self.from) as f64 / self.started.elapsed().as_secs_f64();
             tracing::info!(
