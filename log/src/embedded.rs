@@ -23,8 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::metrics::{APPENDED_BYTES, APPENDS, DISK_FREE, FSYNC_SECONDS, SEGMENTS_DELETED};
 use crate::segment::Segment;
 use crate::{
-    io_err, Committed, FsyncPolicy, Guarantees, Log, LogConfig, LogError, Membership, Owner,
-    Produce, Record,
+    check_growth, io_err, too_few, Committed, FsyncPolicy, Guarantees, Log, LogConfig, LogError,
+    Membership, Owner, Produce, Record,
 };
 
 /// The default log backend: segment files on local disk.
@@ -167,13 +167,7 @@ impl EmbeddedLog {
             .get(topic)
             .ok_or_else(|| LogError::UnknownTopic(topic.to_owned()))?;
         let before = open.len() as u32;
-        if partitions < before {
-            return Err(LogError::Incompatible {
-                topic: topic.to_owned(),
-                found: format!("{before} partitions"),
-                wanted: format!("{partitions} (a topic never shrinks)"),
-            });
-        }
+        check_growth(topic, before, partitions)?;
         let dir = self.inner.dir.join("topics").join(topic);
         let compacted = open.first().is_some_and(|p| p.compacted);
         let mut grown = open.as_ref().clone();
@@ -249,15 +243,6 @@ fn read_count(dir: &Path) -> Result<u32, LogError> {
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
         Err(e) => Err(io_err("read", &path)(e)),
-    }
-}
-
-/// The error for a topic that has fewer partitions than wanted.
-pub(crate) fn too_few(topic: &str, found: u32, wanted: u32) -> LogError {
-    LogError::Incompatible {
-        topic: topic.to_owned(),
-        found: format!("{found} partitions"),
-        wanted: format!("{wanted} (grow it with `weir topics grow --partitions {wanted}`)"),
     }
 }
 

@@ -28,7 +28,9 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::group::{Member, Membership, Owner, PROGRESS_INTERVAL};
 use crate::metrics::REBALANCES;
-use crate::{Committed, Guarantees, KafkaConfig, Log, LogError, Produce, Record};
+use crate::{
+    check_growth, too_few, Committed, Guarantees, KafkaConfig, Log, LogError, Produce, Record,
+};
 use batch::{BatchProducer, PartitionConsumer, TopicConsumer};
 
 mod batch;
@@ -43,7 +45,7 @@ pub struct KafkaLog {
     /// Per partition read, its readers: one per position read from, so
     /// consumers of one partition in different places (several sinks, a
     /// catch-up beside live processing) never move each other's fetcher.
-    readers: Mutex<HashMap<(String, u32), ReaderPool>>,
+    readers: Mutex<Readers>,
     /// Per topic read and reader slot, the consumer the slot's readers
     /// share (dropped after them): reader `i` of every partition fetches
     /// through slot `i`.
@@ -56,6 +58,12 @@ type SharedReader = Arc<Mutex<Reader>>;
 
 /// A partition's readers, each with its topic consumer slot.
 type ReaderPool = Vec<(usize, SharedReader)>;
+
+/// Every partition's readers, and when idle ones were last dropped.
+struct Readers {
+    pools: HashMap<(String, u32), ReaderPool>,
+    swept: Instant,
+}
 
 /// Readers kept per partition; beyond this the least recently used one
 /// is moved to where it is needed.
@@ -122,7 +130,10 @@ impl KafkaLog {
             config: config.clone(),
             producer,
             meta,
-            readers: Mutex::new(HashMap::new()),
+            readers: Mutex::new(Readers {
+                pools: HashMap::new(),
+                swept: Instant::now(),
+            }),
             topic_consumers: Mutex::new(HashMap::new()),
             committers: Mutex::new(HashMap::new()),
         })
@@ -153,14 +164,24 @@ impl KafkaLog {
     /// there, else a new one, else the least recently used idle one.
     fn reader(&self, topic: &str, partition: u32, from: u64) -> Result<SharedReader, LogError> {
         let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
-        let pool = readers.entry((topic.to_owned(), partition)).or_default();
         let now = Instant::now();
-        // Idle readers (a finished catch-up, a removed sink) stop fetching.
-        pool.retain(|(_, reader)| {
-            reader
-                .try_lock()
-                .map_or(true, |r| now.duration_since(r.used) < READER_IDLE)
-        });
+        if now.duration_since(readers.swept) >= READER_IDLE {
+            // Idle readers (a finished catch-up, a removed sink, a revoked
+            // partition) stop fetching.
+            for pool in readers.pools.values_mut() {
+                pool.retain(|(_, reader)| {
+                    reader
+                        .try_lock()
+                        .map_or(true, |r| now.duration_since(r.used) < READER_IDLE)
+                });
+            }
+            readers.pools.retain(|_, pool| !pool.is_empty());
+            readers.swept = now;
+        }
+        let pool = readers
+            .pools
+            .entry((topic.to_owned(), partition))
+            .or_default();
         let mut idle: Option<(Instant, &SharedReader)> = None;
         for (_, reader) in pool.iter() {
             let Ok(r) = reader.try_lock() else { continue };
@@ -238,6 +259,13 @@ impl KafkaLog {
             .map(|t| t.partitions().len() as u32))
     }
 
+    /// A client for topic administration.
+    fn admin(&self) -> Result<AdminClient<DefaultClientContext>, LogError> {
+        client_config(&self.brokers, &self.config, &[])
+            .create()
+            .map_err(kafka_err("create admin client"))
+    }
+
     /// The partition count of `topic` once the metadata shows at least
     /// `at_least` (creation and growth propagate asynchronously).
     fn wait_for_partitions(&self, topic: &str, at_least: u32) -> Result<u32, LogError> {
@@ -311,10 +339,7 @@ impl Log for KafkaLog {
 
     fn create_topic(&self, topic: &str, partitions: u32, compacted: bool) -> Result<(), LogError> {
         if self.partition_count(topic)?.is_none() {
-            let admin: AdminClient<DefaultClientContext> =
-                client_config(&self.brokers, &self.config, &[])
-                    .create()
-                    .map_err(kafka_err("create admin client"))?;
+            let admin = self.admin()?;
             let mut new = NewTopic::new(
                 topic,
                 partitions as i32,
@@ -341,26 +366,17 @@ impl Log for KafkaLog {
         }
         match self.wait_for_partitions(topic, 1)? {
             found if found >= partitions => Ok(()),
-            found => Err(crate::embedded::too_few(topic, found, partitions)),
+            found => Err(too_few(topic, found, partitions)),
         }
     }
 
     fn grow_topic(&self, topic: &str, partitions: u32) -> Result<u32, LogError> {
         let before = self.partitions(topic)?;
-        if partitions < before {
-            return Err(LogError::Incompatible {
-                topic: topic.to_owned(),
-                found: format!("{before} partitions"),
-                wanted: format!("{partitions} (a topic never shrinks)"),
-            });
-        }
+        check_growth(topic, before, partitions)?;
         if partitions == before {
             return Ok(before);
         }
-        let admin: AdminClient<DefaultClientContext> =
-            client_config(&self.brokers, &self.config, &[])
-                .create()
-                .map_err(kafka_err("create admin client"))?;
+        let admin = self.admin()?;
         let options = AdminOptions::new().operation_timeout(Some(self.timeout()));
         let grow = NewPartitions::new(topic, partitions as usize);
         let op = format!("grow topic {topic} from {before} to {partitions} partitions");

@@ -169,6 +169,27 @@ pub enum LogError {
     },
 }
 
+/// The error for a topic that has fewer partitions than wanted.
+pub(crate) fn too_few(topic: &str, found: u32, wanted: u32) -> LogError {
+    LogError::Incompatible {
+        topic: topic.to_owned(),
+        found: format!("{found} partitions"),
+        wanted: format!("{wanted} (grow it with `weir topics grow --partitions {wanted}`)"),
+    }
+}
+
+/// Refuses growing `topic` from `before` to fewer partitions.
+pub(crate) fn check_growth(topic: &str, before: u32, partitions: u32) -> Result<(), LogError> {
+    if partitions < before {
+        return Err(LogError::Incompatible {
+            topic: topic.to_owned(),
+            found: format!("{before} partitions"),
+            wanted: format!("{partitions} (a topic never shrinks)"),
+        });
+    }
+    Ok(())
+}
+
 /// Wraps an I/O error with what was being done and to which path.
 pub(crate) fn io_err<'a>(
     op: &'static str,
