@@ -95,17 +95,33 @@ impl AdminConfig {
     }
 }
 
-/// How a command authenticates to a running weir's admin API.
+/// How a command reaches a running weir's admin API: its token, and the
+/// CA of a listener served over TLS.
 #[derive(clap::Args)]
 pub struct ClientAuth {
     /// File holding the admin token (default: the WEIR_ADMIN_TOKEN
     /// environment variable, if set).
     #[arg(long, value_name = "PATH")]
     token_file: Option<PathBuf>,
+    /// PEM file of the CA of a target served over TLS (`https://ADDR`),
+    /// besides the system's.
+    #[arg(long, value_name = "PATH")]
+    ca_file: Option<PathBuf>,
+}
+
+/// The URL of `path` on `target`: `HOST:PORT` is plain HTTP, a target
+/// with a scheme (`https://HOST:PORT`) is taken as it is.
+pub fn admin_url(target: &str, path: &str) -> String {
+    if target.contains("://") {
+        format!("{}{path}", target.trim_end_matches('/'))
+    } else {
+        format!("http://{target}{path}")
+    }
 }
 
 impl ClientAuth {
-    /// A client whose requests carry the token, if there is one.
+    /// A client whose requests carry the token, if there is one, and
+    /// trust the CA file, if given.
     pub fn client(&self) -> anyhow::Result<reqwest::blocking::Client> {
         let config = AdminConfig {
             token_file: self.token_file.clone(),
@@ -119,9 +135,16 @@ impl ClientAuth {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        Ok(reqwest::blocking::Client::builder()
-            .default_headers(headers)
-            .build()?)
+        let mut builder = reqwest::blocking::Client::builder().default_headers(headers);
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            for certificate in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{}: not PEM certificates", path.display()))?
+            {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        Ok(builder.build()?)
     }
 }
 

@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Args;
 use weir_processor::PartitionStatus;
 
-use crate::admin::ClientAuth;
+use crate::admin::{admin_url, ClientAuth};
 
 /// Arguments of `weir state`.
 #[derive(Args)]
@@ -19,7 +19,8 @@ pub struct StateArgs {
     /// The reactor (its name in the config).
     #[arg(long)]
     reactor: String,
-    /// HTTP or metrics address of a processor (`weir run` or `weir process`); repeatable.
+    /// HTTP or metrics address of a processor (`weir run` or `weir
+    /// process`), `https://ADDR` over TLS; repeatable.
     #[arg(long = "target", value_name = "ADDR", default_value = "127.0.0.1:9877")]
     targets: Vec<String>,
     /// Drop the kept state of this retired version of the reactor (a
@@ -38,7 +39,7 @@ pub fn state(args: StateArgs) -> anyhow::Result<()> {
     if let Some(version) = &args.forget {
         let identity = format!("{}@{version}", args.reactor);
         for target in &args.targets {
-            let url = format!("http://{target}/admin/state/{identity}");
+            let url = admin_url(target, &format!("/admin/state/{identity}"));
             client
                 .delete(&url)
                 .send()
@@ -58,7 +59,7 @@ pub fn state(args: StateArgs) -> anyhow::Result<()> {
     );
     let mut shown = 0;
     for target in &args.targets {
-        let url = format!("http://{target}/admin/state");
+        let url = admin_url(target, "/admin/state");
         let partitions: BTreeMap<u32, PartitionStatus> = client
             .get(&url)
             .send()

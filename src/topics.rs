@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 use weir_log::{Log, Topics};
 
-use crate::admin::ClientAuth;
+use crate::admin::{admin_url, ClientAuth};
 use crate::run::ServiceArgs;
 
 /// Arguments of `weir topics`.
@@ -38,7 +38,8 @@ enum TopicsCommand {
 /// process that has it open), or the configured log opened directly.
 #[derive(Args)]
 struct Target {
-    /// HTTP, metrics or admin address of a running weir service.
+    /// HTTP, metrics or admin address of a running weir service
+    /// (`https://ADDR` over TLS).
     #[arg(long, value_name = "ADDR")]
     target: Option<String>,
     #[command(flatten)]
@@ -79,7 +80,7 @@ pub fn topics(args: TopicsArgs) -> anyhow::Result<()> {
     let counts = match target.target {
         Some(addr) => {
             let client = target.auth.client()?;
-            let url = format!("http://{addr}/admin/topics");
+            let url = admin_url(&addr, "/admin/topics");
             let request = match grow {
                 Some(partitions) => client
                     .post(format!("{url}/grow"))

@@ -228,6 +228,20 @@ pipeline = "emit"
     assert!(ok && body.contains("\"accepted\":1"), "{body}");
     let (ok, body) = curl(&[&format!("{https}/healthz")]);
     assert!(!ok, "an unknown CA was accepted: {body}");
+    // The CLI reaches the admin API on a TLS listener too.
+    let listed = crate::weir(
+        &[
+            "topics",
+            "list",
+            "--target",
+            &https,
+            "--ca-file",
+            &ca("server"),
+        ],
+        None,
+    );
+    assert!(listed.status.success(), "{listed:?}");
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("weir.events"));
 
     // NDJSON over TLS with a client certificate; without one, nothing gets in.
     let accepted = || {
