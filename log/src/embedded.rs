@@ -36,9 +36,15 @@ struct Inner {
     dir: PathBuf,
     config: LogConfig,
     topics: RwLock<HashMap<String, Topic>>,
+    /// Free disk bytes and when they were read: the router asks on every
+    /// round, the disk is asked at most every [`FREE_SPACE_TTL`].
+    free: Mutex<(Instant, u64)>,
     /// Held (an exclusive lock on `dir/lock`) while the log is open.
     _lock: fs::File,
 }
+
+/// How long a reading of the free disk space is used.
+const FREE_SPACE_TTL: Duration = Duration::from_millis(100);
 
 /// An open topic's partitions; growing replaces the list, and readers
 /// holding the old one keep working on the same partitions.
@@ -107,6 +113,7 @@ impl EmbeddedLog {
             dir: dir.to_path_buf(),
             config,
             topics: RwLock::new(HashMap::new()),
+            free: Mutex::new((Instant::now() - FREE_SPACE_TTL, 0)),
             _lock: lock,
         });
         if inner.config.fsync == FsyncPolicy::Interval {
@@ -514,10 +521,16 @@ impl Log for EmbeddedLog {
 
     fn accepts_input(&self) -> Result<(), LogError> {
         let dir = &self.inner.dir;
-        let stat = rustix::fs::statvfs(dir.as_path())
-            .map_err(|errno| io_err("statvfs", dir)(errno.into()))?;
-        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
-        DISK_FREE.set(free as i64);
+        let free = {
+            let mut known = self.inner.free.lock().unwrap_or_else(|e| e.into_inner());
+            if known.0.elapsed() >= FREE_SPACE_TTL {
+                let stat = rustix::fs::statvfs(dir.as_path())
+                    .map_err(|errno| io_err("statvfs", dir)(errno.into()))?;
+                *known = (Instant::now(), stat.f_bavail.saturating_mul(stat.f_frsize));
+                DISK_FREE.set(known.1 as i64);
+            }
+            known.1
+        };
         let reserve = self.inner.config.min_free_bytes;
         if free < reserve {
             return Err(LogError::DiskFull {
