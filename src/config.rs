@@ -72,11 +72,20 @@ impl Config {
     pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
         let context = || format!("config {origin}");
         let mut value: toml::Value = toml::from_str(text).with_context(context)?;
-        if !resolve_secrets(&mut value, "").with_context(context)? {
+        let config: Config = if resolve_secrets(&mut value, "").with_context(context)? {
+            value.try_into().with_context(context)?
+        } else {
             // Parsed from the text itself, errors point at lines.
-            return toml::from_str(text).with_context(context);
+            toml::from_str(text).with_context(context)?
+        };
+        // An empty token would let in any request that sends `Bearer `.
+        for (name, token) in &config.ingest.tokens {
+            anyhow::ensure!(
+                !token.0.trim().is_empty(),
+                "config {origin}: [ingest.tokens] {name} is empty"
+            );
         }
-        value.try_into().with_context(context)
+        Ok(config)
     }
 
     /// The configured sinks, or the default file sink; checked (names
@@ -249,6 +258,15 @@ url = {{ file = {:?} }}
         assert!(
             error.contains("sink[0].url") && error.contains("no-such-file"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn an_empty_producer_token_is_refused() {
+        let error = Config::parse("[ingest.tokens]\nweb = \" \"\n", "t.toml").unwrap_err();
+        assert!(
+            format!("{error:#}").contains("[ingest.tokens] web is empty"),
+            "{error:#}"
         );
     }
 

@@ -178,14 +178,24 @@ pub(crate) fn too_few(topic: &str, found: u32, wanted: u32) -> LogError {
     }
 }
 
-/// Refuses growing `topic` from `before` to fewer partitions.
+/// The most partitions a topic may be grown to: each is a set of files
+/// (embedded) or a broker-side log, per topic, so a typo must not ask
+/// for millions.
+pub const MAX_PARTITIONS: u32 = 4096;
+
+/// Refuses growing `topic` from `before` to fewer partitions, or to more
+/// than [`MAX_PARTITIONS`].
 pub(crate) fn check_growth(topic: &str, before: u32, partitions: u32) -> Result<(), LogError> {
+    let refuse = |why: &str| LogError::Incompatible {
+        topic: topic.to_owned(),
+        found: format!("{before} partitions"),
+        wanted: format!("{partitions} ({why})"),
+    };
     if partitions < before {
-        return Err(LogError::Incompatible {
-            topic: topic.to_owned(),
-            found: format!("{before} partitions"),
-            wanted: format!("{partitions} (a topic never shrinks)"),
-        });
+        return Err(refuse("a topic never shrinks"));
+    }
+    if partitions > MAX_PARTITIONS {
+        return Err(refuse(&format!("at most {MAX_PARTITIONS}")));
     }
     Ok(())
 }

@@ -255,6 +255,8 @@ fn a_topic_grows_live_and_refuses_to_shrink() {
     assert_eq!(read_all(&log, 1, 0).len(), 1, "existing records stay");
     let error = log.grow_topic(TOPIC, 3).unwrap_err().to_string();
     assert!(error.contains("never shrinks"), "{error}");
+    let error = log.grow_topic(TOPIC, 5_000_000).unwrap_err().to_string();
+    assert!(error.contains("at most 4096"), "{error}");
     // A smaller config uses the grown topic as it is, also after a restart.
     drop(log);
     let log = EmbeddedLog::open(dir.path(), config(1 << 20)).unwrap();
