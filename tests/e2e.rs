@@ -637,6 +637,9 @@ fn a_full_disk_refuses_new_events_keeps_processing_and_heals_when_enlarged() {
     .unwrap();
     drop(stream);
     std::thread::sleep(Duration::from_millis(500));
+    // ... and counted as accepted only once it is in the log.
+    let tcp_accepted = || weir.metric("weir_ingest_accepted_total{protocol=\"tcp\"}");
+    assert_eq!(tcp_accepted(), 0.0, "counted before it was appended");
     // More room: new events are taken again, without a restart.
     let grown = Command::new("mount")
         .args(["-o", "remount,size=256m"])
@@ -653,5 +656,6 @@ fn a_full_disk_refuses_new_events_keeps_processing_and_heals_when_enlarged() {
         results(&data).len() >= acked
     });
     assert_eq!(results(&data).len(), acked, "a result missing or twice");
+    assert_eq!(tcp_accepted(), 1.0);
     weir.stop();
 }

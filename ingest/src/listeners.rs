@@ -177,8 +177,7 @@ async fn udp_loop(
         if events.is_empty() {
             continue;
         }
-        accepted.inc_by(events.len() as u64);
-        if router.send(events).await.is_err() {
+        if router.send(events, accepted.clone()).await.is_err() {
             return;
         }
     }

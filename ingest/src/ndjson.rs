@@ -126,8 +126,7 @@ pub async fn read_stream<R: AsyncRead + Unpin>(
             }
         }
         if !events.is_empty() {
-            accepted.inc_by(events.len() as u64);
-            match router.send(events.take()).await {
+            match router.send(events.take(), accepted.clone()).await {
                 Ok(()) => {}
                 Err(RouteError::Closed) => return Ok(()),
                 Err(error) => tracing::warn!(%error, "router refused a batch"),

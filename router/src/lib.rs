@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use weir_event::Entry;
@@ -117,9 +118,19 @@ impl Encoded {
 enum Message {
     Events {
         events: Encoded,
-        ack: Option<oneshot::Sender<Result<(), RouteError>>>,
+        /// How the sender learns the outcome.
+        done: Done,
     },
     Tick(f64),
+}
+
+/// How a batch's sender learns it was appended.
+enum Done {
+    /// A waiting sender (HTTP) gets the result and counts for itself.
+    Answer(oneshot::Sender<Result<(), RouteError>>),
+    /// A stream listener cannot answer: its batch is retried until the
+    /// log takes it, and only then counted on this counter.
+    Count(IntCounter),
 }
 
 /// The sending side of the router; cheap to clone.
@@ -129,13 +140,16 @@ pub struct RouterHandle {
 }
 
 impl RouterHandle {
-    /// Queues `events`; waits while the queue is full (backpressure).
+    /// Queues `events` from a stream that cannot be answered; waits while
+    /// the queue is full (backpressure). The router appends them, retrying
+    /// until the log takes them, and only then adds them to `accepted`.
     /// Callers encode (`weir_event::Entry::from_line`, `Event::to_json`) on
     /// their own threads, so that the single router thread only looks up
     /// and appends.
-    pub async fn send(&self, events: Encoded) -> Result<(), RouteError> {
+    pub async fn send(&self, events: Encoded, accepted: IntCounter) -> Result<(), RouteError> {
+        let done = Done::Count(accepted);
         self.tx
-            .send(Message::Events { events, ack: None })
+            .send(Message::Events { events, done })
             .await
             .map_err(|_| RouteError::Closed)
     }
@@ -147,7 +161,7 @@ impl RouterHandle {
         self.tx
             .send(Message::Events {
                 events,
-                ack: Some(ack),
+                done: Done::Answer(ack),
             })
             .await
             .map_err(|_| RouteError::Closed)?;
@@ -272,10 +286,13 @@ impl Router {
                 Ok(()) => {
                     let mut routed = 0;
                     for message in messages.drain(..) {
-                        if let Message::Events { events, ack } = message {
+                        if let Message::Events { events, done } = message {
                             routed += events.len();
-                            // A sender that stopped waiting (client gone) needs no answer.
-                            let _ = ack.map(|ack| ack.send(Ok(())));
+                            match done {
+                                // A sender that stopped waiting (client gone) needs no answer.
+                                Done::Answer(ack) => drop(ack.send(Ok(()))),
+                                Done::Count(accepted) => accepted.inc_by(events.len() as u64),
+                            }
                         }
                     }
                     ROUTED.inc_by(routed as u64);
@@ -290,11 +307,17 @@ impl Router {
             let kept: Vec<Message> = messages
                 .drain(..)
                 .filter_map(|message| match message {
-                    Message::Events { ack: Some(ack), .. } => {
+                    Message::Events {
+                        done: Done::Answer(ack),
+                        ..
+                    } => {
                         let _ = ack.send(Err(error.clone()));
                         None
                     }
-                    Message::Events { ack: None, .. } => Some(message),
+                    Message::Events {
+                        done: Done::Count(_),
+                        ..
+                    } => Some(message),
                     Message::Tick(_) => None,
                 })
                 .collect();
