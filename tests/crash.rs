@@ -19,8 +19,8 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{
-    ndjson_lines, results, unique_ids, wait_until, wait_until_every, without_ids, Broker, Service,
-    Weir, LISTENERS,
+    results, unique_ids, wait_until, wait_until_every, without_ids, Broker, Service, Weir,
+    LISTENERS,
 };
 use serde_json::Value;
 
@@ -108,7 +108,7 @@ fn ingest_and_stop(weir: Weir) {
 /// in `data`'s delivery log once, and no other.
 fn assert_each_notification_once(data: &Path, reference: &Path) {
     let mut per_id: HashMap<String, usize> = HashMap::new();
-    for delivery in deliveries(data) {
+    for delivery in common::deliveries(data) {
         *per_id
             .entry(delivery["id"].as_str().unwrap().to_owned())
             .or_default() += 1;
@@ -117,11 +117,7 @@ fn assert_each_notification_once(data: &Path, reference: &Path) {
         per_id.values().all(|n| *n == 1),
         "a notification recorded twice"
     );
-    assert_eq!(per_id.len(), deliveries(reference).len());
-}
-
-fn deliveries(data: &Path) -> Vec<Value> {
-    ndjson_lines(&data.join("notifications"))
+    assert_eq!(per_id.len(), common::deliveries(reference).len());
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{ndjson_lines, wait_until, weir_send, Weir, LISTENERS};
+use common::{wait_until, weir_send, Weir, LISTENERS};
 use serde_json::Value;
 
 /// aiosmtpd writing every message into a Maildir.
@@ -52,7 +52,8 @@ fn start_smtp(maildir: &Path) -> (Smtp, u16) {
     (smtp, port)
 }
 
-/// A webhook receiver: answers 500 to the first request, 200 after.
+/// A webhook receiver: answers 500 to the first request if `fail_first`,
+/// 200 to every other.
 struct Webhook {
     port: u16,
     /// Bodies of the requests answered 200.
@@ -61,7 +62,7 @@ struct Webhook {
     requests: Arc<Mutex<u32>>,
 }
 
-fn start_webhook() -> Webhook {
+fn start_webhook(fail_first: bool) -> Webhook {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let accepted = Arc::new(Mutex::new(Vec::new()));
@@ -86,7 +87,7 @@ fn start_webhook() -> Webhook {
             reader.read_exact(&mut body).unwrap();
             let mut count = requests2.lock().unwrap();
             *count += 1;
-            let status = if *count == 1 {
+            let status = if fail_first && *count == 1 {
                 "500 Internal Server Error"
             } else {
                 accepted2
@@ -118,11 +119,6 @@ fn mails(maildir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Every line of the notifiers' delivery logs under `data`.
-fn deliveries(data: &Path) -> Vec<Value> {
-    ndjson_lines(&data.join("notifications"))
-}
-
 fn send(weir: &Weir, host: &str, metric: &str) {
     weir_send(
         &format!("tcp://{}", weir.tcp),
@@ -141,7 +137,7 @@ fn email_and_webhook_notifications_arrive_once() {
         port: hook_port,
         accepted: hooks,
         requests,
-    } = start_webhook();
+    } = start_webhook(true);
     let data = dir.path().join("data");
     let config = format!(
         r#"{LISTENERS}
@@ -185,7 +181,7 @@ pipeline = 'where service = "disk" | over 95 | notify webhook url="http://127.0.
         || {
             mails(&maildir).len() == 2
                 && hooks.lock().unwrap().len() == 1
-                && deliveries(&data).len() == 5
+                && common::deliveries(&data).len() == 5
         },
     );
     weir.kill();
@@ -216,7 +212,7 @@ pipeline = 'where service = "disk" | over 95 | notify webhook url="http://127.0.
         "one failed attempt, one retry"
     );
 
-    let deliveries = deliveries(&data);
+    let deliveries = common::deliveries(&data);
     assert_eq!(deliveries.len(), 5, "{deliveries:?}");
     let suppressed: Vec<_> = deliveries
         .iter()
@@ -328,12 +324,12 @@ pipeline = 'where service = "disk" | notify webhook url="https://localhost:{unkn
     let weir = Weir::start(&config, &data);
     send(&weir, "db-1", "97");
     wait_until(Duration::from_secs(30), "three outcomes recorded", || {
-        deliveries(&data).len() == 3
+        common::deliveries(&data).len() == 3
     });
     weir.stop();
 
     let outcome = |reactor_channel: &str| {
-        deliveries(&data)
+        common::deliveries(&data)
             .into_iter()
             .find(|d| d["id"].as_str().unwrap().starts_with(reactor_channel))
             .unwrap()
@@ -357,4 +353,84 @@ pipeline = 'where service = "disk" | notify webhook url="https://localhost:{unkn
         "{error}"
     );
     assert!(!unknown_hooks.exists());
+}
+
+#[test]
+fn a_dead_webhook_holds_up_no_other_notification_and_costs_one_timeout_per_retry() {
+    // Accepts, reads and never answers.
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    let dead_connections = Arc::new(Mutex::new(Vec::new()));
+    let held = dead_connections.clone();
+    std::thread::spawn(move || {
+        for stream in dead.incoming() {
+            held.lock().unwrap().push(stream.unwrap());
+        }
+    });
+    let live = start_webhook(false);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = format!(
+        r#"{LISTENERS}
+[notify]
+webhook_timeout_ms = 1000
+backoff_ms = 1000
+max_attempts = 3
+
+[[reactor]]
+name = "to-dead"
+pipeline = 'where service = "dead" | notify webhook url="http://127.0.0.1:{dead_port}/hook"'
+
+[[reactor]]
+name = "to-live"
+pipeline = 'where service = "live" | notify webhook url="http://127.0.0.1:{}/hook"'
+"#,
+        live.port
+    );
+    let weir = Weir::start(&config, &data);
+    // One host, so one partition and one notifier, dead endpoint first.
+    let mut stream = TcpStream::connect(weir.tcp).unwrap();
+    for service in ["dead", "live"] {
+        for i in 0..5 {
+            writeln!(
+                stream,
+                r#"{{"host":"h1","service":"{service}","metric":{i}}}"#
+            )
+            .unwrap();
+        }
+    }
+    drop(stream);
+    wait_until(
+        Duration::from_secs(60),
+        "five deliveries and five failures",
+        || common::deliveries(&data).len() == 10,
+    );
+    let deliveries = common::deliveries(&data);
+    let at = |status: &str| -> Vec<f64> {
+        deliveries
+            .iter()
+            .filter(|d| d["status"] == status)
+            .map(|d| d["at"].as_f64().unwrap())
+            .collect()
+    };
+    let (delivered, failed) = (at("delivered"), at("failed"));
+    assert_eq!((delivered.len(), failed.len()), (5, 5), "{deliveries:?}");
+    assert_eq!(live.accepted.lock().unwrap().len(), 5);
+    let last_delivered = delivered.iter().copied().fold(f64::MIN, f64::max);
+    let first_failed = failed.iter().copied().fold(f64::MAX, f64::min);
+    assert!(
+        last_delivered < first_failed,
+        "the live webhook waited for the dead one: {deliveries:?}"
+    );
+    for failure in deliveries.iter().filter(|d| d["status"] == "failed") {
+        assert_eq!(failure["attempts"], 3, "{failure}");
+    }
+    // Three rounds of retries, one timeout each, not one per notification.
+    assert_eq!(dead_connections.lock().unwrap().len(), 3, "{deliveries:#?}");
+    assert_eq!(weir.metric("weir_notifications_waiting"), 0.0);
+    assert_eq!(
+        weir.metric("weir_notifications_failed_total{channel=\"webhook\"}"),
+        5.0
+    );
+    weir.stop();
 }

@@ -8,6 +8,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UdpSocket, UnixListener};
 use tokio::sync::Semaphore;
 use weir_event::DecodeOptions;
+use weir_log::backoff::Backoff;
 use weir_router::{Encoded, RouterHandle};
 
 use crate::metrics::{ACCEPTED, CONNECTIONS, TLS_FAILURES};
@@ -116,20 +117,19 @@ async fn accept_loop<S, F, Fut>(
 {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let gauge = CONNECTIONS.with_label_values(&[protocol]);
-    let mut backoff = Duration::from_millis(10);
+    let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
         let stream = match accept().await {
             Ok(stream) => {
-                backoff = Duration::from_millis(10);
+                backoff.succeeded();
                 stream
             }
             Err(error) => {
                 tracing::warn!(protocol, %error, "accept failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                tokio::time::sleep(backoff.failed()).await;
                 continue;
             }
         };

@@ -8,6 +8,7 @@
 //! [`EmbeddedLog`] is the default backend: segment files on local disk,
 //! see `segment.rs` for the format and the crash-recovery rule.
 
+pub mod backoff;
 mod embedded;
 mod group;
 pub mod health;

@@ -301,7 +301,7 @@ impl Processor {
         stop: &AtomicBool,
         progress: &Status,
     ) -> Result<(), ProcessorError> {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = weir_log::backoff::Backoff::restart();
         loop {
             // A panic (a bug in a stage, an invariant broken by input) is
             // a failure like an I/O error: the partition restarts from its
@@ -317,9 +317,9 @@ impl Processor {
                 Err(error) => {
                     weir_log::health::failing(&health_name(partition), &error);
                     crate::metrics::WORKER_RESTARTS.inc();
-                    tracing::error!(partition, %error, retry_in = ?backoff, "processor worker failed; restarting from its checkpoint");
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    let wait = backoff.failed();
+                    tracing::error!(partition, %error, retry_in = ?wait, "processor worker failed; restarting from its checkpoint");
+                    std::thread::sleep(wait);
                 }
             }
         }

@@ -21,6 +21,7 @@ use prometheus::IntCounter;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use weir_event::Entry;
+use weir_log::backoff::Backoff;
 use weir_log::{Log, LogError, Produce, Topics};
 
 use crate::metrics::{APPEND_SECONDS, PARTITIONS, ROUTED};
@@ -277,7 +278,7 @@ impl Router {
         if messages.iter().any(|m| matches!(m, Message::Tick(_))) {
             self.refresh_partitions();
         }
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         loop {
             let started = Instant::now();
             let result = self.append(messages);
@@ -302,7 +303,8 @@ impl Router {
                 }
                 Err(error) => RouteError::Append(error.to_string()),
             };
-            tracing::error!(%error, retry_in = ?backoff, "router append failed");
+            let wait = backoff.failed();
+            tracing::error!(%error, retry_in = ?wait, "router append failed");
             weir_log::health::failing(HEALTH, &error);
             let kept: Vec<Message> = messages
                 .drain(..)
@@ -325,8 +327,7 @@ impl Router {
                 return;
             }
             *messages = kept;
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            std::thread::sleep(wait);
         }
     }
 

@@ -74,6 +74,12 @@ pub trait ResultHandler: Send {
 
     /// Makes everything handled so far durable; returns the resume point.
     fn flush(&mut self) -> Result<Value, StorageError>;
+
+    /// Called when a read found nothing new (about every 100 ms while
+    /// caught up), for work that waits on time, such as retries.
+    fn idle(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 /// The newest (input offset, sequence) applied, per reactor version and input partition.
@@ -206,7 +212,7 @@ fn supervise(
     handler: &mut dyn ResultHandler,
     shutdown: &AtomicBool,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = weir_log::backoff::Backoff::restart();
     let health = health_name(handler.name(), partition);
     while !shutdown.load(Ordering::Relaxed) {
         match consume(source, partition, handler, shutdown) {
@@ -215,9 +221,9 @@ fn supervise(
             Err(error) => {
                 weir_log::health::failing(&health, &error);
                 ERRORS.with_label_values(&[handler.name()]).inc();
-                tracing::warn!(sink = handler.name(), partition, %error, retry_in = ?backoff, "sink failed; resuming from the last commit");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                let wait = backoff.failed();
+                tracing::warn!(sink = handler.name(), partition, %error, retry_in = ?wait, "sink failed; resuming from the last commit");
+                std::thread::sleep(wait);
             }
         }
     }
@@ -266,6 +272,7 @@ fn consume(
             Duration::from_millis(100),
         )?;
         if batch.is_empty() {
+            handler.idle()?;
             // Caught up, nothing to write: nothing failing.
             weir_log::health::working(&health);
             continue;

@@ -14,11 +14,11 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
 use weir_event::RESULT_KEYS;
+use weir_log::backoff::Backoff;
 use weir_log::{Log, OwnedProduce};
 
 use crate::consumer::{ResultHandler, StorageError};
@@ -51,7 +51,7 @@ impl Forwarder {
     }
 
     fn send_tcp(&mut self, address: &str, line: &[u8]) -> std::io::Result<()> {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::restart();
         loop {
             let result = match self.connections.get_mut(address) {
                 Some(stream) => stream.write_all(line),
@@ -65,9 +65,9 @@ impl Forwarder {
                 Ok(()) => return Ok(()),
                 Err(error) => {
                     self.connections.remove(address);
-                    tracing::warn!(address, %error, retry_in = ?backoff, "forwarding failed; retrying");
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    let wait = backoff.failed();
+                    tracing::warn!(address, %error, retry_in = ?wait, "forwarding failed; retrying");
+                    std::thread::sleep(wait);
                 }
             }
         }

@@ -3,7 +3,10 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{register_int_counter_vec, register_int_gauge_vec, IntCounterVec, IntGaugeVec};
+use prometheus::{
+    register_int_counter_vec, register_int_gauge, register_int_gauge_vec, IntCounterVec, IntGauge,
+    IntGaugeVec,
+};
 
 /// Results written, per sink.
 pub static WRITTEN: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -72,6 +75,15 @@ pub static NOTIFICATIONS_SUPPRESSED: LazyLock<IntCounterVec> = LazyLock::new(|| 
         "weir_notifications_suppressed_total",
         "Notifications about events older than notify.max_age_secs, recorded and not delivered",
         &["channel"]
+    )
+    .expect("metric registers once")
+});
+
+/// Notifications waiting for a retry, over every partition.
+pub static NOTIFICATIONS_WAITING: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "weir_notifications_waiting",
+        "Notifications waiting for a retry after a failed delivery"
     )
     .expect("metric registers once")
 });

@@ -413,6 +413,15 @@ pub fn results(data: &Path) -> Vec<Value> {
     ndjson_lines(&data.join("results"))
 }
 
+/// Every delivery record in the notifiers' delivery logs under `data`
+/// (the logs' commit marks left out).
+pub fn deliveries(data: &Path) -> Vec<Value> {
+    ndjson_lines(&data.join("notifications"))
+        .into_iter()
+        .filter(|line| line.get("id").is_some())
+        .collect()
+}
+
 /// Every complete line of the NDJSON files in `dir`, files in name order
 /// (no directory yet: none). A last line without its newline is still
 /// being written, and is left for the next read.

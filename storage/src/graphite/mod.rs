@@ -45,6 +45,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use weir_log::backoff::Backoff;
 
 use crate::consumer::{spawn_consumers, start_at_end, Source, StorageError};
 use crate::sink::{DeadLetters, Route, Routed};
@@ -177,7 +178,10 @@ impl Graphite {
         let writing = Writing {
             queue_cap: self.config.queue_cap.max(1),
             max_failures: self.config.max_failures.max(1),
-            backoff: Duration::from_millis(self.config.backoff_ms.max(1)),
+            backoff: Backoff::new(
+                Duration::from_millis(self.config.backoff_ms),
+                Duration::from_secs(10),
+            ),
             connect_timeout: Duration::from_millis(self.config.connect_timeout_ms.max(1)),
         };
         let round_robin = self.config.distribution == Distribution::RoundRobin;

@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use prometheus::IntGauge;
+use weir_log::backoff::Backoff;
 
 use super::delivery::Pending;
 use super::lock;
@@ -101,7 +102,7 @@ impl Destination {
 pub(super) struct Writing {
     pub(super) queue_cap: usize,
     pub(super) max_failures: u32,
-    pub(super) backoff: Duration,
+    pub(super) backoff: Backoff,
     pub(super) connect_timeout: Duration,
 }
 
@@ -290,8 +291,7 @@ impl Pool {
                         } else {
                             destination.push_front(lines);
                         }
-                        let backoff = (self.writing.backoff * 2u32.pow(failures.min(6) - 1))
-                            .min(Duration::from_secs(10));
+                        let backoff = self.writing.backoff.wait(failures);
                         tracing::warn!(sink = %self.sink, destination = %destination.address, %error, retry_in = ?backoff, "cannot connect");
                         self.sleep(backoff, destination);
                         continue;
