@@ -8,13 +8,17 @@
 //! - `rate INTERVAL`: `metric` = sum of the metrics ÷ interval seconds, the
 //!   per-second rate (Riemann's meaning; godot's `rate` is really a mean).
 //! - `percentiles INTERVAL [Q, …]`: one event per quantile (0 ≤ Q ≤ 1,
-//!   nearest rank) with `service` = "SERVICE Q" and `metric` = the value.
+//!   nearest rank) with `service` = "SERVICE Q" and `metric` = the value:
+//!   exact up to [`EXACT_VALUES`] metrics in the window; beyond, from a
+//!   DDSketch (relative error ≤ 1 %, at most 2 × 2048 bins), so a window
+//!   holds bounded memory whatever the rate.
 //! - `fixed-time-window INTERVAL combine=F` (Riemann): `metric` = the
 //!   window's metrics combined by F (see [`Combine`]).
 //!
 //! Events without a metric are ignored, except by `count` and `combine=count`.
 
 use serde::{Deserialize, Serialize};
+use sketches_ddsketch::{Config, DDSketch};
 use weir_event::Event;
 
 use super::combine::Combine;
@@ -42,9 +46,49 @@ struct WindowState {
     window_end: Option<f64>,
     count: u64,
     sum: f64,
-    /// Metrics of the window (percentiles only).
+    /// Metrics of the window (percentiles and combine); for percentiles
+    /// only until there are [`EXACT_VALUES`], then they go to `sketch`.
     values: Vec<f64>,
+    /// The window's metrics past [`EXACT_VALUES`] (percentiles only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sketch: Option<DDSketch>,
     last: Option<Event>,
+}
+
+/// Metrics a `percentiles` window keeps exactly before it sketches them.
+pub const EXACT_VALUES: usize = 1000;
+
+impl WindowState {
+    /// Adds a metric to the percentiles' distribution.
+    fn add_to_distribution(&mut self, metric: f64) {
+        if let Some(sketch) = &mut self.sketch {
+            return sketch.add(metric);
+        }
+        self.values.push(metric);
+        if self.values.len() > EXACT_VALUES {
+            let mut sketch = DDSketch::new(Config::defaults());
+            for value in self.values.drain(..) {
+                sketch.add(value);
+            }
+            self.sketch = Some(sketch);
+        }
+    }
+
+    /// The nearest-rank `q` quantile of the distribution.
+    fn quantile(&self, q: f64) -> Option<f64> {
+        let Some(sketch) = &self.sketch else {
+            let mut sorted = self.values.clone();
+            sorted.sort_by(f64::total_cmp);
+            let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+            return sorted.get(rank - 1).copied();
+        };
+        // The sketch ranks by floor(q' × (n − 1)); this q' lands on the
+        // nearest rank's index (the + 0.5 keeps float error off the edge).
+        let n = sketch.count().max(2);
+        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+        let at = ((rank - 1) as f64 + 0.5) / (n - 1) as f64;
+        sketch.quantile(at.min(1.0)).ok().flatten()
+    }
 }
 
 impl Tumbling {
@@ -117,14 +161,11 @@ impl Tumbling {
                 }
             }
             Fold::Percentiles(quantiles) => {
-                let mut sorted = self.state.values.clone();
-                sorted.sort_by(f64::total_cmp);
-                if sorted.is_empty() {
-                    return;
-                }
                 for q in quantiles {
-                    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-                    let mut event = at(sorted[rank - 1]);
+                    let Some(value) = self.state.quantile(*q) else {
+                        return;
+                    };
+                    let mut event = at(value);
                     let service = last.service.as_deref().unwrap_or("");
                     event.service = Some(format!("{service} {q}"));
                     out.push(event);
@@ -152,8 +193,12 @@ impl Stage for Tumbling {
         self.state.count += 1;
         if let Some(metric) = event.metric {
             self.state.sum += metric;
-            if matches!(self.fold, Fold::Percentiles(_) | Fold::Combine(_)) {
-                self.state.values.push(metric);
+            match self.fold {
+                Fold::Percentiles(_) if metric.is_finite() => {
+                    self.state.add_to_distribution(metric)
+                }
+                Fold::Combine(_) => self.state.values.push(metric),
+                _ => {}
             }
         }
         self.state.last = Some(event);
@@ -175,4 +220,61 @@ impl Stage for Tumbling {
     }
 
     json_state!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Exact nearest rank over `values`.
+    fn nearest_rank(values: &[f64], q: f64) -> f64 {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1]
+    }
+
+    #[test]
+    fn a_large_window_is_sketched_within_one_percent_in_bounded_memory() {
+        // Latency-like values over six decades, some zero and negative.
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let values: Vec<f64> = (0..200_000)
+            .map(|i| match i % 50 {
+                0 => 0.0,
+                1 => -10f64.powf(next() * 3.0),
+                _ => 10f64.powf(next() * 6.0 - 2.0),
+            })
+            .collect();
+        let mut state = WindowState::default();
+        for (i, value) in values.iter().enumerate() {
+            state.add_to_distribution(*value);
+            if i == EXACT_VALUES - 1 {
+                assert!(state.sketch.is_none());
+                assert_eq!(
+                    state.quantile(0.5),
+                    Some(nearest_rank(&values[..EXACT_VALUES], 0.5))
+                );
+            }
+        }
+        assert!(state.values.is_empty() && state.sketch.is_some());
+        for q in [
+            0.0, 0.01, 0.02, 0.03, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0,
+        ] {
+            let exact = nearest_rank(&values, q);
+            let sketched = state.quantile(q).unwrap();
+            assert!(
+                (sketched - exact).abs() <= 0.01 * exact.abs() + 1e-9,
+                "q {q}: sketch {sketched}, exact {exact}"
+            );
+        }
+        let saved = serde_json::to_vec(&state).unwrap();
+        assert!(saved.len() < 64 << 10, "{} bytes of state", saved.len());
+        let restored: WindowState = serde_json::from_slice(&saved).unwrap();
+        assert_eq!(restored.quantile(0.99), state.quantile(0.99));
+    }
 }
