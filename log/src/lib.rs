@@ -282,7 +282,8 @@ pub trait Log: Send + Sync + 'static {
 
     /// Appends records to one partition in order and returns the offset
     /// after the last one. On return the records are as durable as the
-    /// backend's flush policy promises.
+    /// backend's flush policy promises. An empty value is a tombstone: on
+    /// a compacted topic it deletes its key (Kafka gets a null value).
     fn append(&self, topic: &str, partition: u32, records: &[Produce]) -> Result<u64, LogError>;
 
     /// Reads records from `from` on, up to about `max_bytes` (at least one

@@ -24,7 +24,7 @@ use weir_event::Entry;
 use weir_log::backoff::Backoff;
 use weir_log::{Log, LogError, Produce, Topics};
 
-use crate::metrics::{APPEND_SECONDS, PARTITIONS, ROUTED};
+use crate::metrics::{APPEND_SECONDS, APPLICATIONS, FORGOTTEN, PARTITIONS, ROUTED};
 use crate::registry::{Registry, RegistryError};
 
 /// Router settings (`[router]` in the config).
@@ -37,6 +37,10 @@ pub struct RouterConfig {
     pub queue_batches: usize,
     /// Period of tick records, in milliseconds.
     pub tick_interval_ms: u64,
+    /// An application not seen for this long loses its placement (seed
+    /// placements excepted), keeping the registry bounded under host
+    /// churn; 0 keeps every placement forever.
+    pub forget_after_secs: u64,
 }
 
 impl Default for RouterConfig {
@@ -45,6 +49,7 @@ impl Default for RouterConfig {
             registry_file: None,
             queue_batches: 64,
             tick_interval_ms: 1000,
+            forget_after_secs: 7 * 24 * 3600,
         }
     }
 }
@@ -203,11 +208,14 @@ pub fn start(
             }
         })
         .map_err(spawn_err)?;
+    APPLICATIONS.set(registry.placed() as i64);
     let mut router = Router {
         log,
         topics,
         registry,
         partitions,
+        forget_after_secs: config.forget_after_secs,
+        last_sweep: Instant::now(),
     };
     let thread = std::thread::Builder::new()
         .name("weir-router".into())
@@ -235,7 +243,14 @@ struct Router {
     /// Partitions of the events topic, read again on every tick: a topic
     /// grown while weir runs takes new applications at once.
     partitions: u32,
+    /// [`RouterConfig::forget_after_secs`].
+    forget_after_secs: u64,
+    /// When idle placements were last looked for.
+    last_sweep: Instant,
 }
+
+/// How often idle placements are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Router {
     fn run(&mut self, mut rx: mpsc::Receiver<Message>) {
@@ -277,6 +292,10 @@ impl Router {
     fn round(&mut self, messages: &mut Vec<Message>) {
         if messages.iter().any(|m| matches!(m, Message::Tick(_))) {
             self.refresh_partitions();
+            if self.last_sweep.elapsed() >= SWEEP_INTERVAL {
+                self.last_sweep = Instant::now();
+                self.forget_idle();
+            }
         }
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         loop {
@@ -329,6 +348,22 @@ impl Router {
             *messages = kept;
             std::thread::sleep(wait);
         }
+    }
+
+    /// Forgets placements idle for [`RouterConfig::forget_after_secs`];
+    /// their tombstones go out with the next round's placements.
+    fn forget_idle(&mut self) {
+        let now = now_secs() as u64;
+        let forgotten = self.registry.forget_idle(now, self.forget_after_secs);
+        if forgotten > 0 {
+            FORGOTTEN.inc_by(forgotten as u64);
+            tracing::info!(
+                forgotten,
+                idle_secs = self.forget_after_secs,
+                "forgot idle application placements"
+            );
+        }
+        APPLICATIONS.set(self.registry.placed() as i64);
     }
 
     fn append(&mut self, messages: &[Message]) -> Result<(), LogError> {

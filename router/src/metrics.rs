@@ -33,3 +33,21 @@ pub(crate) static PARTITIONS: LazyLock<IntGauge> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+/// Applications with a placement in the router's registry.
+pub(crate) static APPLICATIONS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "weir_router_applications",
+        "Applications with a placement in the router's registry"
+    )
+    .expect("metric registers once")
+});
+
+/// Placements forgotten after `forget_after_secs` without events.
+pub(crate) static FORGOTTEN: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "weir_router_forgotten_total",
+        "Application placements forgotten after router.forget_after_secs without events"
+    )
+    .expect("metric registers once")
+});

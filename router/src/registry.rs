@@ -7,6 +7,12 @@
 //! partition count at that moment) and persisted as a record of
 //! `weir.registry` (key uid, value `{"partition": N}`), so the placement
 //! survives restarts and adding partitions never moves an application.
+//!
+//! Memory stays bounded under host churn: a placement not used for
+//! `forget_after_secs` is forgotten ([`Registry::forget_idle`]) and a
+//! tombstone (empty value) appended, so a restart does not load it either.
+//! Placements the seed file pins are kept. An application seen again is
+//! placed anew, on the same partition unless the topic grew meanwhile.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -82,14 +88,27 @@ struct Placement {
     partition: u32,
 }
 
+/// Where an application's events go.
+#[derive(Debug, Clone, Copy)]
+struct Placed {
+    partition: u32,
+    /// [`Registry::clock`] when it was last routed to.
+    seen: u64,
+    /// Pinned by the seed file: never forgotten.
+    pinned: bool,
+}
+
 /// The registry as one router sees it: a local cache of the whole state.
 #[derive(Debug, Default)]
 pub struct Registry {
     uids: HashMap<String, String>,
     hosts: HashMap<String, Vec<String>>,
-    partitions: HashMap<String, u32>,
-    /// Placements not yet persisted ([`Registry::placements_persisted`]).
-    new_placements: Vec<(String, u32)>,
+    partitions: HashMap<String, Placed>,
+    /// Placements (`None`: forgettings) not yet persisted
+    /// ([`Registry::placements_persisted`]).
+    new_placements: Vec<(String, Option<u32>)>,
+    /// Seconds, advanced by [`Registry::forget_idle`].
+    clock: u64,
 }
 
 impl Registry {
@@ -112,11 +131,20 @@ impl Registry {
                 })?
             }
         };
+        let pinned = |(uid, partition)| {
+            let placed = Placed {
+                partition,
+                seen: 0,
+                pinned: true,
+            };
+            (uid, placed)
+        };
         let mut registry = Registry {
             uids: seed.uids,
             hosts: seed.hosts,
-            partitions: seed.partitions,
+            partitions: seed.partitions.into_iter().map(pinned).collect(),
             new_placements: Vec::new(),
+            clock: 0,
         };
         // `hosts` also names hosts of a uid; fill `uids` from it.
         for (uid, hosts) in &registry.hosts {
@@ -143,9 +171,21 @@ impl Registry {
             next = last.offset + 1;
             for record in batch {
                 let uid = String::from_utf8_lossy(&record.key).into_owned();
+                if record.value.is_empty() {
+                    // A tombstone: forgotten (a pinned placement stays).
+                    registry
+                        .partitions
+                        .retain(|placed_uid, placed| placed.pinned || *placed_uid != uid);
+                    continue;
+                }
                 match serde_json::from_slice::<Placement>(&record.value) {
                     Ok(placement) => {
-                        registry.partitions.insert(uid, placement.partition);
+                        let placed = registry.partitions.entry(uid).or_insert(Placed {
+                            partition: placement.partition,
+                            seen: 0,
+                            pinned: false,
+                        });
+                        placed.partition = placement.partition;
                     }
                     Err(error) => {
                         tracing::warn!(%uid, %error, "skipping malformed registry record")
@@ -158,8 +198,9 @@ impl Registry {
 
     /// Checks every recorded placement fits `partitions` partitions.
     pub fn check(&self, partitions: u32) -> Result<(), RegistryError> {
-        match self.partitions.iter().max_by_key(|(_, p)| **p) {
-            Some((uid, &partition)) if partition >= partitions => Err(RegistryError::Placement {
+        let highest = self.partitions.iter().max_by_key(|(_, p)| p.partition);
+        match highest.map(|(uid, p)| (uid, p.partition)) {
+            Some((uid, partition)) if partition >= partitions => Err(RegistryError::Placement {
                 uid: uid.clone(),
                 partition,
                 partitions,
@@ -181,6 +222,7 @@ impl Registry {
     /// The partition of `uid`, placing it by murmur2 if it has none yet.
     pub fn partition(&mut self, uid: &str, partitions: u32) -> u32 {
         place(
+            self.clock,
             &mut self.partitions,
             &mut self.new_placements,
             uid,
@@ -193,6 +235,7 @@ impl Registry {
     pub fn route(&mut self, host: &str, partitions: u32) -> u32 {
         let uid = self.uids.get(host).map_or(host, String::as_str);
         place(
+            self.clock,
             &mut self.partitions,
             &mut self.new_placements,
             uid,
@@ -200,14 +243,44 @@ impl Registry {
         )
     }
 
+    /// Applications with a placement (the registry's size).
+    pub fn placed(&self) -> usize {
+        self.partitions.len()
+    }
+
+    /// Sets the clock to `now` (seconds) and forgets every placement not
+    /// routed to for `idle` seconds (0: never), except pinned ones; their
+    /// tombstones join [`Registry::new_placements`]. Returns how many.
+    pub fn forget_idle(&mut self, now: u64, idle: u64) -> usize {
+        self.clock = now;
+        if idle == 0 {
+            return 0;
+        }
+        let before = self.partitions.len();
+        let forgotten = &mut self.new_placements;
+        self.partitions.retain(|uid, placed| {
+            // A placement loaded at start has seen 0: its idle time counts from now.
+            if placed.seen == 0 {
+                placed.seen = now;
+            }
+            let keep = placed.pinned || now.saturating_sub(placed.seen) < idle;
+            if !keep {
+                forgotten.push((uid.clone(), None));
+            }
+            keep
+        });
+        before - self.partitions.len()
+    }
+
     /// Placements not yet persisted, as registry-topic records (key, value).
     pub fn new_placements(&self) -> Vec<weir_log::OwnedProduce> {
         self.new_placements
             .iter()
             .map(|(uid, p)| {
+                let value = p.map(|p| format!("{{\"partition\":{p}}}"));
                 (
                     uid.clone().into_bytes(),
-                    format!("{{\"partition\":{p}}}").into_bytes(),
+                    value.unwrap_or_default().into_bytes(),
                 )
             })
             .collect()
@@ -219,20 +292,27 @@ impl Registry {
     }
 }
 
-/// The partition of `uid` in `placed`, placing it by murmur2 (and noting
-/// that in `new`) over `partitions` if it has none.
+/// The partition of `uid` in `placed` (marked seen at `clock`), placing
+/// it by murmur2 (and noting that in `new`) over `partitions` if it has none.
 fn place(
-    placed: &mut HashMap<String, u32>,
-    new: &mut Vec<(String, u32)>,
+    clock: u64,
+    placed: &mut HashMap<String, Placed>,
+    new: &mut Vec<(String, Option<u32>)>,
     uid: &str,
     partitions: u32,
 ) -> u32 {
     // Every recorded placement fits (`Registry::check`; topics never shrink).
-    if let Some(&p) = placed.get(uid) {
-        return p;
+    if let Some(p) = placed.get_mut(uid) {
+        p.seen = clock;
+        return p.partition;
     }
-    let p = partition_for(uid.as_bytes(), partitions);
+    let partition = partition_for(uid.as_bytes(), partitions);
+    let p = Placed {
+        partition,
+        seen: clock,
+        pinned: false,
+    };
     placed.insert(uid.to_owned(), p);
-    new.push((uid.to_owned(), p));
-    p
+    new.push((uid.to_owned(), Some(partition)));
+    partition
 }

@@ -103,6 +103,49 @@ fn placement_is_sticky_when_partitions_are_added() {
 }
 
 #[test]
+fn idle_placements_are_forgotten_durably_and_pinned_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir.path().join("log"), 4);
+    let seed = dir.path().join("seed.json");
+    std::fs::write(&seed, r#"{"partitions": {"pinned-app": 3}}"#).unwrap();
+    let persist = |registry: &mut Registry| {
+        let records = registry.new_placements();
+        log.append("weir.registry", 0, &weir_log::borrowed(&records))
+            .unwrap();
+        registry.placements_persisted();
+    };
+    let mut registry = Registry::load(Some(&seed), log.as_ref(), "weir.registry").unwrap();
+    registry.forget_idle(1_000, 100);
+    for i in 0..10 {
+        registry.partition(&format!("app-{i}"), 4);
+    }
+    persist(&mut registry);
+    assert_eq!(registry.placed(), 11);
+    // app-0 keeps sending; the others fall silent.
+    registry.forget_idle(1_050, 100);
+    registry.partition("app-0", 4);
+    assert_eq!(
+        registry.forget_idle(1_099, 100),
+        0,
+        "nothing idle 100 s yet"
+    );
+    assert_eq!(registry.forget_idle(1_100, 100), 9);
+    assert_eq!(registry.placed(), 2, "app-0 and the pinned one");
+    persist(&mut registry);
+    // A restart does not load what was forgotten.
+    let mut restarted = Registry::load(Some(&seed), log.as_ref(), "weir.registry").unwrap();
+    assert_eq!(restarted.placed(), 2);
+    assert_eq!(restarted.partition("pinned-app", 4), 3);
+    // Seen again: placed anew by murmur2 over the count of the moment.
+    assert_eq!(restarted.partition("app-5", 8), partition_for(b"app-5", 8));
+    assert_eq!(restarted.new_placements().len(), 1);
+    // Loaded placements count their idle time from the first sweep.
+    assert_eq!(restarted.forget_idle(5_000, 100), 0);
+    assert_eq!(restarted.forget_idle(5_100, 100), 2, "app-0 and app-5");
+    assert_eq!(restarted.placed(), 1);
+}
+
+#[test]
 fn a_malformed_seed_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(&dir.path().join("log"), 1);

@@ -299,7 +299,12 @@ impl BatchProducer {
                 err: rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
                 rkt: std::ptr::null_mut(),
                 partition: partition as i32,
-                payload: value.as_ptr().cast_mut().cast(),
+                // An empty value goes as null: a tombstone on a compacted topic.
+                payload: if value.is_empty() {
+                    std::ptr::null_mut()
+                } else {
+                    value.as_ptr().cast_mut().cast()
+                },
                 len: value.len(),
                 key: key.as_ptr().cast_mut().cast(),
                 key_len: key.len(),
