@@ -262,6 +262,7 @@ partitions = {PARTITIONS}
 [log.kafka]
 session_timeout_ms = 6000
 max_poll_interval_ms = 6000
+max_record_bytes = 1600
 {LISTENERS}{REACTORS}"#
     )
 }
@@ -481,6 +482,18 @@ fn processors_share_grown_partitions_survive_a_kill_and_match_the_embedded_run()
         }
     }
     assert!(spread.iter().any(|&p| p >= PARTITIONS), "{spread:?}");
+    // Checkpoints larger than max_record_bytes went to weir.checkpoints
+    // in chunks: the partitions moved with state restored from them.
+    let kafka = KafkaLog::connect(&broker.addr, &kafka_config()).unwrap();
+    let checkpoints = kafka.partitions("weir.checkpoints").unwrap();
+    let chunk_keys = (0..checkpoints)
+        .flat_map(|p| {
+            let records = kafka.read("weir.checkpoints", p, 0, 64 << 20, Duration::from_secs(5));
+            records.unwrap()
+        })
+        .filter(|r| r.key.contains(&b'#'))
+        .count();
+    assert!(chunk_keys > 0, "no checkpoint was split");
 
     first.stop();
     third.stop();

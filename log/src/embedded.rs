@@ -492,6 +492,7 @@ impl Log for EmbeddedLog {
         Guarantees {
             commit_metadata: true,
             shared: false,
+            max_record_bytes: None,
         }
     }
 

@@ -334,6 +334,7 @@ impl Log for KafkaLog {
         Guarantees {
             commit_metadata: false,
             shared: true,
+            max_record_bytes: Some(self.config.max_record_bytes),
         }
     }
 

@@ -225,6 +225,9 @@ pub struct Guarantees {
     /// Other processes share the log, so a partition can move to another
     /// machine: state that must follow it has to travel in the log.
     pub shared: bool,
+    /// The largest record an append takes (`None`: no limit); larger
+    /// state has to be split.
+    pub max_record_bytes: Option<usize>,
 }
 
 /// The operations weir needs from a log backend.
@@ -421,6 +424,10 @@ pub struct KafkaConfig {
     pub max_poll_interval_ms: u64,
     /// Timeout of metadata, commit and admin requests.
     pub request_timeout_ms: u64,
+    /// The largest record weir appends: larger state (shared checkpoints)
+    /// is split below it. Keep it within the brokers' `message.max.bytes`
+    /// (and librdkafka's, both 1 MB by default).
+    pub max_record_bytes: usize,
     /// How clients reach the brokers: `plaintext` (default), `ssl`,
     /// `sasl_plaintext` or `sasl_ssl` (librdkafka's `security.protocol`).
     pub security_protocol: String,
@@ -449,6 +456,7 @@ impl Default for KafkaConfig {
             session_timeout_ms: 10_000,
             max_poll_interval_ms: 300_000,
             request_timeout_ms: 30_000,
+            max_record_bytes: 1_000_000,
             security_protocol: "plaintext".into(),
             sasl_mechanism: None,
             sasl_username: None,

@@ -6,12 +6,13 @@
 //! cannot be opened is moved aside and replaced by an empty one, so a
 //! corrupt store means a rebuild from the log, not a crash loop.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::time::Duration;
-use weir_log::{Log, LogError};
+use weir_log::{Log, LogError, Record};
 
 /// Errors of the checkpoint store.
 #[derive(Debug, thiserror::Error)]
@@ -146,15 +147,35 @@ impl CheckpointStore {
 /// moves to another machine resumes with its state: the snapshot of
 /// events partition P goes to partition P (modulo the topic's count),
 /// keyed by group and partition; the newest record with the key wins.
+///
+/// A checkpoint larger than the log's record limit (Kafka brokers refuse
+/// records over `message.max.bytes`, 1 MB by default) goes as chunks:
+/// records keyed `KEY#0`, `KEY#1`, … (distinct keys, so compaction keeps
+/// each), each value the checkpoint's id, a newline and its share of the
+/// bytes, then a manifest under `KEY` naming the id and the count. A
+/// reader takes the newest record under `KEY` and, for a manifest, the
+/// chunks with its id before it.
 pub struct SharedCheckpoints<'a> {
     /// The log.
     pub log: &'a dyn Log,
     /// The checkpoints topic.
     pub topic: &'a str,
+    /// The largest record the log takes ([`weir_log::Guarantees`]).
+    pub max_record_bytes: Option<usize>,
 }
 
 /// Records scanned per step when searching the topic backwards.
 const SCAN_STEP: u64 = 64;
+
+/// Bytes of a chunk record kept for its key, id and the record's framing.
+const CHUNK_OVERHEAD: usize = 512;
+
+/// The record under the checkpoint's own key when it went as chunks.
+#[derive(Serialize, Deserialize)]
+struct Manifest {
+    chunks: usize,
+    id: String,
+}
 
 impl SharedCheckpoints<'_> {
     fn place(&self, group: &str, partition: u32) -> Result<(u32, Vec<u8>), LogError> {
@@ -165,7 +186,8 @@ impl SharedCheckpoints<'_> {
         ))
     }
 
-    /// Appends a checkpoint.
+    /// Appends a checkpoint, as chunks and a manifest if it is larger
+    /// than the log takes in one record.
     pub fn save(
         &self,
         group: &str,
@@ -174,8 +196,43 @@ impl SharedCheckpoints<'_> {
     ) -> Result<(), LogError> {
         let (target, key) = self.place(group, partition)?;
         let value = serde_json::to_vec(checkpoint).unwrap_or_default();
+        let limit = self.max_record_bytes.unwrap_or(usize::MAX);
+        if value.len() + key.len() + CHUNK_OVERHEAD <= limit {
+            self.log
+                .append(self.topic, target, &[(&key[..], &value[..])])?;
+            return Ok(());
+        }
+        let room = limit.saturating_sub(CHUNK_OVERHEAD).max(1024);
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let id = format!("{}-{at}", checkpoint.offset);
+        let mut records: Vec<weir_log::OwnedProduce> = value
+            .chunks(room)
+            .enumerate()
+            .map(|(i, chunk)| {
+                let mut data = format!("{id}\n").into_bytes();
+                data.extend_from_slice(chunk);
+                (
+                    format!("{}#{i}", String::from_utf8_lossy(&key)).into_bytes(),
+                    data,
+                )
+            })
+            .collect();
+        let manifest = Manifest {
+            chunks: records.len(),
+            id,
+        };
+        tracing::debug!(
+            group,
+            partition,
+            bytes = value.len(),
+            chunks = manifest.chunks,
+            "shared checkpoint in chunks"
+        );
+        records.push((key, serde_json::to_vec(&manifest).unwrap_or_default()));
         self.log
-            .append(self.topic, target, &[(&key[..], &value[..])])?;
+            .append(self.topic, target, &weir_log::borrowed(&records))?;
         Ok(())
     }
 
@@ -183,10 +240,65 @@ impl SharedCheckpoints<'_> {
     /// the end of its topic partition backwards.
     pub fn load(&self, group: &str, partition: u32) -> Result<Option<Checkpoint>, LogError> {
         let (target, key) = self.place(group, partition)?;
+        let chunk_prefix = [&key[..], b"#"].concat();
+        let mut manifest: Option<Manifest> = None;
+        let mut chunks: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
+        let mut found = None;
+        self.scan_back(target, |record| {
+            let Some(wanted) = &manifest else {
+                if record.key != key {
+                    return false;
+                }
+                match serde_json::from_slice::<Manifest>(&record.value) {
+                    Ok(m) if m.chunks > 0 => manifest = Some(m),
+                    _ => found = Some(record.value.clone()),
+                }
+                return found.is_some();
+            };
+            let Some(index) = record.key.strip_prefix(&chunk_prefix[..]) else {
+                return false;
+            };
+            let index = std::str::from_utf8(index).ok().and_then(|i| i.parse().ok());
+            let data = record.value.strip_prefix(wanted.id.as_bytes());
+            if let (Some(index), Some(data)) = (index, data.and_then(|d| d.strip_prefix(b"\n"))) {
+                chunks.entry(index).or_insert_with(|| data.to_vec());
+            }
+            if chunks.len() == wanted.chunks {
+                found = Some(chunks.values().flatten().copied().collect());
+            }
+            found.is_some()
+        })?;
+        if let (Some(manifest), None) = (&manifest, &found) {
+            tracing::warn!(
+                group,
+                partition,
+                chunks = manifest.chunks,
+                found = chunks.len(),
+                "shared checkpoint incomplete (chunks missing); ignoring it"
+            );
+            crate::metrics::RESTORE_FAILURES.inc();
+        }
+        Ok(found.and_then(|value| match serde_json::from_slice(&value) {
+            Ok(checkpoint) => Some(checkpoint),
+            Err(error) => {
+                tracing::warn!(group, partition, %error, "corrupt shared checkpoint; ignoring it");
+                crate::metrics::RESTORE_FAILURES.inc();
+                None
+            }
+        }))
+    }
+
+    /// Hands the records of `target` to `visit` newest first, until it
+    /// returns true or the earliest record was seen.
+    fn scan_back(
+        &self,
+        target: u32,
+        mut visit: impl FnMut(&Record) -> bool,
+    ) -> Result<(), LogError> {
         let (earliest, mut end) = self.log.offsets(self.topic, target)?;
         while end > earliest {
             let from = end.saturating_sub(SCAN_STEP).max(earliest);
-            let mut newest = None;
+            let mut window = Vec::new();
             let mut at = from;
             while at < end {
                 let records =
@@ -194,25 +306,69 @@ impl SharedCheckpoints<'_> {
                         .read(self.topic, target, at, 16 << 20, Duration::from_millis(500))?;
                 let Some(last) = records.last() else { break };
                 at = last.offset + 1;
-                newest = records
-                    .iter()
-                    .filter(|r| r.offset < end && r.key == key.as_slice())
-                    .last()
-                    .cloned()
-                    .or(newest);
+                window.extend(records.into_iter().filter(|r| r.offset < end));
             }
-            if let Some(record) = newest {
-                return Ok(match serde_json::from_slice(&record.value) {
-                    Ok(checkpoint) => Some(checkpoint),
-                    Err(error) => {
-                        tracing::warn!(group, partition, %error, "corrupt shared checkpoint; ignoring it");
-                        crate::metrics::RESTORE_FAILURES.inc();
-                        None
-                    }
-                });
+            if window.iter().rev().any(&mut visit) {
+                return Ok(());
             }
             end = from;
         }
-        Ok(None)
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_log::{EmbeddedLog, LogConfig};
+
+    fn checkpoint(offset: u64, bytes: usize) -> Checkpoint {
+        Checkpoint {
+            offset,
+            state: serde_json::json!({"blob": "é".repeat(bytes / 2)}),
+            catch_up: None,
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_larger_than_a_record_goes_in_chunks_and_comes_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EmbeddedLog::open(dir.path(), LogConfig::default()).unwrap();
+        log.create_topic("cp", 2, true).unwrap();
+        let shared = SharedCheckpoints {
+            log: &log,
+            topic: "cp",
+            max_record_bytes: Some(4096),
+        };
+        let small = checkpoint(1, 100);
+        shared.save("g", 0, &small).unwrap();
+        let records = |partition| log.offsets("cp", partition).unwrap().1;
+        assert_eq!(records(0), 1, "a small one is one record");
+        assert_eq!(shared.load("g", 0).unwrap().unwrap().state, small.state);
+
+        let large = checkpoint(2, 50_000);
+        shared.save("g", 0, &large).unwrap();
+        // Another group's checkpoint in between changes nothing.
+        shared.save("other", 0, &checkpoint(9, 30_000)).unwrap();
+        let every_record = log.read("cp", 0, 0, 16 << 20, Duration::ZERO).unwrap();
+        assert!(every_record
+            .iter()
+            .all(|r| r.key.len() + r.value.len() <= 4096));
+        assert!(records(0) > 20, "split into chunks");
+        let loaded = shared.load("g", 0).unwrap().unwrap();
+        assert_eq!((loaded.offset, &loaded.state), (2, &large.state));
+
+        // Chunks of a newer checkpoint whose manifest never made it: the
+        // last whole one is loaded.
+        let key = b"g/0#0".to_vec();
+        log.append("cp", 0, &[(&key[..], b"3-1\n{\"offset\":3")])
+            .unwrap();
+        assert_eq!(shared.load("g", 0).unwrap().unwrap().offset, 2);
+
+        // A manifest whose chunks are gone: ignored, not a bad state.
+        let manifest = br#"{"chunks":3,"id":"lost"}"#;
+        log.append("cp", 0, &[(&b"g/0"[..], &manifest[..])])
+            .unwrap();
+        assert!(shared.load("g", 0).unwrap().is_none());
     }
 }

@@ -348,6 +348,7 @@ impl Processor {
         SharedCheckpoints {
             log: &*self.log,
             topic: &self.topics.checkpoints,
+            max_record_bytes: self.log.guarantees().max_record_bytes,
         }
     }
 
