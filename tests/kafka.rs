@@ -687,3 +687,128 @@ fn the_kafka_sink_copies_routed_results_to_a_topic() {
         .collect();
     assert_eq!(copied, expected);
 }
+
+#[test]
+fn a_broker_killed_mid_stream_loses_no_acknowledged_event_and_repeats_none() {
+    let mut broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("kafka.toml");
+    let config = format!(
+        r#"
+[log]
+backend = "kafka"
+brokers = "{}"
+partitions = 4
+[log.kafka]
+session_timeout_ms = 6000
+max_poll_interval_ms = 6000
+{LISTENERS}
+[processor]
+checkpoint_interval_ms = 200
+[[reactor]]
+name = "all"
+pipeline = 'where service = "fault"'
+"#,
+        broker.addr
+    );
+    std::fs::write(&config_path, config).unwrap();
+    let start = |command: &str, name: &str| {
+        Service::start(
+            command,
+            &config_path,
+            &dir.path().join(name),
+            &["--metrics", "127.0.0.1:0"],
+            "warn",
+        )
+    };
+    let ingest = start("ingest", "ingest");
+    let processor = start("process", "process");
+    let store = start("store", "store");
+    let url = format!("http://{}/events", ingest.addr("http"));
+
+    // Two HTTP producers, each posting batches of 50 distinct events
+    // (each one's description is its identity) until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producers: Vec<_> = (0..2)
+        .map(|producer| {
+            let (url, stop) = (url.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(120))
+                    .build()
+                    .unwrap();
+                let (mut acked, mut refused) = (Vec::new(), 0);
+                let mut slowest = Duration::ZERO;
+                let mut batch = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let names: Vec<String> =
+                        (0..50).map(|e| format!("p{producer}-b{batch}-e{e}")).collect();
+                    let body: String = names
+                        .iter()
+                        .enumerate()
+                        .map(|(e, name)| {
+                            format!("{{\"host\":\"h{}\",\"service\":\"fault\",\"description\":\"{name}\"}}\n", e % 20)
+                        })
+                        .collect();
+                    let sent = std::time::Instant::now();
+                    let response = client.post(&url).body(body).send();
+                    slowest = slowest.max(sent.elapsed());
+                    match response {
+                        Ok(response) if response.status() == 202 => acked.extend(names),
+                        Ok(_) | Err(_) => {
+                            refused += 1;
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                    }
+                    batch += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                (acked, refused, slowest)
+            })
+        })
+        .collect();
+    let described = |results: &[Value]| -> Vec<String> {
+        results
+            .iter()
+            .filter_map(|r| r["description"].as_str().map(str::to_owned))
+            .collect()
+    };
+    wait_until(Duration::from_secs(60), "results flowing", || {
+        results(&dir.path().join("store")).len() > 1000
+    });
+    broker.kill_and_restart(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(10));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = BTreeSet::new();
+    let (mut refused, mut slowest) = (0, Duration::ZERO);
+    for producer in producers {
+        let (names, failures, longest) = producer.join().unwrap();
+        acked.extend(names);
+        refused += failures;
+        slowest = slowest.max(longest);
+    }
+    eprintln!(
+        "{} events acknowledged, {refused} batches refused, slowest answer {slowest:?}",
+        acked.len()
+    );
+    // The producers felt the outage: refused, or held until the broker was back.
+    assert!(
+        refused > 0 || slowest > Duration::from_secs(3),
+        "{slowest:?}"
+    );
+    wait_until(
+        Duration::from_secs(120),
+        "every acknowledged event's result",
+        || {
+            let got: BTreeSet<String> =
+                described(&results(&dir.path().join("store"))).into_iter().collect();
+            acked.is_subset(&got)
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let got = described(&results(&dir.path().join("store")));
+    let mut seen = BTreeSet::new();
+    let repeated: Vec<_> = got.iter().filter(|name| !seen.insert(*name)).collect();
+    assert!(repeated.is_empty(), "results repeated: {repeated:?}");
+    drop((ingest, processor, store));
+}

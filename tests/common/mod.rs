@@ -338,6 +338,19 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// SIGKILLs the broker, leaves it down for `down`, and starts it again
+    /// on the same port and storage (plain brokers only).
+    pub fn kill_and_restart(&mut self, down: Duration) {
+        assert!(self._tls.is_none(), "a plain broker");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down);
+        let port: u16 = self.addr.rsplit(':').next().unwrap().parse().unwrap();
+        self.child = tansu(self._dir.path(), port, port, &[]);
+    }
+}
+
 /// stunnel in front of a broker, stopped when dropped.
 pub struct Stunnel(Child);
 
