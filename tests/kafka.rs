@@ -776,8 +776,28 @@ pipeline = 'where service = "fault"'
     wait_until(Duration::from_secs(60), "results flowing", || {
         results(&dir.path().join("store")).len() > 1000
     });
-    broker.kill_and_restart(Duration::from_secs(5));
-    std::thread::sleep(Duration::from_secs(10));
+    broker.kill();
+    // Unreachable brokers show in /readyz, and heal with them.
+    let readyz = |service: &Service| {
+        let response = reqwest::blocking::get(format!("http://{}/readyz", service.metrics_addr()));
+        response.map_or((0, String::new()), |r| {
+            (r.status().as_u16(), r.text().unwrap_or_default())
+        })
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "/readyz to name the brokers",
+        || {
+            let (status, body) = readyz(&processor);
+            status == 503 && body.contains("Kafka brokers")
+        },
+    );
+    assert_eq!(processor.metric("weir_log_brokers_reachable"), 0.0);
+    broker.restart();
+    wait_until(Duration::from_secs(30), "/readyz to heal", || {
+        readyz(&processor).0 == 200 && readyz(&ingest).0 == 200
+    });
+    std::thread::sleep(Duration::from_secs(5));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut acked = BTreeSet::new();
     let (mut refused, mut slowest) = (0, Duration::ZERO);
@@ -800,8 +820,9 @@ pipeline = 'where service = "fault"'
         Duration::from_secs(120),
         "every acknowledged event's result",
         || {
-            let got: BTreeSet<String> =
-                described(&results(&dir.path().join("store"))).into_iter().collect();
+            let got: BTreeSet<String> = described(&results(&dir.path().join("store")))
+                .into_iter()
+                .collect();
             acked.is_subset(&got)
         },
     );

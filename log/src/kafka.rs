@@ -27,7 +27,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::group::{Member, Membership, Owner, PROGRESS_INTERVAL};
-use crate::metrics::REBALANCES;
+use crate::metrics::{BROKERS_REACHABLE, REBALANCES};
 use crate::{
     check_growth, too_few, Committed, Guarantees, KafkaConfig, Log, LogError, Produce, Record,
 };
@@ -51,6 +51,63 @@ pub struct KafkaLog {
     /// through slot `i`.
     topic_consumers: Mutex<HashMap<(String, usize), Arc<TopicConsumer>>>,
     committers: Mutex<HashMap<String, Arc<BaseConsumer>>>,
+    /// Stops the broker watch when the log is dropped.
+    _watch: BrokerWatch,
+}
+
+/// The name `/readyz` lists unreachable brokers under.
+const BROKERS_HEALTH: &str = "log: Kafka brokers";
+
+/// How often the brokers are asked for metadata to tell they answer.
+const WATCH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A thread asking the brokers for metadata every [`WATCH_INTERVAL`]:
+/// brokers that do not answer show in `/readyz` and
+/// `weir_log_brokers_reachable` whether or not anything is being read or
+/// written, and heal when they answer again. Stops when dropped.
+struct BrokerWatch {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BrokerWatch {
+    fn start(client: BaseConsumer, timeout: Duration) -> BrokerWatch {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        BROKERS_REACHABLE.set(1);
+        let watch = move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match client.fetch_metadata(None, timeout) {
+                    Ok(_) => {
+                        BROKERS_REACHABLE.set(1);
+                        crate::health::working(BROKERS_HEALTH);
+                    }
+                    Err(error) => {
+                        BROKERS_REACHABLE.set(0);
+                        tracing::warn!(%error, "the Kafka brokers do not answer");
+                        crate::health::failing(BROKERS_HEALTH, format!("no metadata: {error}"));
+                    }
+                }
+                let next = Instant::now() + WATCH_INTERVAL;
+                while Instant::now() < next && !stopped.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        };
+        if let Err(error) = std::thread::Builder::new()
+            .name("weir-kafka-watch".into())
+            .spawn(watch)
+        {
+            tracing::warn!(%error, "cannot start the broker watch");
+        }
+        BrokerWatch { stop }
+    }
+}
+
+impl Drop for BrokerWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A partition's reader, locked by the one thread that reads it.
@@ -125,7 +182,11 @@ impl KafkaLog {
         let timeout = Duration::from_millis(config.request_timeout_ms.min(10_000));
         meta.fetch_metadata(None, timeout)
             .map_err(kafka_err(format_args!("connect to brokers {brokers}")))?;
+        let watch = client_config(brokers, config, &[])
+            .create()
+            .map_err(kafka_err("create broker watch client"))?;
         Ok(KafkaLog {
+            _watch: BrokerWatch::start(watch, timeout),
             brokers: brokers.to_owned(),
             config: config.clone(),
             producer,

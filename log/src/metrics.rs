@@ -44,7 +44,6 @@ pub(crate) static SEGMENTS_DELETED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-/// Partition assignments received by group members.
 /// Free bytes on the embedded log's disk, as last checked.
 pub(crate) static DISK_FREE: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
     prometheus::register_int_gauge!(
@@ -54,11 +53,22 @@ pub(crate) static DISK_FREE: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Partition assignments received by group members.
 #[cfg(feature = "kafka")]
 pub(crate) static REBALANCES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
     prometheus::register_int_counter!(
         "weir_log_rebalances_total",
         "Partition assignments received from the group coordinator"
+    )
+    .expect("metric registers once")
+});
+
+/// Whether the Kafka brokers answered the last metadata request (1) or not (0).
+#[cfg(feature = "kafka")]
+pub(crate) static BROKERS_REACHABLE: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    prometheus::register_int_gauge!(
+        "weir_log_brokers_reachable",
+        "1 when the Kafka brokers answered the last metadata request (every 5 s), else 0"
     )
     .expect("metric registers once")
 });

@@ -187,7 +187,7 @@ impl Service {
     }
 
     /// Where its `/metrics` is served: the metrics listener, else HTTP.
-    fn metrics_addr(&self) -> SocketAddr {
+    pub fn metrics_addr(&self) -> SocketAddr {
         let kind = if self.addresses.contains_key("metrics") {
             "metrics"
         } else {
@@ -339,13 +339,16 @@ impl Broker {
 }
 
 impl Broker {
-    /// SIGKILLs the broker, leaves it down for `down`, and starts it again
-    /// on the same port and storage (plain brokers only).
-    pub fn kill_and_restart(&mut self, down: Duration) {
-        assert!(self._tls.is_none(), "a plain broker");
+    /// SIGKILLs the broker.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        std::thread::sleep(down);
+    }
+
+    /// Starts a killed broker again on the same port and storage (plain
+    /// brokers only).
+    pub fn restart(&mut self) {
+        assert!(self._tls.is_none(), "a plain broker");
         let port: u16 = self.addr.rsplit(':').next().unwrap().parse().unwrap();
         self.child = tansu(self._dir.path(), port, port, &[]);
     }
