@@ -273,6 +273,7 @@ fn start_storage(
         topic: topics.results.clone(),
         group: group.to_owned(),
         positions: positions.clone(),
+        max_lag: 0,
     };
     let dirs = SinkDirs {
         data: data_dir.to_path_buf(),

@@ -650,11 +650,13 @@ fn the_kafka_sink_copies_routed_results_to_a_topic() {
         topic: "weir.results".into(),
         group: String::new(),
         positions: Some(positions),
+        max_lag: 0,
     };
     let config = SinkConfig {
         name: "copy".into(),
         filter: None,
         types: vec!["metric".into()],
+        max_lag: 0,
         kind: SinkKind::Kafka(KafkaSinkConfig {
             topic: "copy".into(),
         }),

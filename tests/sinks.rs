@@ -116,6 +116,7 @@ impl Results {
             topic: TOPIC.into(),
             group: String::new(),
             positions: None,
+            max_lag: 0,
         }
     }
 
@@ -124,6 +125,7 @@ impl Results {
             name: name.into(),
             filter: None,
             types: Vec::new(),
+            max_lag: 0,
             kind,
         };
         let shutdown = Arc::new(AtomicBool::new(false));

@@ -106,6 +106,9 @@ pub struct Source {
     /// limit and some drop it), in which case the log gets the bare offset
     /// as progress (lag).
     pub positions: Option<Arc<dyn Log>>,
+    /// Results a consumer may be behind the end of its partition before
+    /// `/readyz` reports it (0: no bound).
+    pub max_lag: u64,
 }
 
 impl Source {
@@ -324,7 +327,18 @@ fn consume(
                 .commit(&source.group, &source.topic, partition, &progress)?;
         }
         let (_, end) = source.log.offsets(&source.topic, partition)?;
-        lag.set(end.saturating_sub(next) as i64);
+        let behind = end.saturating_sub(next);
+        lag.set(behind as i64);
+        let lag_health = format!("{health} lag");
+        if source.max_lag > 0 && behind > source.max_lag {
+            let why = format!(
+                "{behind} results behind, more than max_lag = {}",
+                source.max_lag
+            );
+            weir_log::health::failing(&lag_health, why);
+        } else {
+            weir_log::health::working(&lag_health);
+        }
         weir_log::health::working(&health);
     }
     Ok(())

@@ -42,9 +42,17 @@ pub struct SinkConfig {
     /// Only results whose event `type` is one of these (empty: any).
     #[serde(default)]
     pub types: Vec<String>,
+    /// Results the sink may fall behind before `/readyz` reports it
+    /// (0: no bound).
+    #[serde(default = "default_max_lag")]
+    pub max_lag: u64,
     /// The kind of sink and its options.
     #[serde(flatten)]
     pub kind: SinkKind,
+}
+
+fn default_max_lag() -> u64 {
+    100_000
 }
 
 /// A sink's `type` and the options of that type.
@@ -71,6 +79,7 @@ impl SinkConfig {
             name: "file".into(),
             filter: None,
             types: Vec::new(),
+            max_lag: default_max_lag(),
             kind: SinkKind::File(FileSinkConfig::default()),
         }
     }
@@ -363,6 +372,7 @@ pub fn start(
     })?;
     let source = Source {
         group: config.group(),
+        max_lag: config.max_lag,
         ..results.clone()
     };
     let name = config.name.clone();

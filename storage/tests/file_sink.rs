@@ -49,11 +49,13 @@ fn drain(log: &Arc<EmbeddedLog>, out: &std::path::Path, max_file_bytes: u64) {
         log: log.clone(),
         topic: TOPIC.into(),
         group: String::new(),
+        max_lag: 0,
     };
     let config = SinkConfig {
         name: "files".into(),
         filter: None,
         types: Vec::new(),
+        max_lag: 0,
         kind: SinkKind::File(FileSinkConfig {
             dir: Some(out.to_path_buf()),
             max_file_bytes,
@@ -142,4 +144,119 @@ fn lines_written_after_the_last_commit_are_not_written_twice() {
             i as u64
         );
     }
+}
+
+/// Takes results, stopping before the 11th and the 511th until the
+/// gate's stage reaches 1 and 2.
+struct Gated {
+    gate: Arc<(std::sync::Mutex<u32>, std::sync::Condvar)>,
+    handled: usize,
+}
+
+impl weir_storage::consumer::ResultHandler for Gated {
+    fn name(&self) -> &str {
+        "gated"
+    }
+    fn restore(&mut self, _: Option<serde_json::Value>) -> Result<(), weir_storage::StorageError> {
+        Ok(())
+    }
+    fn handle(&mut self, _: &[u8]) -> Result<(), weir_storage::StorageError> {
+        self.handled += 1;
+        let needed = match self.handled {
+            11 => 1,
+            511 => 2,
+            _ => 0,
+        };
+        let (stage, changed) = &*self.gate;
+        let mut stage = stage.lock().unwrap();
+        while *stage < needed {
+            stage = changed.wait(stage).unwrap();
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<serde_json::Value, weir_storage::StorageError> {
+        Ok(serde_json::Value::Null)
+    }
+}
+
+#[test]
+fn a_consumer_behind_its_max_lag_is_not_ready_until_it_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(EmbeddedLog::open(&dir.path().join("log"), LogConfig::default()).unwrap());
+    log.create_topic(TOPIC, 1, false).unwrap();
+    let append = |offsets: std::ops::Range<u64>| {
+        let records: Vec<_> = offsets.map(|o| result(o, 0)).collect();
+        log.append(TOPIC, 0, &weir_log::borrowed(&records)).unwrap();
+    };
+    append(0..10);
+    let source = Source {
+        positions: None,
+        log: log.clone(),
+        topic: TOPIC.into(),
+        group: "lagging".into(),
+        max_lag: 100,
+    };
+    let gate = Arc::new((std::sync::Mutex::new(0), std::sync::Condvar::new()));
+    let open = |stage: u32| {
+        *gate.0.lock().unwrap() = stage;
+        gate.1.notify_all();
+    };
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let handler_gate = gate.clone();
+    let consumers = weir_storage::consumer::spawn_consumers(
+        &source,
+        move |_| Gated {
+            gate: handler_gate.clone(),
+            handled: 0,
+        },
+        shutdown.clone(),
+    )
+    .unwrap();
+    let lagging = || {
+        weir_log::health::failures()
+            .get("gated: results partition 0 lag")
+            .cloned()
+    };
+    let committed_at = |offset: u64| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while log
+            .committed("lagging", TOPIC, 0)
+            .unwrap()
+            .is_none_or(|c| c.offset < offset)
+        {
+            assert!(Instant::now() < deadline, "never committed {offset}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    committed_at(10);
+    assert_eq!(lagging(), None, "within max_lag");
+    // The next batch is read whole and held at its first result while
+    // 500 more arrive: once it commits, the consumer is 500 behind.
+    append(10..510);
+    std::thread::sleep(Duration::from_millis(300));
+    append(510..1010);
+    open(1);
+    committed_at(510);
+    // Reported just after the commit; the handler holds batch three.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let why = loop {
+        if let Some(why) = lagging() {
+            break why;
+        }
+        assert!(Instant::now() < deadline, "not reported behind its max_lag");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        why.contains("500 results behind, more than max_lag = 100"),
+        "{why}"
+    );
+    open(2);
+    committed_at(1010);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lagging().is_some() {
+        assert!(Instant::now() < deadline, "not healed once caught up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    shutdown.store(true, Ordering::Relaxed);
+    consumers.join().unwrap();
 }
