@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::{epoch_seconds, Event, MAX_STATE_BYTES, MILLIS_THRESHOLD};
 
-mod scan;
+pub(crate) mod scan;
 
 /// The unit a listener reads `ttl` in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
@@ -149,6 +149,21 @@ pub(crate) fn check_line<'a>(
     }
 }
 
+/// A `time` in seconds ([`epoch_seconds`]); one still beyond
+/// [`MILLIS_THRESHOLD`] as nanoseconds (year 5138) is in no unit at all,
+/// and is refused rather than read as some distant second (which would
+/// also read back differently from the log).
+fn seconds(time: f64) -> Result<f64, Rejection> {
+    let seconds = epoch_seconds(time);
+    if seconds > MILLIS_THRESHOLD {
+        return Err(Rejection::new(
+            Reason::InvalidField,
+            format!("time {time} is not seconds, milliseconds, microseconds or nanoseconds since the epoch"),
+        ));
+    }
+    Ok(seconds)
+}
+
 /// Refuses a `time` (seconds) further ahead of `now` than the options allow.
 fn check_future(time: f64, options: &DecodeOptions, now: f64) -> Result<(), Rejection> {
     match options.max_future_secs {
@@ -164,7 +179,7 @@ fn check_future(time: f64, options: &DecodeOptions, now: f64) -> Result<(), Reje
 }
 
 /// The `Value`-based path: slower, but names exactly what is wrong.
-fn decode_slow(line: &[u8], options: &DecodeOptions, now: f64) -> Result<Event, Rejection> {
+pub(crate) fn decode_slow(line: &[u8], options: &DecodeOptions, now: f64) -> Result<Event, Rejection> {
     let mut de = serde_json::Deserializer::from_slice(line);
     let raw = match RawSeed
         .deserialize(&mut de)
@@ -300,7 +315,7 @@ impl Raw {
 /// Strings are borrowed from the line where they have no escapes, so
 /// checking a line allocates nothing until an event is built from it.
 #[derive(Default)]
-struct Typed<'de> {
+pub(crate) struct Typed<'de> {
     host: Option<Cow<'de, str>>,
     service: Option<Cow<'de, str>>,
     state: Option<Cow<'de, str>>,
@@ -338,10 +353,13 @@ impl Typed<'_> {
     /// Checks the rules, normalizes time and ttl units and builds the
     /// event, taking the fields out (`self` is a caller's buffer: moving
     /// the whole struct costs more than the fields).
-    fn finish(&mut self, options: &DecodeOptions, now: f64) -> Result<Event, Rejection> {
+    pub(crate) fn finish(&mut self, options: &DecodeOptions, now: f64) -> Result<Event, Rejection> {
         self.check()?;
         let owned = |text: &mut Option<Cow<'_, str>>| text.take().map(Cow::into_owned);
-        let time = self.time.map_or(now, epoch_seconds);
+        let time = match self.time {
+            None => now,
+            Some(time) => seconds(time)?,
+        };
         check_future(time, options, now)?;
         let ttl = self.ttl.map(|ttl| match options.ttl_unit {
             TtlUnit::S => ttl,
@@ -458,7 +476,7 @@ fn decode_fast<'a>(line: &'a [u8], typed: &mut Typed<'a>) -> bool {
     }
 }
 
-fn decode_visited(line: &[u8]) -> Option<Typed<'_>> {
+pub(crate) fn decode_visited(line: &[u8]) -> Option<Typed<'_>> {
     let mut de = serde_json::Deserializer::from_slice(line);
     let typed = de.deserialize_map(TypedVisitor).ok()?;
     de.end().ok()?;

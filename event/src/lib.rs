@@ -9,6 +9,8 @@
 //! - [`ResultRecord`] is what the `weir.results` topic carries.
 
 mod decode;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod record;
 
 use decode::{check_line, Checked};

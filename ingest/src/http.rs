@@ -41,14 +41,22 @@ const MAX_LISTED_ERRORS: usize = 100;
 #[derive(Clone)]
 struct Ingest {
     router: RouterHandle,
-    options: DecodeOptions,
-    max_line: usize,
-    max_events: usize,
+    body: BodyRules,
 }
 
+/// How a request body is read.
+#[derive(Clone)]
+pub(crate) struct BodyRules {
+    pub(crate) options: DecodeOptions,
+    pub(crate) max_line: usize,
+    pub(crate) max_events: usize,
+}
+
+/// Why one item of a body was refused.
 #[derive(Serialize)]
-struct LineError {
-    line: usize,
+pub(crate) struct LineError {
+    /// 1-based line (NDJSON) or item (array).
+    pub(crate) line: usize,
     reason: &'static str,
     detail: String,
 }
@@ -58,12 +66,14 @@ pub fn routes(config: &IngestConfig, router: RouterHandle) -> Router {
     let ttl_unit = config.http.as_ref().map(|l| l.ttl_unit).unwrap_or_default();
     let state = Ingest {
         router,
-        options: DecodeOptions {
-            ttl_unit,
-            max_future_secs: config.max_future_secs,
+        body: BodyRules {
+            options: DecodeOptions {
+                ttl_unit,
+                max_future_secs: config.max_future_secs,
+            },
+            max_line: config.max_line_bytes,
+            max_events: config.max_batch_events,
         },
-        max_line: config.max_line_bytes,
-        max_events: config.max_batch_events,
     };
     // Layers run outside in: a request holds a turn before its body is read.
     let turns = Arc::new(Semaphore::new(config.max_http_requests.max(1)));
@@ -137,7 +147,13 @@ async fn identify(
     }
 }
 
-fn decode_body(body: &[u8], ingest: &Ingest) -> Result<(Encoded, Vec<LineError>), Rejection> {
+/// Decodes a request body (a JSON array or NDJSON) item by item: the
+/// valid events, and an error per invalid item; the whole body is refused
+/// only when it is too large or a malformed array.
+pub(crate) fn decode_body(
+    body: &[u8],
+    rules: &BodyRules,
+) -> Result<(Encoded, Vec<LineError>), Rejection> {
     let now = now_secs();
     let mut events = Encoded::default();
     let mut errors = Vec::new();
@@ -160,11 +176,11 @@ fn decode_body(body: &[u8], ingest: &Ingest) -> Result<(Encoded, Vec<LineError>)
                 format!("body is not a JSON array: {e}"),
             )
         })?;
-        if items.len() > ingest.max_events {
-            return Err(too_many(items.len(), ingest.max_events));
+        if items.len() > rules.max_events {
+            return Err(too_many(items.len(), rules.max_events));
         }
         for (i, item) in items.into_iter().enumerate() {
-            let encoded = decode_value(item, &ingest.options, now).map(|event| {
+            let encoded = decode_value(item, &rules.options, now).map(|event| {
                 let value = event.to_json();
                 (Cow::Owned(event.host), Cow::Owned(value))
             });
@@ -174,21 +190,21 @@ fn decode_body(body: &[u8], ingest: &Ingest) -> Result<(Encoded, Vec<LineError>)
         let lines = crate::ndjson::lines(body)
             .filter(|l| !l.trim_ascii().is_empty())
             .count();
-        if lines > ingest.max_events {
-            return Err(too_many(lines, ingest.max_events));
+        if lines > rules.max_events {
+            return Err(too_many(lines, rules.max_events));
         }
         for (i, line) in crate::ndjson::lines(body).enumerate() {
             let line = line.trim_ascii();
             if line.is_empty() {
                 continue;
             }
-            let result = if line.len() > ingest.max_line {
+            let result = if line.len() > rules.max_line {
                 Err(Rejection::new(
                     Reason::LineTooLong,
-                    format!("line of {} bytes exceeds {}", line.len(), ingest.max_line),
+                    format!("line of {} bytes exceeds {}", line.len(), rules.max_line),
                 ))
             } else {
-                Entry::from_line(line, &ingest.options, now)
+                Entry::from_line(line, &rules.options, now)
             };
             push(i + 1, result);
         }
@@ -209,8 +225,8 @@ async fn post_events(
     body: Bytes,
 ) -> (StatusCode, Json<Value>) {
     // Decoding a large body is CPU work: off the async threads.
-    let decoding = ingest.clone();
-    let decoded = tokio::task::spawn_blocking(move || decode_body(&body, &decoding))
+    let rules = ingest.body.clone();
+    let decoded = tokio::task::spawn_blocking(move || decode_body(&body, &rules))
         .await
         .unwrap_or_else(|error| {
             Err(Rejection::new(

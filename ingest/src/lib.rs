@@ -9,6 +9,8 @@
 //! Backpressure: a connection awaits the router's bounded queue before it
 //! reads more, so a slow log stops socket reads instead of growing memory.
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod http;
 pub mod listeners;
 pub mod metrics;

@@ -10,6 +10,8 @@
 
 pub mod backoff;
 mod embedded;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod group;
 pub mod health;
 #[cfg(feature = "test-util")]

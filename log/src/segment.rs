@@ -289,6 +289,11 @@ impl Segment {
                         }
                     }
                     Frame::Incomplete(Some(total)) if at == 0 => {
+                        // A length past the end is corruption (a trusted
+                        // segment is never torn), not a size to allocate.
+                        if total as u64 > size - position {
+                            return Err(self.corrupt("frame runs past the segment's end", position));
+                        }
                         // One record larger than the buffer: read exactly it.
                         let mut whole = vec![0; total];
                         self.file
@@ -298,16 +303,25 @@ impl Segment {
                     }
                     Frame::Incomplete(_) => break,
                     Frame::Corrupt(detail) => {
-                        return Err(LogError::Corrupt {
-                            path: self.path.clone(),
-                            detail: format!("{detail} at byte {}", position + at as u64),
-                        })
+                        return Err(self.corrupt(detail, position + at as u64))
                     }
                 }
+            }
+            if at == 0 {
+                // Not even one frame before the end of the complete bytes:
+                // without this, the read would spin here for ever.
+                return Err(self.corrupt("a partial frame before the segment's end", position));
             }
             position += at as u64;
         }
         Ok(records)
+    }
+
+    fn corrupt(&self, detail: &str, position: u64) -> LogError {
+        LogError::Corrupt {
+            path: self.path.clone(),
+            detail: format!("{detail} at byte {position}"),
+        }
     }
 
     /// Modification time of the segment file.

@@ -13,7 +13,7 @@ use super::Typed;
 
 /// Reads `line` into `typed` (a fresh one) if it has the common shape;
 /// `None` otherwise, leaving `typed` partly filled.
-pub(super) fn scan<'a>(line: &'a [u8], typed: &mut Typed<'a>) -> Option<()> {
+pub(crate) fn scan<'a>(line: &'a [u8], typed: &mut Typed<'a>) -> Option<()> {
     let text = std::str::from_utf8(line).ok()?;
     let mut scanner = Scanner { text, at: 0 };
     scanner.list(b'{', b'}', |scanner| scanner.field(typed))?;

@@ -1,0 +1,5 @@
+//! AFL++ target: [`weir_fuzz::event_line`].
+
+fn main() {
+    afl::fuzz!(|data: &[u8]| weir_fuzz::event_line(data));
+}
