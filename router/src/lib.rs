@@ -6,11 +6,14 @@
 //!
 //! Ingest talks to the router through a [`RouterHandle`]: a bounded queue,
 //! so a slow log makes ingest wait (and stop reading sockets) instead of
-//! buffering without bound.
+//! buffering without bound. The admin API reads and changes the registry
+//! through the same queue ([`RouterHandle::registry`]); on every tick the
+//! router applies what other nodes and the sources changed.
 
 mod metrics;
 pub mod murmur2;
 pub mod registry;
+mod sources;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,17 +25,27 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use weir_event::Entry;
 use weir_log::backoff::Backoff;
-use weir_log::{Log, LogError, Produce, Topics};
+use weir_log::{Log, LogError, OwnedProduce, Produce, Topics};
 
-use crate::metrics::{APPEND_SECONDS, APPLICATIONS, FORGOTTEN, PARTITIONS, ROUTED};
-use crate::registry::{Registry, RegistryError};
+use crate::metrics::{
+    APPEND_SECONDS, APPLICATIONS, APPLY_LAG, FORGOTTEN, PARTITIONS, ROUTED, SOURCE_ERRORS, VERSION,
+};
+use crate::registry::{read_seed_file, Registry, RegistryError, Seed, View, ADMIN_ORIGIN};
+use crate::sources::{file_source, Alive, Sources, Update};
 
 /// Router settings (`[router]` in the config).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RouterConfig {
-    /// Seed registry file in the seed's format; none: every host is its own uid.
+    /// Seed registry file in the seed's format, applied at start and
+    /// whenever it changes; none: hosts are their own uid unless set
+    /// through the admin API or `registry_url`.
     pub registry_file: Option<PathBuf>,
+    /// An HTTP source of the registry in the seed's format, polled every
+    /// `registry_poll_secs` (with `If-None-Match`).
+    pub registry_url: Option<String>,
+    /// Seconds between polls of `registry_url`.
+    pub registry_poll_secs: u64,
     /// Batches that may wait for the router before ingest blocks.
     pub queue_batches: usize,
     /// Period of tick records, in milliseconds.
@@ -47,6 +60,8 @@ impl Default for RouterConfig {
     fn default() -> Self {
         RouterConfig {
             registry_file: None,
+            registry_url: None,
+            registry_poll_secs: 30,
             queue_batches: 64,
             tick_interval_ms: 1000,
             forget_after_secs: 7 * 24 * 3600,
@@ -64,6 +79,51 @@ pub enum RouteError {
     /// The router has stopped.
     #[error("router is shut down")]
     Closed,
+    /// A registry change was refused (invalid, or the log failed).
+    #[error(transparent)]
+    Registry(#[from] Arc<RegistryError>),
+}
+
+/// What the admin API asks of the registry.
+#[derive(Debug, Clone)]
+pub enum RegistryRequest {
+    /// The whole view.
+    View,
+    /// Map `host` to `uid`.
+    SetHost {
+        /// The host.
+        host: String,
+        /// Its application.
+        uid: String,
+    },
+    /// Remove `host`'s mapping (it becomes its own uid).
+    RemoveHost {
+        /// The host.
+        host: String,
+    },
+    /// Make `hosts` exactly `uid`'s hosts.
+    ReplaceHosts {
+        /// The application.
+        uid: String,
+        /// Its hosts.
+        hosts: Vec<String>,
+    },
+    /// Apply a whole seed (`weir registry import`).
+    Import(Seed),
+}
+
+/// The router's answer to a [`RegistryRequest`].
+#[derive(Debug, Clone)]
+pub enum RegistryAnswer {
+    /// The view, for [`RegistryRequest::View`].
+    View(View),
+    /// The change is in the registry topic and applied here.
+    Changed {
+        /// The registry version that includes it.
+        version: u64,
+        /// Records it took (0: nothing to change).
+        records: usize,
+    },
 }
 
 /// Events already encoded as their `weir.events` record values, with
@@ -128,6 +188,10 @@ enum Message {
         done: Done,
     },
     Tick(f64),
+    Registry {
+        request: RegistryRequest,
+        answer: oneshot::Sender<Result<RegistryAnswer, RouteError>>,
+    },
 }
 
 /// How a batch's sender learns it was appended.
@@ -143,6 +207,20 @@ enum Done {
 #[derive(Clone)]
 pub struct RouterHandle {
     tx: mpsc::Sender<Message>,
+}
+
+/// A [`RouterHandle`] that does not keep the router running (for the
+/// admin API, which outlives ingest's listeners at shutdown).
+#[derive(Clone)]
+pub struct WeakRouterHandle {
+    tx: mpsc::WeakSender<Message>,
+}
+
+impl WeakRouterHandle {
+    /// The handle, while the router runs.
+    pub fn upgrade(&self) -> Option<RouterHandle> {
+        self.tx.upgrade().map(|tx| RouterHandle { tx })
+    }
 }
 
 impl RouterHandle {
@@ -173,6 +251,24 @@ impl RouterHandle {
             .map_err(|_| RouteError::Closed)?;
         done.await.map_err(|_| RouteError::Closed)?
     }
+
+    /// Asks the registry: a view, or a change, answered once it is in the
+    /// registry topic and applied by this router.
+    pub async fn registry(&self, request: RegistryRequest) -> Result<RegistryAnswer, RouteError> {
+        let (answer, answered) = oneshot::channel();
+        self.tx
+            .send(Message::Registry { request, answer })
+            .await
+            .map_err(|_| RouteError::Closed)?;
+        answered.await.map_err(|_| RouteError::Closed)?
+    }
+
+    /// A handle that does not keep the router running.
+    pub fn downgrade(&self) -> WeakRouterHandle {
+        WeakRouterHandle {
+            tx: self.tx.downgrade(),
+        }
+    }
 }
 
 /// Starts the router thread and its tick thread. Both stop once every
@@ -182,13 +278,37 @@ pub fn start(
     topics: Topics,
     config: &RouterConfig,
 ) -> Result<(RouterHandle, JoinHandle<()>), RegistryError> {
-    let registry = Registry::load(
-        config.registry_file.as_deref(),
-        log.as_ref(),
-        &topics.registry,
-    )?;
+    let mut registry = Registry::load(log.as_ref(), &topics.registry)?;
+    // The seed file as it is now, before the first event is routed.
+    let file = match &config.registry_file {
+        Some(path) => {
+            let (seed, hash) = read_seed_file(path)?;
+            let records = registry.apply_source(&file_source(path), &seed, hash);
+            append_registry(log.as_ref(), &topics.registry, &records)?;
+            registry.follow(log.as_ref(), &topics.registry, REGISTRY_WAIT)?;
+            Some((path.clone(), sources::stamp(path)))
+        }
+        None => None,
+    };
     let partitions = log.partitions(&topics.events)?;
     registry.check(partitions)?;
+    VERSION.set(registry.version() as i64);
+    let alive = Alive::default();
+    let (updates_tx, updates) = std::sync::mpsc::channel();
+    let url = config.registry_url.clone().map(|url| {
+        let every = Duration::from_secs(config.registry_poll_secs.max(1));
+        (url, every)
+    });
+    if file.is_some() || url.is_some() {
+        let sources = Sources { file, url };
+        sources
+            .watch(updates_tx, Arc::downgrade(&alive))
+            .map_err(|source| LogError::Io {
+                op: "spawn registry sources thread",
+                path: PathBuf::new(),
+                source,
+            })?;
+    }
     PARTITIONS.set(partitions as i64);
     let (tx, rx) = mpsc::channel(config.queue_batches.max(1));
     let weak = tx.downgrade();
@@ -216,6 +336,8 @@ pub fn start(
         partitions,
         forget_after_secs: config.forget_after_secs,
         last_sweep: Instant::now(),
+        updates,
+        _alive: alive,
     };
     let thread = std::thread::Builder::new()
         .name("weir-router".into())
@@ -247,6 +369,21 @@ struct Router {
     forget_after_secs: u64,
     /// When idle placements were last looked for.
     last_sweep: Instant,
+    /// New content of the registry sources.
+    updates: std::sync::mpsc::Receiver<Update>,
+    /// Keeps the sources thread running while the router does.
+    _alive: Alive,
+}
+
+/// How long applying the registry topic waits for a remote log.
+const REGISTRY_WAIT: Duration = Duration::from_secs(5);
+
+/// Appends registry `records` (none: nothing).
+fn append_registry(log: &dyn Log, topic: &str, records: &[OwnedProduce]) -> Result<(), LogError> {
+    if !records.is_empty() {
+        log.append(topic, 0, &weir_log::borrowed(records))?;
+    }
+    Ok(())
 }
 
 /// How often idle placements are looked for.
@@ -292,9 +429,26 @@ impl Router {
     fn round(&mut self, messages: &mut Vec<Message>) {
         if messages.iter().any(|m| matches!(m, Message::Tick(_))) {
             self.refresh_partitions();
+            self.sync_registry();
             if self.last_sweep.elapsed() >= SWEEP_INTERVAL {
                 self.last_sweep = Instant::now();
                 self.forget_idle();
+            }
+        }
+        if messages.iter().any(|m| matches!(m, Message::Registry { .. })) {
+            let (requests, rest): (Vec<_>, Vec<_>) = messages
+                .drain(..)
+                .partition(|m| matches!(m, Message::Registry { .. }));
+            *messages = rest;
+            for message in requests {
+                if let Message::Registry { request, answer } = message {
+                    let answered = self.answer(request).map_err(|e| RouteError::Registry(Arc::new(e)));
+                    // An asker that stopped waiting needs no answer.
+                    let _ = answer.send(answered);
+                }
+            }
+            if messages.is_empty() {
+                return;
             }
         }
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
@@ -339,7 +493,7 @@ impl Router {
                         done: Done::Count(_),
                         ..
                     } => Some(message),
-                    Message::Tick(_) => None,
+                    Message::Tick(_) | Message::Registry { .. } => None,
                 })
                 .collect();
             if kept.is_empty() {
@@ -348,6 +502,67 @@ impl Router {
             *messages = kept;
             std::thread::sleep(wait);
         }
+    }
+
+    /// Applies what other nodes appended to the registry topic, then what
+    /// the sources changed (as records, which every node applies).
+    fn sync_registry(&mut self) {
+        let (log, topic) = (self.log.clone(), self.topics.registry.clone());
+        let follow = |registry: &mut Registry| {
+            // Short: this is the routing thread; the rest comes next tick.
+            if let Err(error) = registry.follow(log.as_ref(), &topic, Duration::from_millis(200)) {
+                tracing::debug!(%error, "registry not fully applied yet");
+            }
+        };
+        follow(&mut self.registry);
+        while let Ok(update) = self.updates.try_recv() {
+            let records = self.registry.apply_source(&update.name, &update.seed, update.hash);
+            if records.is_empty() {
+                continue;
+            }
+            match append_registry(log.as_ref(), &topic, &records) {
+                Ok(()) => {
+                    tracing::info!(source = %update.name, records = records.len(), "registry source applied");
+                    follow(&mut self.registry);
+                }
+                Err(error) => {
+                    SOURCE_ERRORS.with_label_values(&[&update.name]).inc();
+                    tracing::warn!(source = %update.name, %error, "cannot record a registry source's change");
+                }
+            }
+        }
+        self.registry_applied();
+    }
+
+    /// Updates the registry's version and apply-lag gauges.
+    fn registry_applied(&self) {
+        VERSION.set(self.registry.version() as i64);
+        if self.registry.applied_ms() > 0 {
+            let lag = now_secs() - self.registry.applied_ms() as f64 / 1000.0;
+            APPLY_LAG.set(lag.max(0.0));
+        }
+    }
+
+    /// Answers an admin request; a change is answered once applied here.
+    fn answer(&mut self, request: RegistryRequest) -> Result<RegistryAnswer, RegistryError> {
+        let registry = &self.registry;
+        let records = match request {
+            RegistryRequest::View => return Ok(RegistryAnswer::View(registry.view())),
+            RegistryRequest::SetHost { host, uid } => registry.set_host(&host, &uid, ADMIN_ORIGIN)?,
+            RegistryRequest::RemoveHost { host } => registry.remove_host(&host)?,
+            RegistryRequest::ReplaceHosts { uid, hosts } => {
+                registry.replace_hosts(&uid, &hosts, ADMIN_ORIGIN)?
+            }
+            RegistryRequest::Import(seed) => registry.apply_source(ADMIN_ORIGIN, &seed, 0),
+        };
+        append_registry(self.log.as_ref(), &self.topics.registry, &records)?;
+        self.registry
+            .follow(self.log.as_ref(), &self.topics.registry, REGISTRY_WAIT)?;
+        self.registry_applied();
+        Ok(RegistryAnswer::Changed {
+            version: self.registry.version(),
+            records: records.len(),
+        })
     }
 
     /// Forgets placements idle for [`RouterConfig::forget_after_secs`];
@@ -375,6 +590,7 @@ impl Router {
         for message in messages {
             match message {
                 Message::Tick(time) => ticks.push(Entry::Tick(*time).encode()),
+                Message::Registry { .. } => {}
                 Message::Events { events, .. } => placed.extend(
                     events
                         .iter()
@@ -396,6 +612,7 @@ impl Router {
         let (mut placed, mut ticks) = (placed.into_iter(), ticks.iter());
         for message in messages {
             match message {
+                Message::Registry { .. } => {}
                 Message::Tick(_) => {
                     let tick = ticks.next().map_or(&[][..], Vec::as_slice);
                     for records in &mut by_partition {

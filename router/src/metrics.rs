@@ -3,7 +3,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_histogram, register_int_counter, register_int_gauge, Histogram, IntCounter, IntGauge,
+    register_gauge, register_histogram, register_int_counter, register_int_counter_vec,
+    register_int_gauge, Gauge, Histogram, IntCounter, IntCounterVec, IntGauge,
 };
 
 /// Events appended to `weir.events`.
@@ -48,6 +49,45 @@ pub(crate) static FORGOTTEN: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "weir_router_forgotten_total",
         "Application placements forgotten after router.forget_after_secs without events"
+    )
+    .expect("metric registers once")
+});
+
+/// Offset after the last `weir.registry` record this node applied.
+pub(crate) static VERSION: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "weir_registry_version",
+        "Offset after the last registry record this node applied (equal versions, equal views)"
+    )
+    .expect("metric registers once")
+});
+
+/// Seconds between the last applied registry record's append and its
+/// application here.
+pub(crate) static APPLY_LAG: LazyLock<Gauge> = LazyLock::new(|| {
+    register_gauge!(
+        "weir_registry_apply_lag_seconds",
+        "Seconds from the last applied registry record's append to its application on this node"
+    )
+    .expect("metric registers once")
+});
+
+/// Contents read from a registry source, per source.
+pub(crate) static SOURCE_UPDATES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "weir_registry_source_reads_total",
+        "New contents read from a registry source",
+        &["source"]
+    )
+    .expect("metric registers once")
+});
+
+/// Failed reads of a registry source (down, an error status, invalid content), per source.
+pub(crate) static SOURCE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "weir_registry_source_errors_total",
+        "Registry source reads that failed (the view was left as it was)",
+        &["source"]
     )
     .expect("metric registers once")
 });

@@ -1,29 +1,45 @@
-//! The service registry: host → application uid (the seed's `uids`),
-//! uid → hosts (`hosts`), and uid → partition (`partitions`, sticky).
+//! The service registry: host → application uid, uid → hosts, and uid →
+//! partition (sticky), as one global view every router keeps a local copy
+//! of (routing reads only that copy).
 //!
-//! The seed file has the seed's format:
-//! `{"uids": {"10.0.0.1": "app-1"}, "hosts": {"app-1": ["10.0.0.1"]}}`.
-//! A uid's partition is pinned the first time it is seen (murmur2 over the
-//! partition count at that moment) and persisted as a record of
-//! `weir.registry` (key uid, value `{"partition": N}`), so the placement
-//! survives restarts and adding partitions never moves an application.
+//! The view is the compacted `weir.registry` topic, replayed: every change,
+//! whatever made it (the admin API, the seed file, an HTTP source, a new
+//! application's placement), is first a record there, and every router
+//! applies the records in order ([`Registry::follow`]), so all converge.
+//! [`Registry::version`] is the offset after the last record applied.
+//!
+//! Records (key → value; an empty value removes the key):
+//! - `UID` → `{"partition": N}` (`"pinned": true` when a seed placed it):
+//!   a uid's partition, pinned the first time it is seen (murmur2 over the
+//!   partition count at that moment), so adding partitions never moves an
+//!   application;
+//! - `␟host␟HOST` → `{"uid": UID, "origin": …}`: a host's application and
+//!   what set it (`admin`, or the source's name);
+//! - `␟source␟NAME` → `{"hash": H}`: the content of a source (seed file,
+//!   HTTP source) last applied, so an unchanged source is not applied
+//!   again after a restart, or by every node.
+//!
+//! A source's content is in the seed's format:
+//! `{"uids": {"10.0.0.1": "app-1"}, "hosts": {"app-1": ["10.0.0.1"]},
+//! "partitions": {"app-1": 3}}`. A source is authoritative for the hosts
+//! it lists when its content changes: they are set to its uids, and hosts
+//! it set before but no longer lists are removed.
 //!
 //! Memory stays bounded under host churn: a placement not used for
-//! `forget_after_secs` is forgotten ([`Registry::forget_idle`]) and a
-//! tombstone (empty value) appended, so a restart does not load it either.
-//! Placements the seed file pins are kept. An application seen again is
+//! `forget_after_secs` is forgotten ([`Registry::forget_idle`]) with a
+//! tombstone. Pinned placements are kept. An application seen again is
 //! placed anew, on the same partition unless the topic grew meanwhile.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-use weir_log::{Log, LogError};
+use serde::{Deserialize, Serialize};
+use weir_log::{Log, LogError, OwnedProduce, Record};
 
 use crate::murmur2::partition_for;
 
-/// Errors loading the registry.
+/// Errors loading the registry or refusing a change.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegistryError {
@@ -35,19 +51,19 @@ pub enum RegistryError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The seed file is not in the seed format.
-    #[error("registry file {path}: {source}")]
+    /// A source's content is not in the seed format.
+    #[error("registry source {source_name}: {detail}")]
     Parse {
-        /// The file.
-        path: PathBuf,
+        /// The source (a file path or a URL).
+        source_name: String,
         /// What is wrong.
-        source: serde_json::Error,
+        detail: String,
     },
     /// The log failed.
     #[error(transparent)]
     Log(#[from] LogError),
-    /// The registry topic did not deliver every placement it holds.
-    #[error("reading {topic}: nothing arrived from offset {read} of {end} within {REGISTRY_READ_WAIT:?}; placements cannot be loaded")]
+    /// The registry topic did not deliver every record it holds.
+    #[error("reading {topic}: nothing arrived from offset {read} of {end} within {REGISTRY_READ_WAIT:?}; the registry cannot be loaded")]
     Incomplete {
         /// The registry topic.
         topic: String,
@@ -66,26 +82,138 @@ pub enum RegistryError {
         /// Partitions the events topic has.
         partitions: u32,
     },
+    /// A change names an invalid host or uid.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// The longest a read of the registry topic waits for its records.
 const REGISTRY_READ_WAIT: Duration = Duration::from_secs(10);
 
-/// The seed file's shape.
-#[derive(Debug, Default, Deserialize)]
+/// Key prefix of a host's mapping (`␟host␟`; ␟ is U+001F, in no host name).
+const HOST_KEY: &str = "\u{1f}host\u{1f}";
+/// Key prefix of a source's applied content hash.
+const SOURCE_KEY: &str = "\u{1f}source\u{1f}";
+/// The origin of changes made through the admin API.
+pub const ADMIN_ORIGIN: &str = "admin";
+/// Longest host or uid taken.
+const MAX_NAME_BYTES: usize = 255;
+
+/// A registry source's content: the seed format.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Seed {
+pub struct Seed {
+    /// Host → uid.
     #[serde(default)]
-    uids: HashMap<String, String>,
+    pub uids: HashMap<String, String>,
+    /// Uid → its hosts.
     #[serde(default)]
-    hosts: HashMap<String, Vec<String>>,
+    pub hosts: HashMap<String, Vec<String>>,
+    /// Uid → pinned partition.
     #[serde(default)]
-    partitions: HashMap<String, u32>,
+    pub partitions: HashMap<String, u32>,
 }
 
-#[derive(Deserialize)]
-struct Placement {
+impl Seed {
+    /// Parses and validates `text` from `source_name`.
+    pub fn parse(source_name: &str, text: &[u8]) -> Result<Seed, RegistryError> {
+        let seed: Seed = serde_json::from_slice(text).map_err(|e| RegistryError::Parse {
+            source_name: source_name.to_owned(),
+            detail: e.to_string(),
+        })?;
+        let invalid = |detail: String| RegistryError::Parse {
+            source_name: source_name.to_owned(),
+            detail,
+        };
+        for (host, uid) in &seed.uids {
+            check_host(host).and_then(|()| check_uid(uid)).map_err(|e| invalid(e.to_string()))?;
+        }
+        for (uid, hosts) in &seed.hosts {
+            check_uid(uid).map_err(|e| invalid(e.to_string()))?;
+            for host in hosts {
+                check_host(host).map_err(|e| invalid(e.to_string()))?;
+            }
+        }
+        for uid in seed.partitions.keys() {
+            check_uid(uid).map_err(|e| invalid(e.to_string()))?;
+        }
+        Ok(seed)
+    }
+
+    /// Every host it names, with its uid (`uids` entries win over `hosts` lists).
+    fn mappings(&self) -> BTreeMap<&str, &str> {
+        let mut mappings = BTreeMap::new();
+        for (uid, hosts) in &self.hosts {
+            for host in hosts {
+                mappings.insert(host.as_str(), uid.as_str());
+            }
+        }
+        for (host, uid) in &self.uids {
+            mappings.insert(host.as_str(), uid.as_str());
+        }
+        mappings
+    }
+}
+
+/// A stable hash of a source's content (FNV-1a, 64 bits): equal content,
+/// equal hash, on every node and across versions.
+pub fn content_hash(text: &[u8]) -> u64 {
+    text.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Refuses an empty, over-long or control-character host.
+pub fn check_host(host: &str) -> Result<(), RegistryError> {
+    check_name("host", host)?;
+    if host.chars().any(char::is_whitespace) {
+        return Err(RegistryError::Invalid(format!(
+            "host {host:?} contains whitespace"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses an empty, over-long or control-character uid.
+pub fn check_uid(uid: &str) -> Result<(), RegistryError> {
+    check_name("uid", uid)
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), RegistryError> {
+    if name.is_empty() {
+        return Err(RegistryError::Invalid(format!("{what} is empty")));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(RegistryError::Invalid(format!(
+            "{what} {:?}… is {} bytes, more than {MAX_NAME_BYTES}",
+            name.chars().take(20).collect::<String>(),
+            name.len()
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(RegistryError::Invalid(format!(
+            "{what} {name:?} contains a control character"
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Serialize, Deserialize)]
+struct PlacementValue {
     partition: u32,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pinned: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HostValue {
+    uid: String,
+    origin: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SourceValue {
+    hash: u64,
 }
 
 /// Where an application's events go.
@@ -94,106 +222,157 @@ struct Placed {
     partition: u32,
     /// [`Registry::clock`] when it was last routed to.
     seen: u64,
-    /// Pinned by the seed file: never forgotten.
+    /// Pinned by a seed: never forgotten.
     pinned: bool,
 }
 
-/// The registry as one router sees it: a local cache of the whole state.
+/// A host's application and what set it.
+#[derive(Debug, Clone)]
+struct Mapping {
+    uid: String,
+    origin: String,
+}
+
+/// The whole view, as `GET /admin/registry` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct View {
+    /// Offset after the last registry record applied.
+    pub version: u64,
+    /// Host → uid.
+    pub uids: BTreeMap<String, String>,
+    /// Uid → hosts.
+    pub hosts: BTreeMap<String, BTreeSet<String>>,
+    /// Uid → partition.
+    pub partitions: BTreeMap<String, u32>,
+}
+
+/// The registry as one router sees it: a local copy of the whole view.
 #[derive(Debug, Default)]
 pub struct Registry {
-    uids: HashMap<String, String>,
-    hosts: HashMap<String, Vec<String>>,
+    uids: HashMap<String, Mapping>,
+    hosts: HashMap<String, BTreeSet<String>>,
     partitions: HashMap<String, Placed>,
+    /// Source name → hash of the content last applied.
+    sources: HashMap<String, u64>,
     /// Placements (`None`: forgettings) not yet persisted
     /// ([`Registry::placements_persisted`]).
     new_placements: Vec<(String, Option<u32>)>,
     /// Seconds, advanced by [`Registry::forget_idle`].
     clock: u64,
+    /// Offset after the last record applied.
+    version: u64,
+    /// Append time (ms) of the last record applied.
+    applied_ms: u64,
 }
 
 impl Registry {
-    /// Loads the seed file (if any), then every placement in the registry topic.
-    pub fn load(
-        seed: Option<&Path>,
+    /// Loads every record of the registry topic (up to its end now).
+    pub fn load(log: &dyn Log, topic: &str) -> Result<Registry, RegistryError> {
+        let mut registry = Registry::default();
+        let (earliest, _) = log.offsets(topic, 0)?;
+        registry.version = earliest;
+        registry.follow(log, topic, REGISTRY_READ_WAIT)?;
+        Ok(registry)
+    }
+
+    /// Applies the records appended to the registry topic since the last
+    /// call, up to its end as it is now, waiting up to `wait` for a remote
+    /// log to deliver them. Returns how many were applied.
+    pub fn follow(
+        &mut self,
         log: &dyn Log,
-        registry_topic: &str,
-    ) -> Result<Registry, RegistryError> {
-        let seed = match seed {
-            None => Seed::default(),
-            Some(path) => {
-                let text = std::fs::read(path).map_err(|source| RegistryError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                serde_json::from_slice(&text).map_err(|source| RegistryError::Parse {
-                    path: path.to_path_buf(),
-                    source,
-                })?
-            }
-        };
-        let pinned = |(uid, partition)| {
-            let placed = Placed {
-                partition,
-                seen: 0,
-                pinned: true,
-            };
-            (uid, placed)
-        };
-        let mut registry = Registry {
-            uids: seed.uids,
-            hosts: seed.hosts,
-            partitions: seed.partitions.into_iter().map(pinned).collect(),
-            new_placements: Vec::new(),
-            clock: 0,
-        };
-        // `hosts` also names hosts of a uid; fill `uids` from it.
-        for (uid, hosts) in &registry.hosts {
-            for host in hosts {
-                registry
-                    .uids
-                    .entry(host.clone())
-                    .or_insert_with(|| uid.clone());
-            }
-        }
-        // Every placement up to the end of the topic as it is now; a
-        // remote log may take a moment to deliver what it holds.
-        let (earliest, end) = log.offsets(registry_topic, 0)?;
-        let mut next = earliest;
-        while next < end {
-            let batch = log.read(registry_topic, 0, next, 1 << 20, REGISTRY_READ_WAIT)?;
+        topic: &str,
+        wait: Duration,
+    ) -> Result<usize, RegistryError> {
+        let (earliest, end) = log.offsets(topic, 0)?;
+        self.version = self.version.max(earliest);
+        let mut applied = 0;
+        while self.version < end {
+            let batch = log.read(topic, 0, self.version, 1 << 20, wait)?;
             let Some(last) = batch.last() else {
                 return Err(RegistryError::Incomplete {
-                    topic: registry_topic.to_owned(),
-                    read: next,
+                    topic: topic.to_owned(),
+                    read: self.version,
                     end,
                 });
             };
-            next = last.offset + 1;
-            for record in batch {
-                let uid = String::from_utf8_lossy(&record.key).into_owned();
-                if record.value.is_empty() {
-                    // A tombstone: forgotten (a pinned placement stays).
-                    registry
-                        .partitions
-                        .retain(|placed_uid, placed| placed.pinned || *placed_uid != uid);
-                    continue;
+            self.version = last.offset + 1;
+            self.applied_ms = last.timestamp_ms;
+            applied += batch.len();
+            for record in &batch {
+                self.apply(record);
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Applies one registry record.
+    fn apply(&mut self, record: &Record) {
+        let key = String::from_utf8_lossy(&record.key);
+        let value = &record.value[..];
+        if let Some(host) = key.strip_prefix(HOST_KEY) {
+            self.unmap(host);
+            if value.is_empty() {
+                return;
+            }
+            match serde_json::from_slice::<HostValue>(value) {
+                Ok(HostValue { uid, origin }) => {
+                    self.hosts
+                        .entry(uid.clone())
+                        .or_default()
+                        .insert(host.to_owned());
+                    self.uids.insert(host.to_owned(), Mapping { uid, origin });
                 }
-                match serde_json::from_slice::<Placement>(&record.value) {
-                    Ok(placement) => {
-                        let placed = registry.partitions.entry(uid).or_insert(Placed {
-                            partition: placement.partition,
-                            seen: 0,
-                            pinned: false,
-                        });
-                        placed.partition = placement.partition;
-                    }
-                    Err(error) => {
-                        tracing::warn!(%uid, %error, "skipping malformed registry record")
-                    }
+                Err(error) => tracing::warn!(%host, %error, "skipping a malformed host record"),
+            }
+        } else if let Some(source) = key.strip_prefix(SOURCE_KEY) {
+            match serde_json::from_slice::<SourceValue>(value) {
+                Ok(SourceValue { hash }) => drop(self.sources.insert(source.to_owned(), hash)),
+                Err(_) => drop(self.sources.remove(source)),
+            }
+        } else if value.is_empty() {
+            // A tombstone: forgotten (a pinned placement stays).
+            if self.partitions.get(&*key).is_some_and(|p| !p.pinned) {
+                self.partitions.remove(&*key);
+            }
+        } else {
+            match serde_json::from_slice::<PlacementValue>(value) {
+                Ok(placement) => {
+                    let placed = self.partitions.entry(key.into_owned()).or_insert(Placed {
+                        partition: placement.partition,
+                        seen: self.clock,
+                        pinned: false,
+                    });
+                    placed.partition = placement.partition;
+                    placed.pinned |= placement.pinned;
+                }
+                Err(error) => {
+                    tracing::warn!(uid = %key, %error, "skipping a malformed registry record")
                 }
             }
         }
-        Ok(registry)
+    }
+
+    fn unmap(&mut self, host: &str) {
+        if let Some(old) = self.uids.remove(host) {
+            if let Some(hosts) = self.hosts.get_mut(&old.uid) {
+                hosts.remove(host);
+                if hosts.is_empty() {
+                    self.hosts.remove(&old.uid);
+                }
+            }
+        }
+    }
+
+    /// Offset after the last registry record applied: equal versions,
+    /// equal views.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Append time (Unix ms) of the last record applied.
+    pub fn applied_ms(&self) -> u64 {
+        self.applied_ms
     }
 
     /// Checks every recorded placement fits `partitions` partitions.
@@ -211,36 +390,19 @@ impl Registry {
 
     /// The application uid of `host`: its registered uid, or the host itself.
     pub fn uid<'a>(&'a self, host: &'a str) -> &'a str {
-        self.uids.get(host).map_or(host, String::as_str)
-    }
-
-    /// The hosts registered for `uid`.
-    pub fn hosts(&self, uid: &str) -> &[String] {
-        self.hosts.get(uid).map_or(&[], Vec::as_slice)
+        self.uids.get(host).map_or(host, |m| m.uid.as_str())
     }
 
     /// The partition of `uid`, placing it by murmur2 if it has none yet.
     pub fn partition(&mut self, uid: &str, partitions: u32) -> u32 {
-        place(
-            self.clock,
-            &mut self.partitions,
-            &mut self.new_placements,
-            uid,
-            partitions,
-        )
+        place(self.clock, &mut self.partitions, &mut self.new_placements, uid, partitions)
     }
 
     /// The partition of `host`'s application ([`Registry::uid`],
     /// [`Registry::partition`]).
     pub fn route(&mut self, host: &str, partitions: u32) -> u32 {
-        let uid = self.uids.get(host).map_or(host, String::as_str);
-        place(
-            self.clock,
-            &mut self.partitions,
-            &mut self.new_placements,
-            uid,
-            partitions,
-        )
+        let uid = self.uids.get(host).map_or(host, |m| m.uid.as_str());
+        place(self.clock, &mut self.partitions, &mut self.new_placements, uid, partitions)
     }
 
     /// Applications with a placement (the registry's size).
@@ -273,15 +435,12 @@ impl Registry {
     }
 
     /// Placements not yet persisted, as registry-topic records (key, value).
-    pub fn new_placements(&self) -> Vec<weir_log::OwnedProduce> {
+    pub fn new_placements(&self) -> Vec<OwnedProduce> {
         self.new_placements
             .iter()
-            .map(|(uid, p)| {
-                let value = p.map(|p| format!("{{\"partition\":{p}}}"));
-                (
-                    uid.clone().into_bytes(),
-                    value.unwrap_or_default().into_bytes(),
-                )
+            .map(|(uid, p)| match p {
+                Some(partition) => placement_record(uid, *partition, false),
+                None => (uid.clone().into_bytes(), Vec::new()),
             })
             .collect()
     }
@@ -290,6 +449,132 @@ impl Registry {
     pub fn placements_persisted(&mut self) {
         self.new_placements.clear();
     }
+
+    /// The whole view.
+    pub fn view(&self) -> View {
+        View {
+            version: self.version,
+            uids: self
+                .uids
+                .iter()
+                .map(|(host, m)| (host.clone(), m.uid.clone()))
+                .collect(),
+            hosts: self
+                .hosts
+                .iter()
+                .map(|(uid, hosts)| (uid.clone(), hosts.clone()))
+                .collect(),
+            partitions: self
+                .partitions
+                .iter()
+                .map(|(uid, p)| (uid.clone(), p.partition))
+                .collect(),
+        }
+    }
+
+    /// The records that map `host` to `uid` (none if it already is).
+    pub fn set_host(&self, host: &str, uid: &str, origin: &str) -> Result<Vec<OwnedProduce>, RegistryError> {
+        check_host(host)?;
+        check_uid(uid)?;
+        let current = self.uids.get(host);
+        if current.is_some_and(|m| m.uid == uid && m.origin == origin) {
+            return Ok(Vec::new());
+        }
+        Ok(vec![host_record(host, Some((uid, origin)))])
+    }
+
+    /// The record that removes `host`'s mapping (none if it has none).
+    pub fn remove_host(&self, host: &str) -> Result<Vec<OwnedProduce>, RegistryError> {
+        check_host(host)?;
+        Ok(self
+            .uids
+            .contains_key(host)
+            .then(|| host_record(host, None))
+            .into_iter()
+            .collect())
+    }
+
+    /// The records that make `hosts` exactly `uid`'s hosts.
+    pub fn replace_hosts(&self, uid: &str, hosts: &[String], origin: &str) -> Result<Vec<OwnedProduce>, RegistryError> {
+        check_uid(uid)?;
+        for host in hosts {
+            check_host(host)?;
+        }
+        let wanted: BTreeSet<&str> = hosts.iter().map(String::as_str).collect();
+        let mut records = Vec::new();
+        for host in self.hosts.get(uid).into_iter().flatten() {
+            if !wanted.contains(host.as_str()) {
+                records.push(host_record(host, None));
+            }
+        }
+        for host in wanted {
+            records.extend(self.set_host(host, uid, origin)?);
+        }
+        Ok(records)
+    }
+
+    /// The records that apply `seed`, the content of source `name` (or of
+    /// an import, with `name` = [`ADMIN_ORIGIN`]): hosts it lists set to its
+    /// uids, hosts it set before and no longer lists removed, its
+    /// placements pinned, and its content hash. None when the same
+    /// content was applied last.
+    pub fn apply_source(&self, name: &str, seed: &Seed, hash: u64) -> Vec<OwnedProduce> {
+        if name != ADMIN_ORIGIN && self.sources.get(name) == Some(&hash) {
+            return Vec::new();
+        }
+        let mappings = seed.mappings();
+        let mut records = Vec::new();
+        if name != ADMIN_ORIGIN {
+            for (host, mapping) in &self.uids {
+                if mapping.origin == name && !mappings.contains_key(host.as_str()) {
+                    records.push(host_record(host, None));
+                }
+            }
+        }
+        for (host, uid) in mappings {
+            let current = self.uids.get(host);
+            if !current.is_some_and(|m| m.uid == uid && m.origin == name) {
+                records.push(host_record(host, Some((uid, name))));
+            }
+        }
+        for (uid, &partition) in &seed.partitions {
+            let current = self.partitions.get(uid);
+            if !current.is_some_and(|p| p.partition == partition && p.pinned) {
+                records.push(placement_record(uid, partition, true));
+            }
+        }
+        if name != ADMIN_ORIGIN {
+            let value = serde_json::to_vec(&SourceValue { hash }).unwrap_or_default();
+            records.push((format!("{SOURCE_KEY}{name}").into_bytes(), value));
+        }
+        records
+    }
+}
+
+fn host_record(host: &str, mapping: Option<(&str, &str)>) -> OwnedProduce {
+    let value = mapping.map_or_else(Vec::new, |(uid, origin)| {
+        let value = HostValue {
+            uid: uid.to_owned(),
+            origin: origin.to_owned(),
+        };
+        serde_json::to_vec(&value).unwrap_or_default()
+    });
+    (format!("{HOST_KEY}{host}").into_bytes(), value)
+}
+
+fn placement_record(uid: &str, partition: u32, pinned: bool) -> OwnedProduce {
+    let value = serde_json::to_vec(&PlacementValue { partition, pinned }).unwrap_or_default();
+    (uid.as_bytes().to_vec(), value)
+}
+
+/// Reads a seed file.
+pub fn read_seed_file(path: &Path) -> Result<(Seed, u64), RegistryError> {
+    let text = std::fs::read(path).map_err(|source| RegistryError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let seed = Seed::parse(&path.display().to_string(), &text)?;
+    Ok((seed, content_hash(&text)))
 }
 
 /// The partition of `uid` in `placed` (marked seen at `clock`), placing

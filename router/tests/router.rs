@@ -7,7 +7,7 @@ use std::time::Duration;
 use weir_event::{Entry, Event};
 use weir_log::{EmbeddedLog, Log, LogConfig, Topics};
 use weir_router::murmur2::partition_for;
-use weir_router::registry::Registry;
+use weir_router::registry::{read_seed_file, Registry};
 use weir_router::{start, Encoded, RouterConfig};
 
 fn open(dir: &std::path::Path, partitions: u32) -> Arc<EmbeddedLog> {
@@ -78,7 +78,7 @@ async fn events_of_one_application_share_a_partition() {
 fn placement_is_sticky_when_partitions_are_added() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), 4);
-    let mut registry = Registry::load(None, log.as_ref(), "weir.registry").unwrap();
+    let mut registry = Registry::load(log.as_ref(), "weir.registry").unwrap();
     let before: Vec<_> = (0..50)
         .map(|i| registry.partition(&format!("app-{i}"), 4))
         .collect();
@@ -91,7 +91,7 @@ fn placement_is_sticky_when_partitions_are_added() {
     registry.placements_persisted();
     drop(registry);
 
-    let mut registry = Registry::load(None, log.as_ref(), "weir.registry").unwrap();
+    let mut registry = Registry::load(log.as_ref(), "weir.registry").unwrap();
     let after: Vec<_> = (0..50)
         .map(|i| registry.partition(&format!("app-{i}"), 8))
         .collect();
@@ -114,7 +114,15 @@ fn idle_placements_are_forgotten_durably_and_pinned_ones_kept() {
             .unwrap();
         registry.placements_persisted();
     };
-    let mut registry = Registry::load(Some(&seed), log.as_ref(), "weir.registry").unwrap();
+    let mut registry = Registry::load(log.as_ref(), "weir.registry").unwrap();
+    let (content, hash) = read_seed_file(&seed).unwrap();
+    let records = registry.apply_source("seed", &content, hash);
+    log.append("weir.registry", 0, &weir_log::borrowed(&records))
+        .unwrap();
+    registry
+        .follow(log.as_ref(), "weir.registry", Duration::ZERO)
+        .unwrap();
+    assert!(registry.apply_source("seed", &content, hash).is_empty(), "applied once");
     registry.forget_idle(1_000, 100);
     for i in 0..10 {
         registry.partition(&format!("app-{i}"), 4);
@@ -133,7 +141,7 @@ fn idle_placements_are_forgotten_durably_and_pinned_ones_kept() {
     assert_eq!(registry.placed(), 2, "app-0 and the pinned one");
     persist(&mut registry);
     // A restart does not load what was forgotten.
-    let mut restarted = Registry::load(Some(&seed), log.as_ref(), "weir.registry").unwrap();
+    let mut restarted = Registry::load(log.as_ref(), "weir.registry").unwrap();
     assert_eq!(restarted.placed(), 2);
     assert_eq!(restarted.partition("pinned-app", 4), 3);
     // Seen again: placed anew by murmur2 over the count of the moment.
@@ -148,10 +156,9 @@ fn idle_placements_are_forgotten_durably_and_pinned_ones_kept() {
 #[test]
 fn a_malformed_seed_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(&dir.path().join("log"), 1);
     let seed = dir.path().join("bad.json");
     std::fs::write(&seed, r#"{"uids": ["not", "a", "map"]}"#).unwrap();
-    let error = Registry::load(Some(&seed), log.as_ref(), "weir.registry").unwrap_err();
+    let error = read_seed_file(&seed).unwrap_err();
     assert!(error.to_string().contains("bad.json"), "{error}");
 }
 
