@@ -192,6 +192,8 @@ pub struct Admin {
     pub status: Option<Status>,
     /// The Graphite sinks, where this process runs the storage stage.
     pub graphite: Arc<GraphiteSinks>,
+    /// The router, where this process runs ingest (the registry routes).
+    pub registry: Option<weir_router::WeakRouterHandle>,
     /// The bearer token every admin route requires, if set.
     pub token: Option<Token>,
 }
@@ -203,7 +205,8 @@ pub struct Admin {
 /// `DELETE /admin/state/NAME@VERSION` (drop a retired version's kept
 /// state at the next checkpoints); with Graphite sinks `GET
 /// /admin/sinks/NAME/destinations` and `PUT`/`DELETE
-/// /admin/sinks/NAME/destinations/HOST:PORT`.
+/// /admin/sinks/NAME/destinations/HOST:PORT`; with a router the registry
+/// routes ([`crate::registry`]).
 pub fn routes(admin: Admin) -> Router {
     let token = admin.token.clone();
     let mut router = Router::new()
@@ -227,6 +230,9 @@ pub fn routes(admin: Admin) -> Router {
                     async { StatusCode::ACCEPTED }
                 }),
             );
+    }
+    if let Some(handle) = admin.registry {
+        router = router.merge(crate::registry::routes(handle));
     }
     if !admin.graphite.is_empty() {
         let sinks = Router::new()

@@ -10,6 +10,7 @@ mod admin;
 mod bench;
 mod config;
 mod eval;
+mod registry;
 mod replay;
 mod run;
 mod send;
@@ -72,6 +73,8 @@ enum Command {
     State(state::StateArgs),
     /// Show weir's topics, or grow them to more partitions while weir runs.
     Topics(topics::TopicsArgs),
+    /// Show or change the service registry of a running weir.
+    Registry(registry::RegistryArgs),
 }
 
 fn main() -> ExitCode {
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
         Command::State(args) => state::state(args),
         Command::Replay(args) => replay::replay(args),
         Command::Topics(args) => topics::topics(args),
+        Command::Registry(args) => registry::registry(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -168,11 +168,21 @@ pub fn run(args: ServiceArgs, roles: Roles) -> anyhow::Result<()> {
         None
     };
 
+    let router = if roles.ingest {
+        Some(weir_router::start(
+            log.clone(),
+            topics.clone(),
+            &config.router,
+        )?)
+    } else {
+        None
+    };
     let admin = admin::Admin {
         log: log.clone(),
         topics: topics.clone(),
         status: processor.as_ref().map(|p| p.status()),
         graphite: Arc::new(storage.as_ref().map(Storage::graphite).unwrap_or_default()),
+        registry: router.as_ref().map(|(handle, _)| handle.downgrade()),
         token: config.admin.token()?,
     };
     // The admin routes go on their own listener, or beside the others.
@@ -182,7 +192,8 @@ pub fn run(args: ServiceArgs, roles: Roles) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let router_thread = runtime.block_on(async {
+    let (router, router_thread) = router.unzip();
+    runtime.block_on(async {
         let mut servers = Vec::new();
         if let Some(listen) = &config.admin.listen {
             servers.push(serve("admin", listen, Router::new(), "", Some(&admin), None).await?);
@@ -192,24 +203,21 @@ pub fn run(args: ServiceArgs, roles: Roles) -> anyhow::Result<()> {
             let app = telemetry::routes();
             servers.push(serve("metrics", listen, app, what, shared_admin, None).await?);
         }
-        let ingest = if roles.ingest {
-            Some(start_ingest(&config, &log, &topics, shared_admin).await?)
-        } else {
-            None
+        let http = match &router {
+            Some(router) => start_ingest(&config, router, shared_admin).await?,
+            None => None,
         };
         println!("data in {}", data_dir.display());
         wait_for_signal().await;
         println!("shutting down");
         bound_shutdown(Duration::from_secs(config.shutdown_timeout_secs));
         servers.iter().for_each(|server| server.abort());
-        anyhow::Ok(ingest.map(|(http, router, router_thread)| {
-            if let Some(http) = http {
-                http.abort();
-            }
-            drop(router);
-            router_thread
-        }))
+        if let Some(http) = http {
+            http.abort();
+        }
+        anyhow::Ok(())
     })?;
+    drop(router);
     // Listener tasks end with the runtime; then the router sees no senders.
     runtime.shutdown_background();
     if let Some(router_thread) = router_thread {
@@ -320,21 +328,13 @@ fn start_storage(
     })
 }
 
-type Ingest = (
-    Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    weir_router::RouterHandle,
-    std::thread::JoinHandle<()>,
-);
-
-/// The router and every configured listener; the HTTP listener also
+/// Every configured listener, feeding `router`; the HTTP listener also
 /// serves /metrics and /healthz, and the admin routes when given.
 async fn start_ingest(
     config: &Config,
-    log: &Arc<dyn Log>,
-    topics: &Topics,
+    router: &weir_router::RouterHandle,
     admin: Option<&admin::Admin>,
-) -> anyhow::Result<Ingest> {
-    let (router, router_thread) = weir_router::start(log.clone(), topics.clone(), &config.router)?;
+) -> anyhow::Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>> {
     let bound = weir_ingest::listeners::start(&config.ingest, router.clone()).await?;
     if let Some(addr) = bound.tcp {
         println!("listening tcp {addr} (NDJSON)");
@@ -355,7 +355,7 @@ async fn start_ingest(
         }
         None => None,
     };
-    Ok((http, router, router_thread))
+    Ok(http)
 }
 
 /// Binds `listen` and serves `app` there (over TLS with `tls`), with the

@@ -179,7 +179,11 @@ fn check_future(time: f64, options: &DecodeOptions, now: f64) -> Result<(), Reje
 }
 
 /// The `Value`-based path: slower, but names exactly what is wrong.
-pub(crate) fn decode_slow(line: &[u8], options: &DecodeOptions, now: f64) -> Result<Event, Rejection> {
+pub(crate) fn decode_slow(
+    line: &[u8],
+    options: &DecodeOptions,
+    now: f64,
+) -> Result<Event, Rejection> {
     let mut de = serde_json::Deserializer::from_slice(line);
     let raw = match RawSeed
         .deserialize(&mut de)

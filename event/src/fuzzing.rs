@@ -21,9 +21,8 @@ pub fn check_line(line: &[u8]) {
     for options in variants {
         let mut scanned = Typed::default();
         if scan::scan(line, &mut scanned).is_some() {
-            let mut visited = decode_visited(line).unwrap_or_else(|| {
-                panic!("the scanner took a line serde refuses: {line:?}")
-            });
+            let mut visited = decode_visited(line)
+                .unwrap_or_else(|| panic!("the scanner took a line serde refuses: {line:?}"));
             assert_eq!(
                 scanned.finish(&options, now),
                 visited.finish(&options, now),

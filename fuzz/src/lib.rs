@@ -67,7 +67,11 @@ pub fn reactor(data: &[u8]) {
     let reactor = Reactor::build(&config).expect("it built once");
     let mut restored = Engine::new(0, vec![reactor], 1.0);
     restored.load(saved.clone()).expect("its own state loads");
-    assert_eq!(restored.save(), saved, "{pipeline:?}: state changed by a save and load");
+    assert_eq!(
+        restored.save(),
+        saved,
+        "{pipeline:?}: state changed by a save and load"
+    );
 }
 
 /// A segment file and its index ([`weir_log::fuzzing::check_segment`]):

@@ -26,7 +26,10 @@ pub fn check_http_body(body: &[u8]) {
         }
     };
     let numbers: Vec<usize> = errors.iter().map(|e| e.line).collect();
-    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "errors out of order");
+    assert!(
+        numbers.windows(2).all(|w| w[0] < w[1]),
+        "errors out of order"
+    );
     if body.trim_ascii_start().starts_with(b"[") {
         let items = serde_json::from_slice::<Vec<serde_json::Value>>(body.trim_ascii_start())
             .expect("an array body decoded only if it parses")
@@ -41,5 +44,8 @@ pub fn check_http_body(body: &[u8]) {
         .map(|(host, _)| host.into_owned())
         .collect();
     let accepted: Vec<&str> = events.iter().map(|(host, _)| host).collect();
-    assert_eq!(accepted, valid_alone, "accepted lines differ from the valid ones");
+    assert_eq!(
+        accepted, valid_alone,
+        "accepted lines differ from the valid ones"
+    );
 }

@@ -435,14 +435,19 @@ impl Router {
                 self.forget_idle();
             }
         }
-        if messages.iter().any(|m| matches!(m, Message::Registry { .. })) {
+        if messages
+            .iter()
+            .any(|m| matches!(m, Message::Registry { .. }))
+        {
             let (requests, rest): (Vec<_>, Vec<_>) = messages
                 .drain(..)
                 .partition(|m| matches!(m, Message::Registry { .. }));
             *messages = rest;
             for message in requests {
                 if let Message::Registry { request, answer } = message {
-                    let answered = self.answer(request).map_err(|e| RouteError::Registry(Arc::new(e)));
+                    let answered = self
+                        .answer(request)
+                        .map_err(|e| RouteError::Registry(Arc::new(e)));
                     // An asker that stopped waiting needs no answer.
                     let _ = answer.send(answered);
                 }
@@ -516,7 +521,9 @@ impl Router {
         };
         follow(&mut self.registry);
         while let Ok(update) = self.updates.try_recv() {
-            let records = self.registry.apply_source(&update.name, &update.seed, update.hash);
+            let records = self
+                .registry
+                .apply_source(&update.name, &update.seed, update.hash);
             if records.is_empty() {
                 continue;
             }
@@ -548,7 +555,9 @@ impl Router {
         let registry = &self.registry;
         let records = match request {
             RegistryRequest::View => return Ok(RegistryAnswer::View(registry.view())),
-            RegistryRequest::SetHost { host, uid } => registry.set_host(&host, &uid, ADMIN_ORIGIN)?,
+            RegistryRequest::SetHost { host, uid } => {
+                registry.set_host(&host, &uid, ADMIN_ORIGIN)?
+            }
             RegistryRequest::RemoveHost { host } => registry.remove_host(&host)?,
             RegistryRequest::ReplaceHosts { uid, hosts } => {
                 registry.replace_hosts(&uid, &hosts, ADMIN_ORIGIN)?

@@ -126,7 +126,9 @@ impl Seed {
             detail,
         };
         for (host, uid) in &seed.uids {
-            check_host(host).and_then(|()| check_uid(uid)).map_err(|e| invalid(e.to_string()))?;
+            check_host(host)
+                .and_then(|()| check_uid(uid))
+                .map_err(|e| invalid(e.to_string()))?;
         }
         for (uid, hosts) in &seed.hosts {
             check_uid(uid).map_err(|e| invalid(e.to_string()))?;
@@ -395,14 +397,26 @@ impl Registry {
 
     /// The partition of `uid`, placing it by murmur2 if it has none yet.
     pub fn partition(&mut self, uid: &str, partitions: u32) -> u32 {
-        place(self.clock, &mut self.partitions, &mut self.new_placements, uid, partitions)
+        place(
+            self.clock,
+            &mut self.partitions,
+            &mut self.new_placements,
+            uid,
+            partitions,
+        )
     }
 
     /// The partition of `host`'s application ([`Registry::uid`],
     /// [`Registry::partition`]).
     pub fn route(&mut self, host: &str, partitions: u32) -> u32 {
         let uid = self.uids.get(host).map_or(host, |m| m.uid.as_str());
-        place(self.clock, &mut self.partitions, &mut self.new_placements, uid, partitions)
+        place(
+            self.clock,
+            &mut self.partitions,
+            &mut self.new_placements,
+            uid,
+            partitions,
+        )
     }
 
     /// Applications with a placement (the registry's size).
@@ -473,7 +487,12 @@ impl Registry {
     }
 
     /// The records that map `host` to `uid` (none if it already is).
-    pub fn set_host(&self, host: &str, uid: &str, origin: &str) -> Result<Vec<OwnedProduce>, RegistryError> {
+    pub fn set_host(
+        &self,
+        host: &str,
+        uid: &str,
+        origin: &str,
+    ) -> Result<Vec<OwnedProduce>, RegistryError> {
         check_host(host)?;
         check_uid(uid)?;
         let current = self.uids.get(host);
@@ -495,7 +514,12 @@ impl Registry {
     }
 
     /// The records that make `hosts` exactly `uid`'s hosts.
-    pub fn replace_hosts(&self, uid: &str, hosts: &[String], origin: &str) -> Result<Vec<OwnedProduce>, RegistryError> {
+    pub fn replace_hosts(
+        &self,
+        uid: &str,
+        hosts: &[String],
+        origin: &str,
+    ) -> Result<Vec<OwnedProduce>, RegistryError> {
         check_uid(uid)?;
         for host in hosts {
             check_host(host)?;

@@ -111,7 +111,11 @@ impl Sources {
 }
 
 /// Polls `url`; the new content when it changed.
-fn poll(client: &reqwest::blocking::Client, url: &str, etag: &mut Option<String>) -> Option<Update> {
+fn poll(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    etag: &mut Option<String>,
+) -> Option<Update> {
     let mut request = client.get(url);
     if let Some(tag) = etag.as_deref() {
         request = request.header(reqwest::header::IF_NONE_MATCH, tag);
@@ -119,10 +123,13 @@ fn poll(client: &reqwest::blocking::Client, url: &str, etag: &mut Option<String>
     let response = match request.send() {
         Ok(response) => response,
         Err(error) => {
-            failed(url, &RegistryError::Parse {
-                source_name: url.to_owned(),
-                detail: format!("unreachable: {error}"),
-            });
+            failed(
+                url,
+                &RegistryError::Parse {
+                    source_name: url.to_owned(),
+                    detail: format!("unreachable: {error}"),
+                },
+            );
             return None;
         }
     };
@@ -131,10 +138,13 @@ fn poll(client: &reqwest::blocking::Client, url: &str, etag: &mut Option<String>
         return None;
     }
     if !status.is_success() {
-        failed(url, &RegistryError::Parse {
-            source_name: url.to_owned(),
-            detail: format!("answered {status}"),
-        });
+        failed(
+            url,
+            &RegistryError::Parse {
+                source_name: url.to_owned(),
+                detail: format!("answered {status}"),
+            },
+        );
         return None;
     }
     let tag = response
@@ -145,10 +155,13 @@ fn poll(client: &reqwest::blocking::Client, url: &str, etag: &mut Option<String>
     let text = match response.bytes() {
         Ok(text) => text,
         Err(error) => {
-            failed(url, &RegistryError::Parse {
-                source_name: url.to_owned(),
-                detail: format!("reading the body: {error}"),
-            });
+            failed(
+                url,
+                &RegistryError::Parse {
+                    source_name: url.to_owned(),
+                    detail: format!("reading the body: {error}"),
+                },
+            );
             return None;
         }
     };

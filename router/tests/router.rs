@@ -122,7 +122,10 @@ fn idle_placements_are_forgotten_durably_and_pinned_ones_kept() {
     registry
         .follow(log.as_ref(), "weir.registry", Duration::ZERO)
         .unwrap();
-    assert!(registry.apply_source("seed", &content, hash).is_empty(), "applied once");
+    assert!(
+        registry.apply_source("seed", &content, hash).is_empty(),
+        "applied once"
+    );
     registry.forget_idle(1_000, 100);
     for i in 0..10 {
         registry.partition(&format!("app-{i}"), 4);

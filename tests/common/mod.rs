@@ -262,6 +262,11 @@ impl Weir {
     pub fn metric(&self, series: &str) -> f64 {
         self.service.metric(series)
     }
+
+    /// The sum of every series of metric `name`.
+    pub fn metric_sum(&self, name: &str) -> f64 {
+        self.service.metric_sum(name)
+    }
 }
 
 /// A Kafka-protocol broker (tansu, on SQLite in a temporary directory) on
