@@ -345,6 +345,12 @@ async fn start_ingest(
     if let Some(path) = &bound.unix {
         println!("listening unix {} (NDJSON)", path.display());
     }
+    if let Some(addr) = bound.graphite {
+        println!("listening graphite {addr} (Graphite plaintext, TCP and UDP)");
+    }
+    if let Some(addr) = bound.riemann {
+        println!("listening riemann {addr} (Riemann protobuf, TCP and UDP)");
+    }
     let http = match &config.ingest.http {
         Some(listener) => {
             let app = weir_ingest::http::routes(&config.ingest, router.clone())

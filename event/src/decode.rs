@@ -58,6 +58,9 @@ pub enum Reason {
     BatchTooLarge,
     /// `time` lies further ahead of the receiving node's clock than allowed.
     TimeInFuture,
+    /// A frame of another wire protocol (Graphite, Riemann, …) that does
+    /// not parse.
+    Malformed,
 }
 
 impl Reason {
@@ -73,6 +76,7 @@ impl Reason {
             Reason::LineTooLong => "line_too_long",
             Reason::BatchTooLarge => "batch_too_large",
             Reason::TimeInFuture => "time_in_future",
+            Reason::Malformed => "malformed",
         }
     }
 }

@@ -1,9 +1,13 @@
 //! Ingest: terminates producer connections, decodes each protocol into
 //! events, validates them line by line, and hands batches to the router.
 //!
-//! - [`ndjson`] decodes a byte stream of NDJSON lines with a line limit;
-//!   TCP, Unix sockets and UDP datagrams all go through it.
-//! - [`listeners`] accepts connections with a connection limit.
+//! - [`protocol`] is the one shape of a wire protocol (framing, decoding
+//!   with per-item rejections, answers) and the stream and datagram
+//!   serving every protocol shares;
+//! - [`ndjson`] (godot's NDJSON over TCP, UDP, Unix sockets), [`graphite`]
+//!   (plaintext, TCP and UDP) and [`riemann`] (protobuf, TCP and UDP) are
+//!   the protocols;
+//! - [`listeners`] binds them, with a connection limit;
 //! - [`http`] serves `POST /events` (JSON array or NDJSON).
 //!
 //! Backpressure: a connection awaits the router's bounded queue before it
@@ -11,10 +15,13 @@
 
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod graphite;
 pub mod http;
 pub mod listeners;
 pub mod metrics;
 pub mod ndjson;
+pub mod protocol;
+pub mod riemann;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -25,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use weir_event::TtlUnit;
 use weir_log::Secret;
 
-/// One NDJSON listener.
+/// One socket listener.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
@@ -46,6 +53,16 @@ impl Listener {
             listen: listen.into(),
             ttl_unit: TtlUnit::S,
             tls: None,
+        }
+    }
+
+    /// The same listener on `port` (the UDP side of a TCP listener
+    /// whose port was chosen by the system).
+    pub fn at_port(&self, port: u16) -> Listener {
+        let host = self.listen.rsplit_once(':').map_or("", |(host, _)| host);
+        Listener {
+            listen: format!("{host}:{port}"),
+            ..self.clone()
         }
     }
 
@@ -72,6 +89,10 @@ pub struct IngestConfig {
     pub unix: Option<Listener>,
     /// HTTP: `POST /events`, `/metrics`, `/healthz`.
     pub http: Option<Listener>,
+    /// Graphite plaintext, TCP and UDP on the same port (carbon's 2003).
+    pub graphite: Option<GraphiteListener>,
+    /// Riemann's protobuf, TCP and UDP on the same port (Riemann's 5555).
+    pub riemann: Option<Listener>,
     /// Longest accepted line, in bytes.
     pub max_line_bytes: usize,
     /// Most simultaneous stream connections (TCP + Unix each).
@@ -104,6 +125,8 @@ impl Default for IngestConfig {
             udp: Some(Listener::at("127.0.0.1:9876")),
             unix: None,
             http: Some(Listener::at("127.0.0.1:9877")),
+            graphite: None,
+            riemann: None,
             max_line_bytes: 1 << 20,
             max_connections: 1024,
             idle_timeout_secs: 300,
@@ -114,6 +137,19 @@ impl Default for IngestConfig {
             tokens: BTreeMap::new(),
         }
     }
+}
+
+/// The Graphite listener: where, and how paths become events.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GraphiteListener {
+    /// Where it listens, and its TLS (TCP).
+    #[serde(flatten)]
+    pub listener: Listener,
+    /// Templates, `"[FILTER] TEMPLATE"` ([`graphite`]); none:
+    /// `host.service*`.
+    #[serde(default)]
+    pub templates: Vec<String>,
 }
 
 /// Errors starting ingest.
@@ -129,6 +165,14 @@ pub enum IngestError {
         address: String,
         /// Why.
         source: std::io::Error,
+    },
+    /// A protocol's settings are invalid.
+    #[error("[ingest.{protocol}]: {detail}")]
+    Config {
+        /// Which protocol.
+        protocol: &'static str,
+        /// What is wrong.
+        detail: String,
     },
     /// A listener's TLS set-up failed (or it cannot have TLS).
     #[error("TLS on the {protocol} listener: {detail}")]
@@ -149,6 +193,10 @@ pub struct Bound {
     pub udp: Option<std::net::SocketAddr>,
     /// Unix socket path.
     pub unix: Option<PathBuf>,
+    /// Graphite plaintext (TCP and UDP).
+    pub graphite: Option<std::net::SocketAddr>,
+    /// Riemann protobuf (TCP and UDP).
+    pub riemann: Option<std::net::SocketAddr>,
 }
 
 /// Wall-clock seconds, for events that arrive without a `time`.

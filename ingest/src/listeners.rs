@@ -1,5 +1,7 @@
-//! Socket listeners: TCP and Unix stream sockets (a task per connection,
-//! capped by a semaphore) and UDP (one task reading datagrams).
+//! Socket listeners: stream sockets (TCP, Unix; a task per connection,
+//! capped by a semaphore) and UDP (one task reading datagrams), each
+//! speaking one [`Protocol`]. A protocol is registered here in one line
+//! per transport it runs on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,84 +11,155 @@ use tokio::net::{TcpListener, UdpSocket, UnixListener};
 use tokio::sync::Semaphore;
 use weir_event::DecodeOptions;
 use weir_log::backoff::Backoff;
-use weir_router::{Encoded, RouterHandle};
+use weir_router::RouterHandle;
 
-use crate::metrics::{ACCEPTED, CONNECTIONS, TLS_FAILURES};
-use crate::ndjson::{decode_lines, read_stream};
+use crate::graphite::Graphite;
+use crate::metrics::{CONNECTIONS, TLS_FAILURES};
+use crate::ndjson::Ndjson;
+use crate::protocol::{serve_datagrams, serve_stream, Protocol, StreamLimits};
+use crate::riemann::Riemann;
 use crate::tls::Acceptor;
 use crate::{Bound, IngestConfig, IngestError, Listener};
 
 /// Binds every configured socket listener and spawns its accept loop on
 /// the current runtime. Returns where each one listens.
 pub async fn start(config: &IngestConfig, router: RouterHandle) -> Result<Bound, IngestError> {
-    let mut bound = Bound::default();
-    if let Some(listener) = &config.tcp {
-        let socket = TcpListener::bind(&listener.listen)
-            .await
-            .map_err(bind_err("tcp", listener))?;
-        bound.tcp = socket.local_addr().ok();
-        let (options, limits) = settings(config, listener);
-        let tls = listener.acceptor("tcp")?;
-        let router = router.clone();
-        tokio::spawn(async move {
-            accept_loop("tcp", limits, router, options, tls, || async {
-                socket.accept().await.map(|(stream, _)| stream)
-            })
-            .await
-        });
-    }
     for (protocol, listener) in [("unix", &config.unix), ("udp", &config.udp)] {
         if listener.as_ref().is_some_and(|l| l.tls.is_some()) {
             return Err(IngestError::Tls {
                 protocol,
-                detail: "only the tcp and http listeners offer TLS".into(),
+                detail: "only stream listeners on TCP and the http listener offer TLS".into(),
             });
         }
     }
+    let ndjson = |name, listener: &Listener| Ndjson {
+        name,
+        options: options(config, listener),
+        max_line: config.max_line_bytes,
+    };
+    let mut bound = Bound::default();
+    if let Some(listener) = &config.tcp {
+        bound.tcp = Some(tcp(config, listener, ndjson("tcp", listener), &router).await?);
+    }
     if let Some(listener) = &config.unix {
-        // A socket file left by a previous run would make bind fail.
-        let _ = std::fs::remove_file(&listener.listen);
-        let socket = UnixListener::bind(&listener.listen).map_err(bind_err("unix", listener))?;
+        unix(config, listener, ndjson("unix", listener), &router)?;
         bound.unix = Some(listener.listen.clone().into());
-        let (options, limits) = settings(config, listener);
-        let router = router.clone();
-        tokio::spawn(async move {
-            accept_loop("unix", limits, router, options, None, || async {
-                socket.accept().await.map(|(stream, _)| stream)
-            })
-            .await
-        });
     }
     if let Some(listener) = &config.udp {
-        let socket = UdpSocket::bind(&listener.listen)
-            .await
-            .map_err(bind_err("udp", listener))?;
-        bound.udp = socket.local_addr().ok();
-        let (options, limits) = settings(config, listener);
-        tokio::spawn(udp_loop(socket, options, limits.max_line, router));
+        bound.udp = Some(udp(listener, ndjson("udp", listener), &router).await?);
+    }
+    if let Some(listener) = &config.graphite {
+        let graphite = |name| Graphite::new(name, &listener.templates);
+        let graphite = (graphite("graphite"), graphite("graphite-udp"));
+        let tcp = tcp(config, &listener.listener, graphite.0?, &router).await?;
+        udp(&listener.listener.at_port(tcp.port()), graphite.1?, &router).await?;
+        bound.graphite = Some(tcp);
+    }
+    if let Some(listener) = &config.riemann {
+        let riemann = |name| Riemann {
+            name,
+            options: options(config, listener),
+        };
+        let tcp = tcp(config, listener, riemann("riemann"), &router).await?;
+        udp(
+            &listener.at_port(tcp.port()),
+            riemann("riemann-udp"),
+            &router,
+        )
+        .await?;
+        bound.riemann = Some(tcp);
     }
     Ok(bound)
 }
 
-#[derive(Clone, Copy)]
-struct Limits {
-    max_line: usize,
-    max_connections: usize,
-    idle: Duration,
+fn options(config: &IngestConfig, listener: &Listener) -> DecodeOptions {
+    DecodeOptions {
+        ttl_unit: listener.ttl_unit,
+        max_future_secs: config.max_future_secs,
+    }
 }
 
-fn settings(config: &IngestConfig, listener: &Listener) -> (DecodeOptions, Limits) {
-    (
-        DecodeOptions {
-            ttl_unit: listener.ttl_unit,
-            max_future_secs: config.max_future_secs,
-        },
-        Limits {
-            max_line: config.max_line_bytes,
-            max_connections: config.max_connections,
-            idle: Duration::from_secs(config.idle_timeout_secs.max(1)),
-        },
-    )
+fn limits(config: &IngestConfig) -> (StreamLimits, usize) {
+    let limits = StreamLimits {
+        max_frame: config.max_line_bytes,
+        idle: Duration::from_secs(config.idle_timeout_secs.max(1)),
+    };
+    (limits, config.max_connections)
+}
+
+/// Serves `protocol` on a TCP listener (over TLS when configured).
+async fn tcp<P: Protocol>(
+    config: &IngestConfig,
+    listener: &Listener,
+    protocol: P,
+    router: &RouterHandle,
+) -> Result<std::net::SocketAddr, IngestError> {
+    let name = protocol.name();
+    let socket = TcpListener::bind(&listener.listen)
+        .await
+        .map_err(bind_err(name, listener))?;
+    let address = socket.local_addr().map_err(bind_err(name, listener))?;
+    let tls = listener.acceptor(name)?;
+    let (limits, max_connections) = limits(config);
+    let router = router.clone();
+    tokio::spawn(async move {
+        let accept = || async { socket.accept().await.map(|(stream, _)| stream) };
+        accept_loop(
+            Arc::new(protocol),
+            limits,
+            max_connections,
+            router,
+            tls,
+            accept,
+        )
+        .await
+    });
+    Ok(address)
+}
+
+/// Serves `protocol` on a Unix stream socket.
+fn unix<P: Protocol>(
+    config: &IngestConfig,
+    listener: &Listener,
+    protocol: P,
+    router: &RouterHandle,
+) -> Result<(), IngestError> {
+    // A socket file left by a previous run would make bind fail.
+    let _ = std::fs::remove_file(&listener.listen);
+    let socket =
+        UnixListener::bind(&listener.listen).map_err(bind_err(protocol.name(), listener))?;
+    let (limits, max_connections) = limits(config);
+    let router = router.clone();
+    tokio::spawn(async move {
+        let accept = || async { socket.accept().await.map(|(stream, _)| stream) };
+        accept_loop(
+            Arc::new(protocol),
+            limits,
+            max_connections,
+            router,
+            None,
+            accept,
+        )
+        .await
+    });
+    Ok(())
+}
+
+/// Serves `protocol` on a UDP socket.
+async fn udp<P: Protocol>(
+    listener: &Listener,
+    protocol: P,
+    router: &RouterHandle,
+) -> Result<std::net::SocketAddr, IngestError> {
+    let socket = UdpSocket::bind(&listener.listen)
+        .await
+        .map_err(bind_err(protocol.name(), listener))?;
+    let address = socket
+        .local_addr()
+        .map_err(bind_err(protocol.name(), listener))?;
+    let router = router.clone();
+    tokio::spawn(async move { serve_datagrams(&protocol, socket, router).await });
+    Ok(address)
 }
 
 fn bind_err<'a>(
@@ -100,23 +173,30 @@ fn bind_err<'a>(
     }
 }
 
+/// A stream connection, plain or TLS.
+trait Connection: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Connection for T {}
+
 /// Accepts connections while fewer than `max_connections` are open; an
 /// accept error is retried with backoff instead of ending the listener.
 /// With `tls`, each connection's handshake runs in its own task.
-async fn accept_loop<S, F, Fut>(
-    protocol: &'static str,
-    limits: Limits,
+async fn accept_loop<P, S, F, Fut>(
+    protocol: Arc<P>,
+    limits: StreamLimits,
+    max_connections: usize,
     router: RouterHandle,
-    options: DecodeOptions,
     tls: Option<Acceptor>,
     accept: F,
 ) where
+    P: Protocol,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = std::io::Result<S>>,
 {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let gauge = CONNECTIONS.with_label_values(&[protocol]);
+    let name = protocol.name();
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let gauge = CONNECTIONS.with_label_values(&[name]);
     let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -128,57 +208,30 @@ async fn accept_loop<S, F, Fut>(
                 stream
             }
             Err(error) => {
-                tracing::warn!(protocol, %error, "accept failed; retrying");
+                tracing::warn!(protocol = name, %error, "accept failed; retrying");
                 tokio::time::sleep(backoff.failed()).await;
                 continue;
             }
         };
-        let (router, gauge, tls) = (router.clone(), gauge.clone(), tls.clone());
+        let (router, gauge, tls, protocol) =
+            (router.clone(), gauge.clone(), tls.clone(), protocol.clone());
         gauge.inc();
         tokio::spawn(async move {
             let ended = async {
-                let stream: Box<dyn AsyncRead + Unpin + Send> = match tls {
+                let stream: Box<dyn Connection> = match tls {
                     None => Box::new(stream),
                     Some(tls) => Box::new(tls.accept(stream).await.inspect_err(|_| {
-                        TLS_FAILURES.with_label_values(&[protocol]).inc();
+                        TLS_FAILURES.with_label_values(&[name]).inc();
                     })?),
                 };
-                let (max_line, idle) = (limits.max_line, limits.idle);
-                read_stream(stream, protocol, options, max_line, idle, &router).await
+                serve_stream(&*protocol, stream, limits, &router).await
             }
             .await;
             if let Err(error) = ended {
-                tracing::debug!(protocol, %error, "connection ended with an error");
+                tracing::debug!(protocol = name, %error, "connection ended with an error");
             }
             gauge.dec();
             drop(permit);
         });
-    }
-}
-
-async fn udp_loop(
-    socket: UdpSocket,
-    options: DecodeOptions,
-    max_line: usize,
-    router: RouterHandle,
-) {
-    let mut datagram = vec![0u8; 65_536];
-    let accepted = ACCEPTED.with_label_values(&["udp"]);
-    loop {
-        let len = match socket.recv(&mut datagram).await {
-            Ok(len) => len,
-            Err(error) => {
-                tracing::warn!(%error, "udp receive failed");
-                continue;
-            }
-        };
-        let mut events = Encoded::default();
-        decode_lines(&datagram[..len], "udp", &options, max_line, &mut events);
-        if events.is_empty() {
-            continue;
-        }
-        if router.send(events, accepted.clone()).await.is_err() {
-            return;
-        }
     }
 }
