@@ -267,6 +267,11 @@ impl Weir {
     pub fn metric_sum(&self, name: &str) -> f64 {
         self.service.metric_sum(name)
     }
+
+    /// The address of a listener it printed (`listening KIND ADDR`).
+    pub fn service_addr(&self, kind: &str) -> SocketAddr {
+        self.service.addr(kind)
+    }
 }
 
 /// A Kafka-protocol broker (tansu, on SQLite in a temporary directory) on

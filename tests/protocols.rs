@@ -1,0 +1,208 @@
+//! Ingest protocols through the real binary, each driven by a real client
+//! someone else wrote, through to a reactor's result: Riemann's C client
+//! (`riemann-client`, TCP with acknowledgements and UDP) and collectd's
+//! `write_riemann`; netcat and collectd's `write_graphite` for Graphite
+//! plaintext.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{results, wait_until, Weir, LISTENERS};
+use serde_json::Value;
+
+const REACTOR: &str = "[[reactor]]\nname = \"all\"\npipeline = 'where host != \"\"'\n";
+
+fn find<'a>(results: &'a [Value], host: &str) -> Option<&'a Value> {
+    results.iter().find(|r| r["host"] == host)
+}
+
+/// collectd in the foreground with `plugins` (config text), reporting
+/// as host `cd1` every second, for `seconds` (SIGKILL then: collectd hangs
+/// on SIGTERM).
+fn collectd(dir: &Path, plugins: &str, seconds: u64) -> std::process::Child {
+    let conf = dir.join("collectd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Hostname \"cd1\"\nFQDNLookup false\nInterval 1\nBaseDir \"{base}\"\nPIDFile \"{base}/collectd.pid\"\n\
+             PluginDir \"/usr/lib/collectd\"\nTypesDB \"/usr/share/collectd/types.db\"\nLoadPlugin load\n{plugins}",
+            base = dir.display()
+        ),
+    )
+    .unwrap();
+    Command::new("timeout")
+        .args(["-s", "KILL", &seconds.to_string(), "collectd", "-f", "-C"])
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("collectd (collectd-core; scripts/test installs it)")
+}
+
+#[test]
+fn riemann_clients_send_over_tcp_with_acks_and_over_udp() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = format!("{LISTENERS}[ingest.riemann]\nlisten = \"127.0.0.1:0\"\n{REACTOR}");
+    let weir = Weir::start(&config, &data);
+    let port = weir.service_addr("riemann").port().to_string();
+    let client = |args: &[&str]| {
+        Command::new("riemann-client")
+            .arg("send")
+            .args(args)
+            .args(["127.0.0.1", &port])
+            .output()
+            .expect("riemann-client (riemann-c-client; scripts/test installs it)")
+    };
+    // Acknowledged after the append: exit 0.
+    let sent = client(&[
+        "-h", "web1", "-S", "svc", "-s", "ok", "-d", "3.5", "-t", "a", "-a", "k=v", "-L", "60",
+    ]);
+    assert!(sent.status.success(), "{sent:?}");
+    let sent = client(&["-U", "-h", "udp1", "-S", "svc", "-i", "7"]);
+    assert!(sent.status.success(), "{sent:?}");
+    // An event without a host is refused by name: exit 1.
+    let refused = client(&["-S", "svc", "-d", "1"]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let said = String::from_utf8_lossy(&refused.stderr) + String::from_utf8_lossy(&refused.stdout);
+    assert!(said.contains("host"), "{said}");
+
+    wait_until(Duration::from_secs(30), "both results", || {
+        let all = results(&data);
+        find(&all, "web1").is_some() && find(&all, "udp1").is_some()
+    });
+    let all = results(&data);
+    let web1 = find(&all, "web1").unwrap();
+    assert_eq!(
+        (&web1["service"], &web1["state"], &web1["metric"]),
+        (&"svc".into(), &"ok".into(), &3.5.into())
+    );
+    assert_eq!(
+        (&web1["tags"][0], &web1["meta"]["k"], &web1["ttl"]),
+        (&"a".into(), &"v".into(), &60.0.into())
+    );
+    let stamped = web1["time"].as_f64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - stamped).abs() < 120.0,
+        "no time sent: stamped at ingest ({stamped})"
+    );
+    assert_eq!(find(&all, "udp1").unwrap()["metric"], 7.0, "metric_sint64");
+    assert_eq!(
+        weir.metric("weir_ingest_rejected_total{protocol=\"riemann\",reason=\"missing_host\"}"),
+        1.0
+    );
+
+    // collectd's write_riemann, a real agent stream.
+    let agent = collectd(
+        dir.path(),
+        &format!(
+            "LoadPlugin write_riemann\n<Plugin write_riemann>\n<Node \"w\">\nHost \"127.0.0.1\"\nPort \"{port}\"\nProtocol TCP\nBatch false\n</Node>\n</Plugin>\n"
+        ),
+        20,
+    );
+    let _agent = Killed(agent);
+    wait_until(
+        Duration::from_secs(20),
+        "collectd's load through write_riemann",
+        || {
+            results(&data).iter().any(|r| {
+                r["host"] == "cd1" && r["service"].as_str().is_some_and(|s| s.starts_with("load"))
+            })
+        },
+    );
+    weir.stop();
+}
+
+#[test]
+fn graphite_plaintext_from_netcat_and_collectd_becomes_events_through_templates() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = format!(
+        "{LISTENERS}[ingest.graphite]\nlisten = \"127.0.0.1:0\"\ntemplates = [\"servers.* .host.service*\", \"collectd.* .host.service*\"]\n{REACTOR}"
+    );
+    let weir = Weir::start(&config, &data);
+    let port = weir.service_addr("graphite").port().to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let netcat = |args: &[&str], input: String| {
+        let mut nc = Command::new("nc")
+            .args(args)
+            .args(["127.0.0.1", &port])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("nc (netcat-openbsd; scripts/test installs it)");
+        nc.stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        assert!(nc.wait().unwrap().success());
+    };
+    // A bad line between good ones loses neither.
+    netcat(
+        &["-N"],
+        format!("servers.web-1.cpu.user 42 {now}\nservers.web-1.cpu.user abc {now}\nservers.web-2.disk.used 0.5 {now}\n"),
+    );
+    netcat(&["-u", "-w1"], format!("servers.web-3.mem.free 9 {now}\n"));
+    wait_until(Duration::from_secs(30), "three results", || {
+        let all = results(&data);
+        ["web-1", "web-2", "web-3"]
+            .iter()
+            .all(|h| find(&all, h).is_some())
+    });
+    let all = results(&data);
+    let web1 = find(&all, "web-1").unwrap();
+    assert_eq!(
+        (&web1["service"], &web1["metric"], &web1["time"]),
+        (&"cpu.user".into(), &42.0.into(), &(now as f64).into())
+    );
+    assert_eq!(
+        find(&all, "web-3").unwrap()["service"],
+        "mem.free",
+        "over UDP"
+    );
+    assert_eq!(
+        weir.metric("weir_ingest_rejected_total{protocol=\"graphite\",reason=\"malformed\"}"),
+        1.0
+    );
+
+    // collectd's write_graphite.
+    let agent = collectd(
+        dir.path(),
+        &format!(
+            "LoadPlugin write_graphite\n<Plugin write_graphite>\n<Node \"w\">\nHost \"127.0.0.1\"\nPort \"{port}\"\nProtocol \"tcp\"\nPrefix \"collectd.\"\n</Node>\n</Plugin>\n"
+        ),
+        20,
+    );
+    let _agent = Killed(agent);
+    wait_until(
+        Duration::from_secs(20),
+        "collectd's load through write_graphite",
+        || {
+            results(&data)
+                .iter()
+                .any(|r| r["host"] == "cd1" && r["service"] == "load.load.shortterm")
+        },
+    );
+    weir.stop();
+}
+
+/// A child process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
