@@ -279,6 +279,13 @@ impl Segment {
             loop {
                 match parse_frame(&buf.slice(at..)) {
                     Frame::Complete(record, used) => {
+                        // A trusted segment is not scanned on open: frames
+                        // out of order (a botched copy) would send readers
+                        // back and round for ever.
+                        if records.last().is_some_and(|r: &Record| r.offset >= record.offset) {
+                            let detail = format!("offset {} out of order", record.offset);
+                            return Err(self.corrupt(&detail, position + at as u64));
+                        }
                         at += used;
                         if record.offset >= from {
                             taken += record.value.len() + record.key.len();
@@ -374,7 +381,12 @@ fn last_offset_after(
             .map_err(io_err("read", path))?;
         let len = u32::from_be_bytes(header[0..4].try_into().unwrap_or_default()) as u64;
         offset = u64::from_be_bytes(header[8..16].try_into().unwrap_or_default());
-        last = Some(offset + 1);
+        // Headers are not checksummed here: a corrupt one may hold any offset.
+        let after = offset.checked_add(1).ok_or_else(|| LogError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("record offset {offset} at byte {position}"),
+        })?;
+        last = Some(after);
         position += HEADER as u64 + len;
     }
     Ok(last.or(Some(offset)))
