@@ -351,11 +351,14 @@ async fn start_ingest(
     if let Some(addr) = bound.riemann {
         println!("listening riemann {addr} (Riemann protobuf, TCP and UDP)");
     }
+    if let Some(addr) = bound.influx {
+        println!("listening influx {addr} (InfluxDB line protocol, UDP)");
+    }
     let http = match &config.ingest.http {
         Some(listener) => {
             let app = weir_ingest::http::routes(&config.ingest, router.clone())
                 .merge(telemetry::routes());
-            let what = "POST /events, GET /metrics, GET /healthz, GET /readyz";
+            let what = "POST /events, POST /write, GET /metrics, GET /healthz, GET /readyz";
             let tls = listener.acceptor("http")?;
             Some(serve("http", &listener.listen, app, what, admin, tls).await?)
         }

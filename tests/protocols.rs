@@ -2,7 +2,8 @@
 //! someone else wrote, through to a reactor's result: Riemann's C client
 //! (`riemann-client`, TCP with acknowledgements and UDP) and collectd's
 //! `write_riemann`; netcat and collectd's `write_graphite` for Graphite
-//! plaintext.
+//! plaintext; curl and collectd's `write_influxdb_udp` for the InfluxDB
+//! line protocol.
 
 mod common;
 
@@ -195,6 +196,68 @@ fn graphite_plaintext_from_netcat_and_collectd_becomes_events_through_templates(
         },
     );
     weir.stop();
+}
+
+#[test]
+fn influx_lines_over_http_and_from_collectd_over_udp() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = format!("{LISTENERS}[ingest.influx]\nlisten = \"127.0.0.1:0\"\n{REACTOR}");
+    let weir = Weir::start(&config, &data);
+    let body = "cpu,host=web-1,core=0 user=42.5,idle=50i 1700000000\ncpu,core=1 user=1 1700000000\nmem,host=web-2 free=7 1700000000\n";
+    let curl = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "--data-binary", body])
+        .arg(format!("http://{}/write?precision=s", weir.http))
+        .output()
+        .expect("curl");
+    let answer = String::from_utf8_lossy(&curl.stdout).into_owned();
+    assert!(answer.ends_with("400"), "a partial write: {answer}");
+    assert!(
+        answer.contains("line 2") && answer.contains("no host tag"),
+        "{answer}"
+    );
+    wait_until(Duration::from_secs(30), "the good lines' events", || {
+        let all = results(&data);
+        all.iter().filter(|r| r["host"] == "web-1").count() == 2 && find(&all, "web-2").is_some()
+    });
+    let all = results(&data);
+    let user = all.iter().find(|r| r["service"] == "cpu.user").unwrap();
+    assert_eq!(
+        (&user["metric"], &user["time"], &user["meta"]["core"]),
+        (&42.5.into(), &1.7e9.into(), &"0".into())
+    );
+
+    // collectd's write_influxdb_udp (milliseconds, buffered to 1 KiB).
+    let port = weir.service_addr("influx").port();
+    let agent = collectd(
+        dir.path(),
+        &format!(
+            "LoadPlugin cpu\nLoadPlugin write_influxdb_udp\n<Plugin write_influxdb_udp>\nServer \"127.0.0.1\" \"{port}\"\nMaxPacketSize 1024\n</Plugin>\n"
+        ),
+        40,
+    );
+    let _agent = Killed(agent);
+    wait_until(
+        Duration::from_secs(40),
+        "collectd's load through write_influxdb_udp",
+        || {
+            results(&data).iter().any(|r| {
+                r["host"] == "cd1"
+                    && r["service"].as_str().is_some_and(|s| s.starts_with("load"))
+                    && r["time"]
+                        .as_f64()
+                        .is_some_and(|t| (t - now_secs()).abs() < 600.0)
+            })
+        },
+    );
+    weir.stop();
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 /// A child process killed when dropped.

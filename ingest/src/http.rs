@@ -32,7 +32,9 @@ use weir_log::Secret;
 
 use tokio::sync::Semaphore;
 
+use crate::influx::{Influx, Precision};
 use crate::metrics::{reject, ACCEPTED, HTTP_WAITING, PRODUCER_EVENTS, UNAUTHORIZED};
+use crate::protocol::Protocol;
 use crate::{now_secs, IngestConfig};
 
 /// At most this many rejected lines are listed in a reply.
@@ -61,7 +63,8 @@ pub(crate) struct LineError {
     detail: String,
 }
 
-/// The `/events` route, ready to merge into the service's HTTP router.
+/// The `POST /events` and `POST /write` (InfluxDB line protocol) routes,
+/// ready to merge into the service's HTTP router.
 pub fn routes(config: &IngestConfig, router: RouterHandle) -> Router {
     let ttl_unit = config.http.as_ref().map(|l| l.ttl_unit).unwrap_or_default();
     let state = Ingest {
@@ -79,6 +82,7 @@ pub fn routes(config: &IngestConfig, router: RouterHandle) -> Router {
     let turns = Arc::new(Semaphore::new(config.max_http_requests.max(1)));
     let routes = Router::new()
         .route("/events", post(post_events))
+        .route("/write", post(post_influx))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(middleware::from_fn(move |request, next| {
             take_turn(turns.clone(), request, next)
@@ -280,4 +284,79 @@ async fn post_events(
             json!({"accepted": accepted, "rejected": rejected, "error": &listed[0], "errors": listed}),
         ),
     )
+}
+
+/// `POST /write[?precision=ns|us|ms|s]`: InfluxDB line protocol
+/// ([`crate::influx`]). `204` when every line is taken; `400` naming the
+/// first bad lines, the good ones kept (Influx's "partial write"); `503`
+/// when the log refuses.
+async fn post_influx(
+    State(ingest): State<Ingest>,
+    producer: Option<Extension<Producer>>,
+    uri: axum::http::Uri,
+    body: Bytes,
+) -> Response {
+    let precision = uri
+        .query()
+        .into_iter()
+        .flat_map(|query| query.split('&'))
+        .find_map(|pair| pair.strip_prefix("precision="));
+    let precision = match precision.map(Precision::parse) {
+        None => Precision::Auto,
+        Some(Some(precision)) => precision,
+        Some(None) => {
+            let error = json!({"error": "precision must be one of ns, us, ms, s"});
+            return (StatusCode::BAD_REQUEST, Json(error)).into_response();
+        }
+    };
+    let protocol = Influx {
+        name: "influx",
+        precision,
+    };
+    let decoded = tokio::task::spawn_blocking(move || {
+        let now = now_secs();
+        let (mut events, mut errors) = (Encoded::default(), Vec::new());
+        let mut rejected = Vec::new();
+        for (i, line) in crate::ndjson::lines(&body).enumerate() {
+            protocol.decode(line, now, &mut events, &mut rejected);
+            errors.extend(rejected.drain(..).map(|r| (i + 1, r)));
+        }
+        (events, errors)
+    })
+    .await;
+    let Ok((events, errors)) = decoded else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    for (_, rejection) in &errors {
+        reject("influx", rejection);
+    }
+    let accepted = events.len();
+    if accepted > 0 {
+        if let Err(error) = ingest.router.send_durable(events).await {
+            let error = json!({"error": format!("log unavailable: {error}")});
+            return (StatusCode::SERVICE_UNAVAILABLE, Json(error)).into_response();
+        }
+        ACCEPTED
+            .with_label_values(&["influx"])
+            .inc_by(accepted as u64);
+        if let Some(Extension(Producer(name))) = producer {
+            PRODUCER_EVENTS
+                .with_label_values(&[&name])
+                .inc_by(accepted as u64);
+        }
+    }
+    if errors.is_empty() {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let listed: Vec<String> = errors
+        .iter()
+        .take(MAX_LISTED_ERRORS)
+        .map(|(line, rejection)| format!("line {line}: {rejection}"))
+        .collect();
+    let error = format!(
+        "partial write: {} lines rejected, {accepted} events taken; {}",
+        errors.len(),
+        listed.join("; ")
+    );
+    (StatusCode::BAD_REQUEST, Json(json!({"error": error}))).into_response()
 }

@@ -5,8 +5,8 @@
 //!   with per-item rejections, answers) and the stream and datagram
 //!   serving every protocol shares;
 //! - [`ndjson`] (godot's NDJSON over TCP, UDP, Unix sockets), [`graphite`]
-//!   (plaintext, TCP and UDP) and [`riemann`] (protobuf, TCP and UDP) are
-//!   the protocols;
+//!   (plaintext, TCP and UDP), [`riemann`] (protobuf, TCP and UDP) and
+//!   [`influx`] (line protocol, HTTP and UDP) are the protocols;
 //! - [`listeners`] binds them, with a connection limit;
 //! - [`http`] serves `POST /events` (JSON array or NDJSON).
 //!
@@ -17,6 +17,7 @@
 pub mod fuzzing;
 pub mod graphite;
 pub mod http;
+pub mod influx;
 pub mod listeners;
 pub mod metrics;
 pub mod ndjson;
@@ -93,6 +94,9 @@ pub struct IngestConfig {
     pub graphite: Option<GraphiteListener>,
     /// Riemann's protobuf, TCP and UDP on the same port (Riemann's 5555).
     pub riemann: Option<Listener>,
+    /// InfluxDB line protocol over UDP (Influx's 8089; over HTTP it is
+    /// `POST /write` on the HTTP listener).
+    pub influx: Option<Listener>,
     /// Longest accepted line, in bytes.
     pub max_line_bytes: usize,
     /// Most simultaneous stream connections (TCP + Unix each).
@@ -127,6 +131,7 @@ impl Default for IngestConfig {
             http: Some(Listener::at("127.0.0.1:9877")),
             graphite: None,
             riemann: None,
+            influx: None,
             max_line_bytes: 1 << 20,
             max_connections: 1024,
             idle_timeout_secs: 300,
@@ -197,6 +202,8 @@ pub struct Bound {
     pub graphite: Option<std::net::SocketAddr>,
     /// Riemann protobuf (TCP and UDP).
     pub riemann: Option<std::net::SocketAddr>,
+    /// InfluxDB line protocol (UDP).
+    pub influx: Option<std::net::SocketAddr>,
 }
 
 /// Wall-clock seconds, for events that arrive without a `time`.

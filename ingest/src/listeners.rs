@@ -14,6 +14,7 @@ use weir_log::backoff::Backoff;
 use weir_router::RouterHandle;
 
 use crate::graphite::Graphite;
+use crate::influx::{Influx, Precision};
 use crate::metrics::{CONNECTIONS, TLS_FAILURES};
 use crate::ndjson::Ndjson;
 use crate::protocol::{serve_datagrams, serve_stream, Protocol, StreamLimits};
@@ -68,6 +69,13 @@ pub async fn start(config: &IngestConfig, router: RouterHandle) -> Result<Bound,
         )
         .await?;
         bound.riemann = Some(tcp);
+    }
+    if let Some(listener) = &config.influx {
+        let influx = Influx {
+            name: "influx-udp",
+            precision: Precision::Auto,
+        };
+        bound.influx = Some(udp(listener, influx, &router).await?);
     }
     Ok(bound)
 }

@@ -282,7 +282,10 @@ impl Segment {
                         // A trusted segment is not scanned on open: frames
                         // out of order (a botched copy) would send readers
                         // back and round for ever.
-                        if records.last().is_some_and(|r: &Record| r.offset >= record.offset) {
+                        if records
+                            .last()
+                            .is_some_and(|r: &Record| r.offset >= record.offset)
+                        {
                             let detail = format!("offset {} out of order", record.offset);
                             return Err(self.corrupt(&detail, position + at as u64));
                         }
