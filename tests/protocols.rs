@@ -3,7 +3,8 @@
 //! (`riemann-client`, TCP with acknowledgements and UDP) and collectd's
 //! `write_riemann`; netcat and collectd's `write_graphite` for Graphite
 //! plaintext; curl and collectd's `write_influxdb_udp` for the InfluxDB
-//! line protocol.
+//! line protocol; vmagent (VictoriaMetrics' agent) remote-writing what it
+//! scrapes from weir and what it is sent.
 
 mod common;
 
@@ -250,6 +251,73 @@ fn influx_lines_over_http_and_from_collectd_over_udp() {
             })
         },
     );
+    weir.stop();
+}
+
+#[test]
+fn vmagent_remote_writes_scraped_and_pushed_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = format!("{LISTENERS}{REACTOR}");
+    let weir = Weir::start(&config, &data);
+    let scrape = dir.path().join("scrape.yml");
+    std::fs::write(
+        &scrape,
+        format!(
+            "scrape_configs:\n  - job_name: weir\n    scrape_interval: 1s\n    static_configs:\n      - targets: [\"{}\"]\n",
+            weir.http
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let agent = Command::new("vmagent")
+        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        .arg(format!(
+            "-remoteWrite.url=http://{}/api/v1/write",
+            weir.http
+        ))
+        .arg(format!(
+            "-remoteWrite.tmpDataPath={}",
+            dir.path().join("vmagent").display()
+        ))
+        .arg("-remoteWrite.flushInterval=200ms")
+        .arg(format!("-promscrape.config={}", scrape.display()))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("vmagent.log")).unwrap())
+        .spawn()
+        .expect("vmagent (victoria-metrics; scripts/test installs it)");
+    let _agent = Killed(agent);
+    wait_until(Duration::from_secs(20), "vmagent to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    // Pushed to vmagent as an Influx line; written to weir as a series.
+    let pushed = Command::new("curl")
+        .args(["-s", "-f", "--data-binary", "probe,host=vm-1 value=5"])
+        .arg(format!("http://127.0.0.1:{port}/write"))
+        .status()
+        .unwrap();
+    assert!(pushed.success());
+    wait_until(
+        Duration::from_secs(30),
+        "the pushed and the scraped series",
+        || {
+            let all = results(&data);
+            let pushed = all.iter().any(|r| {
+                r["host"] == "vm-1" && r["service"] == "probe_value" && r["metric"] == 5.0
+            });
+            let scraped = all.iter().any(|r| {
+                r["service"] == "weir_ingest_accepted_total"
+                    && r["meta"]["job"] == "weir"
+                    && r["host"] == weir.http.to_string()
+            });
+            pushed && scraped
+        },
+    );
+    assert!(weir.metric("weir_ingest_accepted_total{protocol=\"remote_write\"}") > 0.0);
     weir.stop();
 }
 

@@ -14,6 +14,7 @@ pub fn check_http_body(body: &[u8]) {
         options: DecodeOptions::default(),
         max_line: 4096,
         max_events: 256,
+        max_body: 1 << 20,
     };
     let (events, errors) = match decode_body(body, &rules) {
         Ok(decoded) => decoded,

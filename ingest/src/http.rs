@@ -52,6 +52,8 @@ pub(crate) struct BodyRules {
     pub(crate) options: DecodeOptions,
     pub(crate) max_line: usize,
     pub(crate) max_events: usize,
+    /// Largest body, also once decompressed.
+    pub(crate) max_body: usize,
 }
 
 /// Why one item of a body was refused.
@@ -63,8 +65,9 @@ pub(crate) struct LineError {
     detail: String,
 }
 
-/// The `POST /events` and `POST /write` (InfluxDB line protocol) routes,
-/// ready to merge into the service's HTTP router.
+/// The `POST /events`, `POST /write` (InfluxDB line protocol) and `POST
+/// /api/v1/write` (Prometheus remote_write) routes, ready to merge into
+/// the service's HTTP router.
 pub fn routes(config: &IngestConfig, router: RouterHandle) -> Router {
     let ttl_unit = config.http.as_ref().map(|l| l.ttl_unit).unwrap_or_default();
     let state = Ingest {
@@ -76,6 +79,7 @@ pub fn routes(config: &IngestConfig, router: RouterHandle) -> Router {
             },
             max_line: config.max_line_bytes,
             max_events: config.max_batch_events,
+            max_body: config.max_body_bytes,
         },
     };
     // Layers run outside in: a request holds a turn before its body is read.
@@ -83,6 +87,7 @@ pub fn routes(config: &IngestConfig, router: RouterHandle) -> Router {
     let routes = Router::new()
         .route("/events", post(post_events))
         .route("/write", post(post_influx))
+        .route("/api/v1/write", post(post_remote_write))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(middleware::from_fn(move |request, next| {
             take_turn(turns.clone(), request, next)
@@ -359,4 +364,60 @@ async fn post_influx(
         listed.join("; ")
     );
     (StatusCode::BAD_REQUEST, Json(json!({"error": error}))).into_response()
+}
+
+/// `POST /api/v1/write`: Prometheus remote_write ([`crate::remote_write`]).
+async fn post_remote_write(
+    State(ingest): State<Ingest>,
+    producer: Option<Extension<Producer>>,
+    body: Bytes,
+) -> Response {
+    // The body limit bounds the decompressed request too.
+    let max_bytes = ingest.body.max_body;
+    let decoded = tokio::task::spawn_blocking(move || {
+        let (mut events, mut rejected) = (Encoded::default(), Vec::new());
+        let decoded =
+            crate::remote_write::decode(&body, max_bytes, now_secs(), &mut events, &mut rejected);
+        decoded.map(|()| (events, rejected))
+    })
+    .await;
+    let (events, rejected) = match decoded {
+        Ok(Ok(decoded)) => decoded,
+        Ok(Err(refusal)) => {
+            reject("remote_write", &refusal);
+            return (StatusCode::BAD_REQUEST, format!("{refusal}\n")).into_response();
+        }
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    for rejection in &rejected {
+        reject("remote_write", rejection);
+    }
+    let accepted = events.len();
+    if accepted > 0 {
+        if let Err(error) = ingest.router.send_durable(events).await {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("log unavailable: {error}\n"),
+            )
+                .into_response();
+        }
+        ACCEPTED
+            .with_label_values(&["remote_write"])
+            .inc_by(accepted as u64);
+        if let Some(Extension(Producer(name))) = producer {
+            PRODUCER_EVENTS
+                .with_label_values(&[&name])
+                .inc_by(accepted as u64);
+        }
+    }
+    match rejected.first() {
+        None => StatusCode::NO_CONTENT.into_response(),
+        Some(first) => {
+            let detail = format!(
+                "partial write: {} rejected, {accepted} samples taken; first: {first}\n",
+                rejected.len()
+            );
+            (StatusCode::BAD_REQUEST, detail).into_response()
+        }
+    }
 }

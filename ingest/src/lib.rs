@@ -6,7 +6,8 @@
 //!   serving every protocol shares;
 //! - [`ndjson`] (godot's NDJSON over TCP, UDP, Unix sockets), [`graphite`]
 //!   (plaintext, TCP and UDP), [`riemann`] (protobuf, TCP and UDP) and
-//!   [`influx`] (line protocol, HTTP and UDP) are the protocols;
+//!   [`influx`] (line protocol, HTTP and UDP) are the protocols, and
+//!   [`remote_write`] (Prometheus, HTTP);
 //! - [`listeners`] binds them, with a connection limit;
 //! - [`http`] serves `POST /events` (JSON array or NDJSON).
 //!
@@ -22,6 +23,7 @@ pub mod listeners;
 pub mod metrics;
 pub mod ndjson;
 pub mod protocol;
+pub mod remote_write;
 pub mod riemann;
 pub mod tls;
 
