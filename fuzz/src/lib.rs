@@ -9,8 +9,11 @@ use std::path::Path;
 use weir_event::Entry;
 use weir_processor::{Engine, Reactor, ReactorConfig};
 
+/// A fuzz target: takes any bytes, panics when its property fails.
+pub type Target = fn(&[u8]);
+
 /// The targets, by the name of their corpus directory.
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+pub const TARGETS: [(&str, Target); 4] = [
     ("event_line", event_line),
     ("http_body", http_body),
     ("reactor", reactor),
