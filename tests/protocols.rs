@@ -4,7 +4,8 @@
 //! `write_riemann`; netcat and collectd's `write_graphite` for Graphite
 //! plaintext; curl and collectd's `write_influxdb_udp` for the InfluxDB
 //! line protocol; vmagent (VictoriaMetrics' agent) remote-writing what it
-//! scrapes from weir and what it is sent.
+//! scrapes from weir and what it is sent; Python's `websockets` and
+//! `msgpack` as a poa-netstats agent on `GET /ws`.
 
 mod common;
 
@@ -318,6 +319,69 @@ fn vmagent_remote_writes_scraped_and_pushed_series() {
         },
     );
     assert!(weir.metric("weir_ingest_accepted_total{protocol=\"remote_write\"}") > 0.0);
+    weir.stop();
+}
+
+#[test]
+fn websocket_agents_send_typed_json_and_msgpack_messages_acknowledged_after_the_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config =
+        format!("{LISTENERS}[ingest.websocket]\ntypes = [\"metric\", \"block\"]\n{REACTOR}");
+    let weir = Weir::start(&config, &data);
+    let agent = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ws/agent.py"))
+        .arg(format!("ws://{}/ws", weir.http))
+        .output()
+        .expect("python3 with websockets and msgpack (scripts/test installs them)");
+    assert!(
+        agent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&agent.stderr)
+    );
+    let answers: Vec<Value> = String::from_utf8_lossy(&agent.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 4, "{answers:?}");
+    assert_eq!(
+        answers[0]["text"],
+        serde_json::json!({"ack": 1, "accepted": 1})
+    );
+    // Answered in the message's own encoding; the bad item named, the good kept.
+    let batch = &answers[1]["binary"];
+    assert_eq!(
+        (&batch["ack"], &batch["accepted"]),
+        (&2.into(), &2.into()),
+        "{batch}"
+    );
+    assert_eq!(
+        (
+            &batch["rejected"][0]["item"],
+            &batch["rejected"][0]["reason"]
+        ),
+        (&2.into(), &"missing_host".into())
+    );
+    let unknown = &answers[2]["text"]["error"];
+    assert_eq!(unknown["seq"], 3);
+    assert!(
+        unknown["detail"]
+            .as_str()
+            .unwrap()
+            .contains("\"nope\" is not one of block, metric"),
+        "{unknown}"
+    );
+    assert_eq!(answers[3]["text"]["ack"], 4, "no seq: the message's number");
+    wait_until(Duration::from_secs(30), "four results", || {
+        let all = results(&data);
+        ["ws-1", "ws-2", "ws-3", "ws-4"]
+            .iter()
+            .all(|h| find(&all, h).is_some())
+    });
+    let all = results(&data);
+    assert_eq!(find(&all, "ws-2").unwrap()["type"], "metric");
+    assert_eq!(find(&all, "ws-4").unwrap()["type"], "block");
+    assert!(find(&all, "ws-x").is_none());
     weir.stop();
 }
 

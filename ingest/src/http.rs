@@ -65,9 +65,9 @@ pub(crate) struct LineError {
     detail: String,
 }
 
-/// The `POST /events`, `POST /write` (InfluxDB line protocol) and `POST
-/// /api/v1/write` (Prometheus remote_write) routes, ready to merge into
-/// the service's HTTP router.
+/// The `POST /events`, `POST /write` (InfluxDB line protocol), `POST
+/// /api/v1/write` (Prometheus remote_write) and `GET /ws` (WebSocket)
+/// routes, ready to merge into the service's HTTP router.
 pub fn routes(config: &IngestConfig, router: RouterHandle) -> Router {
     let ttl_unit = config.http.as_ref().map(|l| l.ttl_unit).unwrap_or_default();
     let state = Ingest {
@@ -92,7 +92,20 @@ pub fn routes(config: &IngestConfig, router: RouterHandle) -> Router {
         .layer(middleware::from_fn(move |request, next| {
             take_turn(turns.clone(), request, next)
         }))
-        .with_state(state);
+        .with_state(state.clone());
+    // Long-lived: no turn, no body limit (messages have their own).
+    let socket = crate::websocket::Socket {
+        router: state.router.clone(),
+        options: state.body.options.clone(),
+        types: Arc::new(config.websocket.types.iter().cloned().collect()),
+        max_message: config.max_body_bytes,
+        max_events: config.max_batch_events,
+    };
+    let routes = routes.merge(
+        Router::new()
+            .route("/ws", axum::routing::get(crate::websocket::upgrade))
+            .with_state(socket),
+    );
     if config.tokens.is_empty() {
         return routes;
     }

@@ -7,7 +7,8 @@
 //! - [`ndjson`] (godot's NDJSON over TCP, UDP, Unix sockets), [`graphite`]
 //!   (plaintext, TCP and UDP), [`riemann`] (protobuf, TCP and UDP) and
 //!   [`influx`] (line protocol, HTTP and UDP) are the protocols, and
-//!   [`remote_write`] (Prometheus, HTTP);
+//!   [`remote_write`] (Prometheus, HTTP) and [`websocket`] (poa agents'
+//!   typed JSON and MessagePack messages);
 //! - [`listeners`] binds them, with a connection limit;
 //! - [`http`] serves `POST /events` (JSON array or NDJSON).
 //!
@@ -26,6 +27,7 @@ pub mod protocol;
 pub mod remote_write;
 pub mod riemann;
 pub mod tls;
+pub mod websocket;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -99,6 +101,8 @@ pub struct IngestConfig {
     /// InfluxDB line protocol over UDP (Influx's 8089; over HTTP it is
     /// `POST /write` on the HTTP listener).
     pub influx: Option<Listener>,
+    /// `GET /ws` on the HTTP listener: the message types taken.
+    pub websocket: websocket::WebSocketConfig,
     /// Longest accepted line, in bytes.
     pub max_line_bytes: usize,
     /// Most simultaneous stream connections (TCP + Unix each).
@@ -134,6 +138,7 @@ impl Default for IngestConfig {
             graphite: None,
             riemann: None,
             influx: None,
+            websocket: websocket::WebSocketConfig::default(),
             max_line_bytes: 1 << 20,
             max_connections: 1024,
             idle_timeout_secs: 300,
