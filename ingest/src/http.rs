@@ -96,7 +96,7 @@ pub fn routes(config: &IngestConfig, router: RouterHandle) -> Router {
     // Long-lived: no turn, no body limit (messages have their own).
     let socket = crate::websocket::Socket {
         router: state.router.clone(),
-        options: state.body.options.clone(),
+        options: state.body.options,
         types: Arc::new(config.websocket.types.iter().cloned().collect()),
         max_message: config.max_body_bytes,
         max_events: config.max_batch_events,
