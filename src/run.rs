@@ -354,6 +354,9 @@ async fn start_ingest(
     if let Some(addr) = bound.influx {
         println!("listening influx {addr} (InfluxDB line protocol, UDP)");
     }
+    if let Some(addr) = bound.statsd {
+        println!("listening statsd {addr} (StatsD, UDP and TCP)");
+    }
     let http = match &config.ingest.http {
         Some(listener) => {
             let app = weir_ingest::http::routes(&config.ingest, router.clone())

@@ -5,7 +5,8 @@
 //! plaintext; curl and collectd's `write_influxdb_udp` for the InfluxDB
 //! line protocol; vmagent (VictoriaMetrics' agent) remote-writing what it
 //! scrapes from weir and what it is sent; Python's `websockets` and
-//! `msgpack` as a poa-netstats agent on `GET /ws`.
+//! `msgpack` as a poa-netstats agent on `GET /ws`; PyPI's `statsd` client
+//! over UDP and TCP.
 
 mod common;
 
@@ -382,6 +383,67 @@ fn websocket_agents_send_typed_json_and_msgpack_messages_acknowledged_after_the_
     assert_eq!(find(&all, "ws-2").unwrap()["type"], "metric");
     assert_eq!(find(&all, "ws-4").unwrap()["type"], "block");
     assert!(find(&all, "ws-x").is_none());
+    weir.stop();
+}
+
+#[test]
+fn statsd_clients_are_aggregated_per_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = format!("{LISTENERS}[ingest.statsd]\nlisten = \"127.0.0.1:0\"\nflush_secs = 1\nhost = \"app-1\"\n{REACTOR}");
+    let weir = Weir::start(&config, &data);
+    let port = weir.service_addr("statsd").port();
+    let script = format!(
+        "import statsd\n\
+         udp = statsd.StatsClient('127.0.0.1', {port})\n\
+         tcp = statsd.TCPStatsClient('127.0.0.1', {port})\n\
+         udp.incr('hits', 3)\n\
+         tcp.incr('hits', 2)\n\
+         udp.gauge('load', 5)\n\
+         udp.gauge('load', 2, delta=True)\n\
+         for ms in (10, 30, 20):\n    udp.timing('render', ms)\n\
+         udp.set('users', 'a')\n\
+         udp.set('users', 'b')\n\
+         udp.set('users', 'a')\n\
+         tcp.close()\n"
+    );
+    let client = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        client.status.success(),
+        "{}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    wait_until(Duration::from_secs(30), "the flushed aggregates", || {
+        let all = results(&data);
+        let hits: f64 = all
+            .iter()
+            .filter(|r| r["service"] == "hits")
+            .filter_map(|r| r["metric"].as_f64())
+            .sum();
+        hits == 5.0
+            && ["load", "render", "users"]
+                .iter()
+                .all(|s| all.iter().any(|r| r["service"] == *s))
+    });
+    let all = results(&data);
+    let by = |service: &str| all.iter().find(|r| r["service"] == service).unwrap();
+    assert_eq!(
+        (&by("load")["metric"], &by("load")["host"]),
+        (&7.0.into(), &"app-1".into())
+    );
+    let render = by("render");
+    assert_eq!(
+        (
+            &render["metric"],
+            &render["meta"]["count"],
+            &render["meta"]["p90"]
+        ),
+        (&20.0.into(), &3.into(), &30.0.into())
+    );
+    assert_eq!(by("users")["metric"], 2.0);
     weir.stop();
 }
 

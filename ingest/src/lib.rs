@@ -7,8 +7,9 @@
 //! - [`ndjson`] (godot's NDJSON over TCP, UDP, Unix sockets), [`graphite`]
 //!   (plaintext, TCP and UDP), [`riemann`] (protobuf, TCP and UDP) and
 //!   [`influx`] (line protocol, HTTP and UDP) are the protocols, and
-//!   [`remote_write`] (Prometheus, HTTP) and [`websocket`] (poa agents'
-//!   typed JSON and MessagePack messages);
+//!   [`remote_write`] (Prometheus, HTTP), [`statsd`] (UDP and TCP,
+//!   aggregated per flush) and [`websocket`] (poa agents' typed JSON and
+//!   MessagePack messages);
 //! - [`listeners`] binds them, with a connection limit;
 //! - [`http`] serves `POST /events` (JSON array or NDJSON).
 //!
@@ -26,6 +27,7 @@ pub mod ndjson;
 pub mod protocol;
 pub mod remote_write;
 pub mod riemann;
+pub mod statsd;
 pub mod tls;
 pub mod websocket;
 
@@ -101,6 +103,8 @@ pub struct IngestConfig {
     /// InfluxDB line protocol over UDP (Influx's 8089; over HTTP it is
     /// `POST /write` on the HTTP listener).
     pub influx: Option<Listener>,
+    /// StatsD, UDP and TCP on the same port (8125).
+    pub statsd: Option<statsd::StatsdConfig>,
     /// `GET /ws` on the HTTP listener: the message types taken.
     pub websocket: websocket::WebSocketConfig,
     /// Longest accepted line, in bytes.
@@ -138,6 +142,7 @@ impl Default for IngestConfig {
             graphite: None,
             riemann: None,
             influx: None,
+            statsd: None,
             websocket: websocket::WebSocketConfig::default(),
             max_line_bytes: 1 << 20,
             max_connections: 1024,
@@ -211,6 +216,8 @@ pub struct Bound {
     pub riemann: Option<std::net::SocketAddr>,
     /// InfluxDB line protocol (UDP).
     pub influx: Option<std::net::SocketAddr>,
+    /// StatsD (UDP and TCP).
+    pub statsd: Option<std::net::SocketAddr>,
 }
 
 /// Wall-clock seconds, for events that arrive without a `time`.

@@ -19,6 +19,7 @@ use crate::metrics::{CONNECTIONS, TLS_FAILURES};
 use crate::ndjson::Ndjson;
 use crate::protocol::{serve_datagrams, serve_stream, Protocol, StreamLimits};
 use crate::riemann::Riemann;
+use crate::statsd::Statsd;
 use crate::tls::Acceptor;
 use crate::{Bound, IngestConfig, IngestError, Listener};
 
@@ -76,6 +77,18 @@ pub async fn start(config: &IngestConfig, router: RouterHandle) -> Result<Bound,
             precision: Precision::Auto,
         };
         bound.influx = Some(udp(listener, influx, &router).await?);
+    }
+    if let Some(statsd) = &config.statsd {
+        let (datagrams, stream) = Statsd::start(statsd, router.clone());
+        let address = udp(&statsd.listener, datagrams, &router).await?;
+        tcp(
+            config,
+            &statsd.listener.at_port(address.port()),
+            stream,
+            &router,
+        )
+        .await?;
+        bound.statsd = Some(address);
     }
     Ok(bound)
 }
