@@ -361,7 +361,7 @@ async fn start_ingest(
         Some(listener) => {
             let app = weir_ingest::http::routes(&config.ingest, router.clone())
                 .merge(telemetry::routes());
-            let what = "POST /events, POST /write, POST /api/v1/write, GET /ws, GET /metrics, GET /healthz, GET /readyz";
+            let what = "POST /events, POST /write, POST /api/v1/write, POST /v1/metrics, GET /ws, GET /metrics, GET /healthz, GET /readyz";
             let tls = listener.acceptor("http")?;
             Some(serve("http", &listener.listen, app, what, admin, tls).await?)
         }

@@ -6,7 +6,7 @@
 //! line protocol; vmagent (VictoriaMetrics' agent) remote-writing what it
 //! scrapes from weir and what it is sent; Python's `websockets` and
 //! `msgpack` as a poa-netstats agent on `GET /ws`; PyPI's `statsd` client
-//! over UDP and TCP.
+//! over UDP and TCP; the OpenTelemetry Python SDK's OTLP/HTTP exporter.
 
 mod common;
 
@@ -444,6 +444,53 @@ fn statsd_clients_are_aggregated_per_flush() {
         (&20.0.into(), &3.into(), &30.0.into())
     );
     assert_eq!(by("users")["metric"], 2.0);
+    weir.stop();
+}
+
+#[test]
+fn the_opentelemetry_sdk_exports_metrics_over_otlp_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let weir = Weir::start(&format!("{LISTENERS}{REACTOR}"), &data);
+    let exporter = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otel/export.py"))
+        .arg(format!("http://{}/v1/metrics", weir.http))
+        .output()
+        .expect("python3 with the OpenTelemetry SDK (scripts/test installs it)");
+    assert!(
+        exporter.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exporter.stderr)
+    );
+    wait_until(Duration::from_secs(30), "the three metrics", || {
+        let all = results(&data);
+        ["shop/orders", "shop/latency", "shop/queue"]
+            .iter()
+            .all(|s| all.iter().any(|r| r["service"] == *s))
+    });
+    let all = results(&data);
+    let by = |service: &str| all.iter().find(|r| r["service"] == service).unwrap();
+    let orders = by("shop/orders");
+    assert_eq!(
+        (
+            &orders["host"],
+            &orders["metric"],
+            &orders["meta"]["region"]
+        ),
+        (&"otel-1".into(), &3.0.into(), &"eu".into())
+    );
+    assert_eq!(orders["meta"]["temporality"], "cumulative");
+    let latency = by("shop/latency");
+    assert_eq!(
+        (
+            &latency["metric"],
+            &latency["meta"]["count"],
+            &latency["meta"]["sum"]
+        ),
+        (&25.0.into(), &4.into(), &100.0.into())
+    );
+    assert_eq!(by("shop/queue")["metric"], 7.0);
+    assert_eq!(weir.metric_sum("weir_ingest_rejected_total"), 0.0);
     weir.stop();
 }
 

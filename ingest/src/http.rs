@@ -66,8 +66,9 @@ pub(crate) struct LineError {
 }
 
 /// The `POST /events`, `POST /write` (InfluxDB line protocol), `POST
-/// /api/v1/write` (Prometheus remote_write) and `GET /ws` (WebSocket)
-/// routes, ready to merge into the service's HTTP router.
+/// /api/v1/write` (Prometheus remote_write), `POST /v1/metrics` (OTLP) and
+/// `GET /ws` (WebSocket) routes, ready to merge into the service's HTTP
+/// router.
 pub fn routes(config: &IngestConfig, router: RouterHandle) -> Router {
     let ttl_unit = config.http.as_ref().map(|l| l.ttl_unit).unwrap_or_default();
     let state = Ingest {
@@ -88,6 +89,7 @@ pub fn routes(config: &IngestConfig, router: RouterHandle) -> Router {
         .route("/events", post(post_events))
         .route("/write", post(post_influx))
         .route("/api/v1/write", post(post_remote_write))
+        .route("/v1/metrics", post(post_otlp))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(middleware::from_fn(move |request, next| {
             take_turn(turns.clone(), request, next)
@@ -433,4 +435,89 @@ async fn post_remote_write(
             (StatusCode::BAD_REQUEST, detail).into_response()
         }
     }
+}
+
+/// `POST /v1/metrics`: OTLP/HTTP metrics, protobuf or JSON by
+/// `Content-Type` ([`crate::otlp`]). `200` with an empty response, or
+/// with `partialSuccess` naming how many points were rejected and why;
+/// `400` for a body that does not decode; `503` when the log refuses.
+async fn post_otlp(
+    State(ingest): State<Ingest>,
+    producer: Option<Extension<Producer>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|t| t.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    let encoding = if json {
+        crate::otlp::Encoding::Json
+    } else {
+        crate::otlp::Encoding::Protobuf
+    };
+    let decoded = tokio::task::spawn_blocking(move || {
+        let (mut events, mut rejected) = (Encoded::default(), Vec::new());
+        crate::otlp::decode(&body, encoding, now_secs(), &mut events, &mut rejected)
+            .map(|()| (events, rejected))
+    })
+    .await;
+    let (events, rejected) = match decoded {
+        Ok(Ok(decoded)) => decoded,
+        Ok(Err(refusal)) => {
+            reject("otlp", &refusal);
+            return (StatusCode::BAD_REQUEST, format!("{refusal}\n")).into_response();
+        }
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    for rejection in &rejected {
+        reject("otlp", rejection);
+    }
+    let accepted = events.len();
+    if accepted > 0 {
+        if let Err(error) = ingest.router.send_durable(events).await {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("log unavailable: {error}\n"),
+            )
+                .into_response();
+        }
+        ACCEPTED
+            .with_label_values(&["otlp"])
+            .inc_by(accepted as u64);
+        if let Some(Extension(Producer(name))) = producer {
+            PRODUCER_EVENTS
+                .with_label_values(&[&name])
+                .inc_by(accepted as u64);
+        }
+    }
+    let message = rejected
+        .first()
+        .map(|first| format!("{} rejected; first: {first}", rejected.len()));
+    if json {
+        let body = match message {
+            None => json!({}),
+            Some(message) => {
+                json!({"partialSuccess": {"rejectedDataPoints": rejected.len().to_string(), "errorMessage": message}})
+            }
+        };
+        return Json(body).into_response();
+    }
+    // ExportMetricsServiceResponse { partial_success = 1 { rejected_data_points = 1; error_message = 2 } }
+    let body = match message {
+        None => Vec::new(),
+        Some(message) => {
+            let mut partial = Vec::new();
+            prost::encoding::int64::encode(1, &(rejected.len() as i64), &mut partial);
+            prost::encoding::string::encode(2, &message, &mut partial);
+            let mut body = Vec::new();
+            prost::encoding::bytes::encode(1, &partial, &mut body);
+            body
+        }
+    };
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+        body,
+    )
+        .into_response()
 }

@@ -7,7 +7,8 @@
 //! - [`ndjson`] (godot's NDJSON over TCP, UDP, Unix sockets), [`graphite`]
 //!   (plaintext, TCP and UDP), [`riemann`] (protobuf, TCP and UDP) and
 //!   [`influx`] (line protocol, HTTP and UDP) are the protocols, and
-//!   [`remote_write`] (Prometheus, HTTP), [`statsd`] (UDP and TCP,
+//!   [`remote_write`] (Prometheus, HTTP), [`otlp`] (OpenTelemetry
+//!   metrics over HTTP), [`statsd`] (UDP and TCP,
 //!   aggregated per flush) and [`websocket`] (poa agents' typed JSON and
 //!   MessagePack messages);
 //! - [`listeners`] binds them, with a connection limit;
@@ -24,6 +25,7 @@ pub mod influx;
 pub mod listeners;
 pub mod metrics;
 pub mod ndjson;
+pub mod otlp;
 pub mod protocol;
 pub mod remote_write;
 pub mod riemann;
