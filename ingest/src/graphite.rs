@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use weir_event::{decode_value, Reason, Rejection};
 use weir_router::Encoded;
 
-use crate::protocol::{last_line, line_frame, line_resync, Framing, Protocol, Resync};
+use crate::protocol::LineProtocol;
 use crate::IngestError;
 
 /// One part of a template.
@@ -199,31 +199,19 @@ impl Graphite {
     }
 }
 
-impl Protocol for Graphite {
+impl LineProtocol for Graphite {
     fn name(&self) -> &'static str {
         self.name
     }
 
-    fn frame(&self, buffer: &[u8]) -> Framing {
-        line_frame(buffer)
-    }
-
-    fn resync(&self, buffer: &[u8]) -> Resync {
-        line_resync(buffer)
-    }
-
-    fn last_frame(&self, buffer: &[u8]) -> Option<std::ops::Range<usize>> {
-        last_line(buffer)
-    }
-
-    fn decode(&self, line: &[u8], now: f64, events: &mut Encoded, rejected: &mut Vec<Rejection>) {
-        let Ok(line) = std::str::from_utf8(line) else {
-            return rejected.push(Rejection::new(Reason::Malformed, "line is not UTF-8"));
-        };
-        if line.trim().is_empty() {
-            return;
-        }
-        match self.event(line.trim(), now) {
+    fn decode_line(
+        &self,
+        line: &str,
+        now: f64,
+        events: &mut Encoded,
+        rejected: &mut Vec<Rejection>,
+    ) {
+        match self.event(line, now) {
             Ok(event) => events.push(&event.host, &event.to_json()),
             Err(rejection) => rejected.push(rejection),
         }
@@ -238,7 +226,13 @@ mod tests {
         let templates: Vec<String> = templates.iter().map(|t| (*t).to_owned()).collect();
         let graphite = Graphite::new("graphite", &templates).unwrap();
         let (mut events, mut rejected) = (Encoded::default(), Vec::new());
-        graphite.decode(line.as_bytes(), 100.0, &mut events, &mut rejected);
+        crate::protocol::Protocol::decode(
+            &graphite,
+            line.as_bytes(),
+            100.0,
+            &mut events,
+            &mut rejected,
+        );
         match rejected.pop() {
             Some(rejection) => Err(rejection),
             None => Ok(serde_json::from_slice(events.iter().next().unwrap().1).unwrap()),

@@ -306,6 +306,77 @@ async fn post_events(
     )
 }
 
+/// What became of a request body of one of the other protocols.
+enum Taken {
+    /// The body itself does not decode: nothing taken (400).
+    Refused(Rejection),
+    /// The log refused the events (503, retried by senders).
+    Unavailable(String),
+    /// The events taken, and the items rejected on their own.
+    Appended {
+        accepted: usize,
+        rejected: Vec<Rejection>,
+    },
+}
+
+/// Decodes a body with `decode` off the async threads, counts what it
+/// rejected, appends the events and counts them under `protocol` (and
+/// the producer's name).
+async fn take<F>(
+    ingest: &Ingest,
+    protocol: &'static str,
+    producer: Option<Extension<Producer>>,
+    decode: F,
+) -> Taken
+where
+    F: FnOnce(f64, &mut Encoded, &mut Vec<Rejection>) -> Result<(), Rejection> + Send + 'static,
+{
+    let decoded = tokio::task::spawn_blocking(move || {
+        let (mut events, mut rejected) = (Encoded::default(), Vec::new());
+        decode(now_secs(), &mut events, &mut rejected).map(|()| (events, rejected))
+    })
+    .await
+    .unwrap_or_else(|error| {
+        let detail = format!("decoding failed: {error}");
+        Err(Rejection::new(Reason::Malformed, detail))
+    });
+    let (events, rejected) = match decoded {
+        Ok(decoded) => decoded,
+        Err(refusal) => {
+            reject(protocol, &refusal);
+            return Taken::Refused(refusal);
+        }
+    };
+    for rejection in &rejected {
+        reject(protocol, rejection);
+    }
+    let accepted = events.len();
+    if accepted > 0 {
+        if let Err(error) = ingest.router.send_durable(events).await {
+            return Taken::Unavailable(format!("log unavailable: {error}"));
+        }
+        ACCEPTED
+            .with_label_values(&[protocol])
+            .inc_by(accepted as u64);
+        if let Some(Extension(Producer(name))) = producer {
+            PRODUCER_EVENTS
+                .with_label_values(&[&name])
+                .inc_by(accepted as u64);
+        }
+    }
+    Taken::Appended { accepted, rejected }
+}
+
+/// The first rejections, for an answer.
+fn first_rejections(rejected: &[Rejection]) -> String {
+    let listed: Vec<String> = rejected
+        .iter()
+        .take(MAX_LISTED_ERRORS)
+        .map(ToString::to_string)
+        .collect();
+    listed.join("; ")
+}
+
 /// `POST /write[?precision=ns|us|ms|s]`: InfluxDB line protocol
 /// ([`crate::influx`]). `204` when every line is taken; `400` naming the
 /// first bad lines, the good ones kept (Influx's "partial write"); `503`
@@ -321,64 +392,46 @@ async fn post_influx(
         .into_iter()
         .flat_map(|query| query.split('&'))
         .find_map(|pair| pair.strip_prefix("precision="));
+    let error = |status, text: String| (status, Json(json!({"error": text}))).into_response();
     let precision = match precision.map(Precision::parse) {
         None => Precision::Auto,
         Some(Some(precision)) => precision,
         Some(None) => {
-            let error = json!({"error": "precision must be one of ns, us, ms, s"});
-            return (StatusCode::BAD_REQUEST, Json(error)).into_response();
+            let text = "precision must be one of ns, us, ms, s".into();
+            return error(StatusCode::BAD_REQUEST, text);
         }
     };
     let protocol = Influx {
         name: "influx",
         precision,
     };
-    let decoded = tokio::task::spawn_blocking(move || {
-        let now = now_secs();
-        let (mut events, mut errors) = (Encoded::default(), Vec::new());
-        let mut rejected = Vec::new();
+    let taken = take(&ingest, "influx", producer, move |now, events, rejected| {
+        let mut found = Vec::new();
         for (i, line) in crate::ndjson::lines(&body).enumerate() {
-            protocol.decode(line, now, &mut events, &mut rejected);
-            errors.extend(rejected.drain(..).map(|r| (i + 1, r)));
+            protocol.decode(line, now, events, &mut found);
+            rejected.extend(found.drain(..).map(|r| {
+                let detail = format!("line {}: {}", i + 1, r.detail);
+                Rejection::new(r.reason, detail)
+            }));
         }
-        (events, errors)
+        Ok(())
     })
     .await;
-    let Ok((events, errors)) = decoded else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    };
-    for (_, rejection) in &errors {
-        reject("influx", rejection);
-    }
-    let accepted = events.len();
-    if accepted > 0 {
-        if let Err(error) = ingest.router.send_durable(events).await {
-            let error = json!({"error": format!("log unavailable: {error}")});
-            return (StatusCode::SERVICE_UNAVAILABLE, Json(error)).into_response();
+    match taken {
+        Taken::Refused(refusal) => error(StatusCode::BAD_REQUEST, refusal.to_string()),
+        Taken::Unavailable(text) => error(StatusCode::SERVICE_UNAVAILABLE, text),
+        Taken::Appended { rejected, .. } if rejected.is_empty() => {
+            StatusCode::NO_CONTENT.into_response()
         }
-        ACCEPTED
-            .with_label_values(&["influx"])
-            .inc_by(accepted as u64);
-        if let Some(Extension(Producer(name))) = producer {
-            PRODUCER_EVENTS
-                .with_label_values(&[&name])
-                .inc_by(accepted as u64);
+        Taken::Appended { accepted, rejected } => {
+            let text = format!(
+                "partial write: {} lines rejected, {accepted} events taken; {}",
+                rejected.len(),
+                first_rejections(&rejected)
+            );
+            error(StatusCode::BAD_REQUEST, text)
         }
     }
-    if errors.is_empty() {
-        return StatusCode::NO_CONTENT.into_response();
-    }
-    let listed: Vec<String> = errors
-        .iter()
-        .take(MAX_LISTED_ERRORS)
-        .map(|(line, rejection)| format!("line {line}: {rejection}"))
-        .collect();
-    let error = format!(
-        "partial write: {} lines rejected, {accepted} events taken; {}",
-        errors.len(),
-        listed.join("; ")
-    );
-    (StatusCode::BAD_REQUEST, Json(json!({"error": error}))).into_response()
 }
 
 /// `POST /api/v1/write`: Prometheus remote_write ([`crate::remote_write`]).
@@ -389,50 +442,32 @@ async fn post_remote_write(
 ) -> Response {
     // The body limit bounds the decompressed request too.
     let max_bytes = ingest.body.max_body;
-    let decoded = tokio::task::spawn_blocking(move || {
-        let (mut events, mut rejected) = (Encoded::default(), Vec::new());
-        let decoded =
-            crate::remote_write::decode(&body, max_bytes, now_secs(), &mut events, &mut rejected);
-        decoded.map(|()| (events, rejected))
-    })
+    let taken = take(
+        &ingest,
+        "remote_write",
+        producer,
+        move |now, events, rejected| {
+            crate::remote_write::decode(&body, max_bytes, now, events, rejected)
+        },
+    )
     .await;
-    let (events, rejected) = match decoded {
-        Ok(Ok(decoded)) => decoded,
-        Ok(Err(refusal)) => {
-            reject("remote_write", &refusal);
-            return (StatusCode::BAD_REQUEST, format!("{refusal}\n")).into_response();
+    match taken {
+        Taken::Refused(refusal) => {
+            (StatusCode::BAD_REQUEST, format!("{refusal}\n")).into_response()
         }
-        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    };
-    for rejection in &rejected {
-        reject("remote_write", rejection);
-    }
-    let accepted = events.len();
-    if accepted > 0 {
-        if let Err(error) = ingest.router.send_durable(events).await {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("log unavailable: {error}\n"),
-            )
-                .into_response();
+        Taken::Unavailable(text) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{text}\n")).into_response()
         }
-        ACCEPTED
-            .with_label_values(&["remote_write"])
-            .inc_by(accepted as u64);
-        if let Some(Extension(Producer(name))) = producer {
-            PRODUCER_EVENTS
-                .with_label_values(&[&name])
-                .inc_by(accepted as u64);
+        Taken::Appended { rejected, .. } if rejected.is_empty() => {
+            StatusCode::NO_CONTENT.into_response()
         }
-    }
-    match rejected.first() {
-        None => StatusCode::NO_CONTENT.into_response(),
-        Some(first) => {
-            let detail = format!(
-                "partial write: {} rejected, {accepted} samples taken; first: {first}\n",
-                rejected.len()
+        Taken::Appended { accepted, rejected } => {
+            let text = format!(
+                "partial write: {} rejected, {accepted} samples taken; {}\n",
+                rejected.len(),
+                first_rejections(&rejected)
             );
-            (StatusCode::BAD_REQUEST, detail).into_response()
+            (StatusCode::BAD_REQUEST, text).into_response()
         }
     }
 }
@@ -456,54 +491,32 @@ async fn post_otlp(
     } else {
         crate::otlp::Encoding::Protobuf
     };
-    let decoded = tokio::task::spawn_blocking(move || {
-        let (mut events, mut rejected) = (Encoded::default(), Vec::new());
-        crate::otlp::decode(&body, encoding, now_secs(), &mut events, &mut rejected)
-            .map(|()| (events, rejected))
+    let taken = take(&ingest, "otlp", producer, move |now, events, rejected| {
+        crate::otlp::decode(&body, encoding, now, events, rejected)
     })
     .await;
-    let (events, rejected) = match decoded {
-        Ok(Ok(decoded)) => decoded,
-        Ok(Err(refusal)) => {
-            reject("otlp", &refusal);
-            return (StatusCode::BAD_REQUEST, format!("{refusal}\n")).into_response();
+    let rejected = match taken {
+        Taken::Refused(refusal) => {
+            return (StatusCode::BAD_REQUEST, format!("{refusal}\n")).into_response()
         }
-        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Taken::Unavailable(text) => {
+            return (StatusCode::SERVICE_UNAVAILABLE, format!("{text}\n")).into_response()
+        }
+        Taken::Appended { rejected, .. } => rejected,
     };
-    for rejection in &rejected {
-        reject("otlp", rejection);
-    }
-    let accepted = events.len();
-    if accepted > 0 {
-        if let Err(error) = ingest.router.send_durable(events).await {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("log unavailable: {error}\n"),
-            )
-                .into_response();
-        }
-        ACCEPTED
-            .with_label_values(&["otlp"])
-            .inc_by(accepted as u64);
-        if let Some(Extension(Producer(name))) = producer {
-            PRODUCER_EVENTS
-                .with_label_values(&[&name])
-                .inc_by(accepted as u64);
-        }
-    }
-    let message = rejected
-        .first()
-        .map(|first| format!("{} rejected; first: {first}", rejected.len()));
+    let message = (!rejected.is_empty()).then(|| first_rejections(&rejected));
     if json {
         let body = match message {
             None => json!({}),
-            Some(message) => {
-                json!({"partialSuccess": {"rejectedDataPoints": rejected.len().to_string(), "errorMessage": message}})
-            }
+            Some(message) => json!({"partialSuccess": {
+                "rejectedDataPoints": rejected.len().to_string(),
+                "errorMessage": message,
+            }}),
         };
         return Json(body).into_response();
     }
-    // ExportMetricsServiceResponse { partial_success = 1 { rejected_data_points = 1; error_message = 2 } }
+    // ExportMetricsServiceResponse { partial_success = 1 {
+    // rejected_data_points = 1; error_message = 2 } }
     let body = match message {
         None => Vec::new(),
         Some(message) => {
@@ -515,9 +528,6 @@ async fn post_otlp(
             body
         }
     };
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
-        body,
-    )
-        .into_response()
+    let protobuf = [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")];
+    (protobuf, body).into_response()
 }

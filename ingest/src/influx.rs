@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use weir_event::{decode_value, epoch_seconds, Reason, Rejection};
 use weir_router::Encoded;
 
-use crate::protocol::{last_line, line_frame, line_resync, Framing, Protocol, Resync};
+use crate::protocol::LineProtocol;
 
 /// The unit of line timestamps.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -186,29 +186,19 @@ impl Influx {
     }
 }
 
-impl Protocol for Influx {
+impl LineProtocol for Influx {
     fn name(&self) -> &'static str {
         self.name
     }
 
-    fn frame(&self, buffer: &[u8]) -> Framing {
-        line_frame(buffer)
-    }
-
-    fn resync(&self, buffer: &[u8]) -> Resync {
-        line_resync(buffer)
-    }
-
-    fn last_frame(&self, buffer: &[u8]) -> Option<std::ops::Range<usize>> {
-        last_line(buffer)
-    }
-
-    fn decode(&self, line: &[u8], now: f64, events: &mut Encoded, rejected: &mut Vec<Rejection>) {
-        let Ok(line) = std::str::from_utf8(line) else {
-            return rejected.push(Rejection::new(Reason::Malformed, "line is not UTF-8"));
-        };
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
+    fn decode_line(
+        &self,
+        line: &str,
+        now: f64,
+        events: &mut Encoded,
+        rejected: &mut Vec<Rejection>,
+    ) {
+        if line.starts_with('#') {
             return;
         }
         match self.events(line, now) {
@@ -232,7 +222,13 @@ mod tests {
             precision,
         };
         let (mut events, mut rejected) = (Encoded::default(), Vec::new());
-        influx.decode(line.as_bytes(), 100.0, &mut events, &mut rejected);
+        crate::protocol::Protocol::decode(
+            &influx,
+            line.as_bytes(),
+            100.0,
+            &mut events,
+            &mut rejected,
+        );
         match rejected.pop() {
             Some(rejection) => Err(rejection),
             None => Ok(events

@@ -2,12 +2,10 @@
 //! per line, each line decoded on its own so one bad line never takes the
 //! good ones around it down.
 
-use std::ops::Range;
-
 use weir_event::{DecodeOptions, Entry, Reason, Rejection};
 use weir_router::Encoded;
 
-use crate::protocol::{last_line, line_frame, line_resync, Framing, Protocol, Resync};
+use crate::protocol::Protocol;
 
 /// NDJSON over a stream or in datagrams.
 pub struct Ndjson {
@@ -22,18 +20,6 @@ pub struct Ndjson {
 impl Protocol for Ndjson {
     fn name(&self) -> &'static str {
         self.name
-    }
-
-    fn frame(&self, buffer: &[u8]) -> Framing {
-        line_frame(buffer)
-    }
-
-    fn resync(&self, buffer: &[u8]) -> Resync {
-        line_resync(buffer)
-    }
-
-    fn last_frame(&self, buffer: &[u8]) -> Option<Range<usize>> {
-        last_line(buffer)
     }
 
     fn decode(&self, line: &[u8], now: f64, events: &mut Encoded, rejected: &mut Vec<Rejection>) {

@@ -51,22 +51,26 @@ pub struct Outcome<'a> {
     pub rejected: &'a [Rejection],
 }
 
-/// A wire protocol.
+/// A wire protocol; line-framed unless it says otherwise.
 pub trait Protocol: Send + Sync + 'static {
     /// Its `protocol` label in metrics and logs.
     fn name(&self) -> &'static str;
 
-    /// The frame at the start of `buffer`.
-    fn frame(&self, buffer: &[u8]) -> Framing;
+    /// The frame at the start of `buffer`; by default a line.
+    fn frame(&self, buffer: &[u8]) -> Framing {
+        line_frame(buffer)
+    }
 
-    /// Where to pick the stream up after an over-long frame.
-    fn resync(&self, buffer: &[u8]) -> Resync;
+    /// Where to pick the stream up after an over-long frame; by default
+    /// after the next newline.
+    fn resync(&self, buffer: &[u8]) -> Resync {
+        line_resync(buffer)
+    }
 
-    /// A frame left when the stream ends (a last line without its
-    /// newline), if the protocol takes one.
+    /// A frame left when the stream ends, if the protocol takes one; by
+    /// default a last line without its newline.
     fn last_frame(&self, buffer: &[u8]) -> Option<Range<usize>> {
-        let _ = buffer;
-        None
+        last_line(buffer)
     }
 
     /// Decodes a frame's items: valid events into `events`, each bad item
@@ -105,9 +109,41 @@ pub trait Protocol: Send + Sync + 'static {
     }
 }
 
-/// Line framing (NDJSON, Graphite, StatsD): a frame is a line and its
+/// A text protocol of one item per line (Graphite, InfluxDB, StatsD):
+/// lines framed, checked to be UTF-8, trimmed, blank ones skipped.
+pub trait LineProtocol: Send + Sync + 'static {
+    /// Its `protocol` label in metrics and logs.
+    fn name(&self) -> &'static str;
+
+    /// Decodes one trimmed, non-blank line.
+    fn decode_line(
+        &self,
+        line: &str,
+        now: f64,
+        events: &mut Encoded,
+        rejected: &mut Vec<Rejection>,
+    );
+}
+
+impl<T: LineProtocol> Protocol for T {
+    fn name(&self) -> &'static str {
+        LineProtocol::name(self)
+    }
+
+    fn decode(&self, line: &[u8], now: f64, events: &mut Encoded, rejected: &mut Vec<Rejection>) {
+        let Ok(line) = std::str::from_utf8(line) else {
+            return rejected.push(Rejection::new(Reason::Malformed, "line is not UTF-8"));
+        };
+        let line = line.trim();
+        if !line.is_empty() {
+            self.decode_line(line, now, events, rejected);
+        }
+    }
+}
+
+/// Line framing (NDJSON and every [`LineProtocol`]): a frame is a line and its
 /// newline; a trailing `\r` is left to the decoder.
-pub fn line_frame(buffer: &[u8]) -> Framing {
+fn line_frame(buffer: &[u8]) -> Framing {
     match memchr::memchr(b'\n', buffer) {
         Some(end) => Framing::Frame {
             len: end + 1,
@@ -118,7 +154,7 @@ pub fn line_frame(buffer: &[u8]) -> Framing {
 }
 
 /// Line resynchronisation: after the next newline.
-pub fn line_resync(buffer: &[u8]) -> Resync {
+fn line_resync(buffer: &[u8]) -> Resync {
     match memchr::memchr(b'\n', buffer) {
         Some(end) => Resync::After(end + 1),
         None => Resync::NotYet,
@@ -126,7 +162,7 @@ pub fn line_resync(buffer: &[u8]) -> Resync {
 }
 
 /// A last line without its newline.
-pub fn last_line(buffer: &[u8]) -> Option<Range<usize>> {
+fn last_line(buffer: &[u8]) -> Option<Range<usize>> {
     (!buffer.is_empty()).then_some(0..buffer.len())
 }
 

@@ -24,7 +24,7 @@ use weir_event::{decode_value, Reason, Rejection};
 use weir_router::{Encoded, RouterHandle};
 
 use crate::metrics::ACCEPTED;
-use crate::protocol::{last_line, line_frame, line_resync, Framing, Protocol, Resync};
+use crate::protocol::LineProtocol;
 use crate::{now_secs, Listener};
 
 /// `[ingest.statsd]`.
@@ -319,31 +319,18 @@ fn flush(config: &StatsdConfig, aggregates: &Aggregates, now: f64) -> Encoded {
     events
 }
 
-impl Protocol for Statsd {
+impl LineProtocol for Statsd {
     fn name(&self) -> &'static str {
         self.name
     }
 
-    fn frame(&self, buffer: &[u8]) -> Framing {
-        line_frame(buffer)
-    }
-
-    fn resync(&self, buffer: &[u8]) -> Resync {
-        line_resync(buffer)
-    }
-
-    fn last_frame(&self, buffer: &[u8]) -> Option<std::ops::Range<usize>> {
-        last_line(buffer)
-    }
-
-    fn decode(&self, line: &[u8], now: f64, events: &mut Encoded, rejected: &mut Vec<Rejection>) {
-        let Ok(line) = std::str::from_utf8(line) else {
-            return rejected.push(Rejection::new(Reason::Malformed, "line is not UTF-8"));
-        };
-        let line = line.trim();
-        if line.is_empty() {
-            return;
-        }
+    fn decode_line(
+        &self,
+        line: &str,
+        now: f64,
+        events: &mut Encoded,
+        rejected: &mut Vec<Rejection>,
+    ) {
         let sample = match parse(line) {
             Ok(sample) => sample,
             Err(detail) => return rejected.push(Rejection::new(Reason::Malformed, detail)),
@@ -392,7 +379,13 @@ mod tests {
 
     fn feed(statsd: &Statsd, lines: &str) -> (Encoded, Vec<Rejection>) {
         let (mut events, mut rejected) = (Encoded::default(), Vec::new());
-        statsd.decode_datagram(lines.as_bytes(), 50.0, &mut events, &mut rejected);
+        crate::protocol::Protocol::decode_datagram(
+            statsd,
+            lines.as_bytes(),
+            50.0,
+            &mut events,
+            &mut rejected,
+        );
         (events, rejected)
     }
 
