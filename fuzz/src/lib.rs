@@ -13,9 +13,10 @@ use weir_processor::{Engine, Reactor, ReactorConfig};
 pub type Target = fn(&[u8]);
 
 /// The targets, by the name of their corpus directory.
-pub const TARGETS: [(&str, Target); 4] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("event_line", event_line),
     ("http_body", http_body),
+    ("protocols", protocols),
     ("reactor", reactor),
     ("segment", segment),
 ];
@@ -29,6 +30,12 @@ pub fn event_line(data: &[u8]) {
 /// A `POST /events` body ([`weir_ingest::fuzzing::check_http_body`]).
 pub fn http_body(data: &[u8]) {
     weir_ingest::fuzzing::check_http_body(data);
+}
+
+/// Bytes through every other ingest protocol's decoder
+/// ([`weir_ingest::fuzzing::check_protocols`]).
+pub fn protocols(data: &[u8]) {
+    weir_ingest::fuzzing::check_protocols(data);
 }
 
 /// A pipeline's text: it builds or is refused with a position inside the

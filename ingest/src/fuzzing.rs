@@ -50,3 +50,39 @@ pub fn check_http_body(body: &[u8]) {
         "accepted lines differ from the valid ones"
     );
 }
+
+/// Every other protocol's decoder over the same bytes (Riemann,
+/// remote_write, OTLP in protobuf and JSON, and the Graphite, InfluxDB and
+/// StatsD lines): an error or rejections, never a panic, and an event
+/// taken only with a host.
+pub fn check_protocols(data: &[u8]) {
+    use crate::protocol::Protocol;
+    let graphite = crate::graphite::Graphite::new("graphite", &["servers.* .host.service*".into()])
+        .expect("a valid template");
+    let influx = crate::influx::Influx {
+        name: "influx",
+        precision: crate::influx::Precision::Auto,
+    };
+    let riemann = crate::riemann::Riemann {
+        name: "riemann",
+        options: DecodeOptions::default(),
+    };
+    let statsd = crate::statsd::Statsd::raw_for_fuzzing();
+    let protocols: [&dyn Protocol; 4] = [&graphite, &influx, &riemann, &statsd];
+    let mut events = weir_router::Encoded::default();
+    let mut rejected = Vec::new();
+    for protocol in protocols {
+        protocol.decode_datagram(data, 0.0, &mut events, &mut rejected);
+    }
+    let _ = crate::remote_write::decode(data, 1 << 20, 0.0, &mut events, &mut rejected);
+    for encoding in [crate::otlp::Encoding::Protobuf, crate::otlp::Encoding::Json] {
+        let _ = crate::otlp::decode(data, encoding, 0.0, &mut events, &mut rejected);
+    }
+    for (host, value) in events.iter() {
+        assert!(!host.is_empty(), "an event without a host");
+        assert!(
+            matches!(Entry::decode(value), Ok(Entry::Event(_))),
+            "an event that does not read back"
+        );
+    }
+}

@@ -209,6 +209,23 @@ impl Statsd {
         (side("statsd"), side("statsd-tcp"))
     }
 
+    /// A raw (unaggregated) StatsD decoder without a listener, for the fuzzers.
+    #[cfg(feature = "fuzzing")]
+    pub fn raw_for_fuzzing() -> Statsd {
+        let config = StatsdConfig {
+            listener: Listener::at("127.0.0.1:0"),
+            flush_secs: 1.0,
+            percentiles: vec![90.0],
+            aggregate: false,
+            host: "statsd".into(),
+        };
+        Statsd {
+            name: "statsd",
+            config: Arc::new(config),
+            aggregates: Arc::default(),
+        }
+    }
+
     fn event(&self, fields: Map<String, Value>, now: f64) -> Result<weir_event::Event, Rejection> {
         decode_value(Value::Object(fields), &Default::default(), now)
     }

@@ -1,0 +1,5 @@
+//! AFL++ target: [`weir_fuzz::protocols`].
+
+fn main() {
+    afl::fuzz!(|data: &[u8]| weir_fuzz::protocols(data));
+}
