@@ -1,10 +1,14 @@
 //! `weir bench`: a load generator in the spirit of godot's `pummel.js`.
 //! It opens `--connections` TCP connections to a running weir, sends
 //! generated events for `--duration` (optionally at `--rate` events/s in
-//! total), and reports the send rate. Then it watches the target's
-//! `/metrics` until the processor has taken every event and reports the
-//! end-to-end rate: events processed per second from the first send to the
-//! last event processed.
+//! total) in one `--protocol` (NDJSON, Graphite plaintext, StatsD lines —
+//! to a listener with `aggregate = false`, one event per line — or
+//! Riemann protobuf, whose answers it reads and drops), and reports the
+//! send rate. Then it watches the target's `/metrics` until every event is
+//! in the log (the protocol's `weir_ingest_accepted_total`) and until the
+//! processor has taken every one, and reports both rates: events per
+//! second from the first send to the last event appended, and to the last
+//! processed (end to end).
 //!
 //! With `--kafka-ceiling BROKERS` it first measures the ceiling of a Kafka
 //! deployment: a plain rdkafka producer (same batching and compression as
@@ -30,9 +34,12 @@ use crate::send::parse_duration;
 /// Arguments of `weir bench`.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// NDJSON TCP address of the weir under test.
+    /// TCP address of the weir under test's `--protocol` listener.
     #[arg(long, default_value = "127.0.0.1:9876")]
     target: String,
+    /// The wire protocol to send.
+    #[arg(long, value_enum, default_value_t = WireProtocol::Ndjson)]
+    protocol: WireProtocol,
     /// HTTP address of its /metrics.
     #[arg(long, default_value = "127.0.0.1:9877")]
     metrics: String,
@@ -59,6 +66,31 @@ pub struct BenchArgs {
     /// pipeline, each round).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
+}
+
+/// The protocols `weir bench` speaks.
+#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
+pub enum WireProtocol {
+    /// godot's NDJSON (`[ingest.tcp]`).
+    Ndjson,
+    /// Graphite plaintext (`[ingest.graphite]`).
+    Graphite,
+    /// StatsD gauges (`[ingest.statsd]` with `aggregate = false`).
+    Statsd,
+    /// Riemann protobuf, 512 events per message (`[ingest.riemann]`).
+    Riemann,
+}
+
+impl WireProtocol {
+    /// Its `protocol` label in `weir_ingest_accepted_total` over TCP.
+    fn label(self) -> &'static str {
+        match self {
+            WireProtocol::Ndjson => "tcp",
+            WireProtocol::Graphite => "graphite",
+            WireProtocol::Statsd => "statsd-tcp",
+            WireProtocol::Riemann => "riemann",
+        }
+    }
 }
 
 /// Events written per socket write.
@@ -123,6 +155,12 @@ fn pipeline(args: &BenchArgs) -> anyhow::Result<f64> {
         .sink
         .as_ref()
         .map(|name| format!("weir_storage_written_total{{sink=\"{name}\"}}"));
+    let accepted_series = format!(
+        "weir_ingest_accepted_total{{protocol=\"{}\"}}",
+        args.protocol.label()
+    );
+    let appended = |metrics: &str| counter(metrics, &accepted_series);
+    let appended_before = appended(&args.metrics)?;
     let before = processed(&args.metrics)?;
     let stored_before = match &stored_series {
         Some(series) => counter(&args.metrics, series)?,
@@ -135,8 +173,14 @@ fn pipeline(args: &BenchArgs) -> anyhow::Result<f64> {
     for connection in 0..args.connections {
         let mut stream = TcpStream::connect(&args.target)
             .with_context(|| format!("connecting to {}", args.target))?;
+        if args.protocol == WireProtocol::Riemann {
+            // Every message is answered: read the answers so the server
+            // never waits on a full socket.
+            let mut answers = stream.try_clone()?;
+            std::thread::spawn(move || std::io::copy(&mut answers, &mut std::io::sink()));
+        }
         let (sent, stop) = (sent.clone(), stop.clone());
-        let hosts = args.hosts;
+        let (hosts, protocol) = (args.hosts, args.protocol);
         let per_connection = args.rate.map(|r| r as f64 / args.connections as f64);
         producers.push(std::thread::spawn(move || -> std::io::Result<()> {
             let mut chunk = Vec::with_capacity(EVENTS_PER_WRITE * 160);
@@ -156,11 +200,7 @@ fn pipeline(args: &BenchArgs) -> anyhow::Result<f64> {
                 let second = begun.elapsed().as_secs();
                 if chunk.is_empty() || second != chunk_second {
                     chunk_second = second;
-                    chunk.clear();
-                    for line in payload(connection, hosts) {
-                        chunk.extend_from_slice(line.as_bytes());
-                        chunk.push(b'\n');
-                    }
+                    chunk = payload(connection, hosts, protocol);
                 }
                 stream.write_all(&chunk)?;
                 n += EVENTS_PER_WRITE as u64;
@@ -194,6 +234,16 @@ fn pipeline(args: &BenchArgs) -> anyhow::Result<f64> {
         total as f64 / send_secs
     );
 
+    let what = format!("appending {total} events");
+    wait_for_count(&what, total, || {
+        Ok(appended(&args.metrics)?.saturating_sub(appended_before))
+    })?;
+    let appending_secs = started.elapsed().as_secs_f64();
+    println!(
+        "appended  {total} events in {appending_secs:.2}s: {:.0} events/s into the log ({:?})",
+        total as f64 / appending_secs,
+        args.protocol
+    );
     let what = format!("processing {total} events");
     wait_for_count(&what, total, || {
         Ok(processed(&args.metrics)?.saturating_sub(before))
@@ -261,20 +311,48 @@ fn counter(metrics: &str, series: &str) -> anyhow::Result<u64> {
         .sum::<f64>() as u64)
 }
 
-/// `EVENTS_PER_WRITE` generated events for producer `connection`, stamped now.
-fn payload(connection: usize, hosts: usize) -> Vec<String> {
+/// `EVENTS_PER_WRITE` generated events for producer `connection`, stamped
+/// now, written in `protocol`.
+fn payload(connection: usize, hosts: usize, protocol: WireProtocol) -> Vec<u8> {
     let time = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
-    (0..EVENTS_PER_WRITE)
-        .map(|i| {
-            let host = (connection * EVENTS_PER_WRITE + i) % hosts;
+    let host = |i: usize| (connection * EVENTS_PER_WRITE + i) % hosts;
+    let lines = |line: &dyn Fn(usize) -> String| -> Vec<u8> {
+        (0..EVENTS_PER_WRITE)
+            .flat_map(|i| (line(i) + "\n").into_bytes())
+            .collect()
+    };
+    match protocol {
+        WireProtocol::Ndjson => lines(&|i| {
             format!(
-                r#"{{"host":"bench-{host}","service":"bench/load","state":"ok","time":{time:.3},"metric":{},"ttl":60,"tags":["bench"]}}"#,
+                r#"{{"host":"bench-{}","service":"bench/load","state":"ok","time":{time:.3},"metric":{},"ttl":60,"tags":["bench"]}}"#,
+                host(i),
                 i % 100
             )
-        })
-        .collect()
+        }),
+        WireProtocol::Graphite => {
+            lines(&|i| format!("bench-{}.bench.load {} {time:.0}", host(i), i % 100))
+        }
+        WireProtocol::Statsd => {
+            lines(&|i| format!("bench.load:{}|g|#host:bench-{}", i % 100, host(i)))
+        }
+        WireProtocol::Riemann => {
+            let events: Vec<weir_event::Event> = (0..EVENTS_PER_WRITE)
+                .map(|i| weir_event::Event {
+                    host: format!("bench-{}", host(i)),
+                    service: Some("bench/load".into()),
+                    state: Some("ok".into()),
+                    time,
+                    metric: Some((i % 100) as f64),
+                    ttl: Some(60.0),
+                    tags: vec!["bench".into()],
+                    ..weir_event::Event::default()
+                })
+                .collect();
+            weir_ingest::riemann::framed_message(&events)
+        }
+    }
 }
 
 /// Events per second a plain rdkafka producer delivers to `brokers` for
@@ -296,13 +374,17 @@ fn kafka_ceiling(brokers: &str, args: &BenchArgs) -> anyhow::Result<f64> {
         .set("batch.num.messages", "100000")
         .create()
         .context("creating the ceiling producer")?;
-    let lines = payload(0, args.hosts);
+    let payload = payload(0, args.hosts, WireProtocol::Ndjson);
+    let lines: Vec<&[u8]> = payload
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .collect();
     let started = Instant::now();
     let mut sent = 0u64;
     while started.elapsed() < args.duration {
         for (i, line) in lines.iter().enumerate() {
             let key = format!("bench-{}", i % args.hosts);
-            let mut record = BaseRecord::to(TOPIC).key(&key).payload(line);
+            let mut record = BaseRecord::to(TOPIC).key(&key).payload(*line);
             while let Err((error, back)) = producer.send(record) {
                 if error.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::QueueFull) {
                     bail!("ceiling producer: {error}");

@@ -142,6 +142,32 @@ impl Riemann {
     }
 }
 
+/// A length-framed `Msg` carrying `events`, as a Riemann client writes
+/// it over TCP (`weir bench --protocol riemann`).
+pub fn framed_message(events: &[weir_event::Event]) -> Vec<u8> {
+    let msg = wire::Msg {
+        events: events
+            .iter()
+            .map(|event| wire::Event {
+                host: Some(event.host.clone()),
+                service: event.service.clone(),
+                state: event.state.clone(),
+                description: event.description.clone(),
+                tags: event.tags.clone(),
+                ttl: event.ttl.map(|t| t as f32),
+                time_micros: Some((event.time * 1e6) as i64),
+                metric_d: event.metric,
+                ..wire::Event::default()
+            })
+            .collect(),
+        ..wire::Msg::default()
+    };
+    let body = msg.encode_to_vec();
+    let mut framed = (body.len() as u32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&body);
+    framed
+}
+
 impl Protocol for Riemann {
     fn name(&self) -> &'static str {
         self.name
