@@ -357,6 +357,13 @@ async fn start_ingest(
     if let Some(addr) = bound.statsd {
         println!("listening statsd {addr} (StatsD, UDP and TCP)");
     }
+    if let Some(listener) = &config.ingest.otlp_grpc {
+        let app = weir_ingest::http::grpc_routes(&config.ingest, router.clone());
+        let what = "OTLP/gRPC MetricsService/Export";
+        let tls = listener.acceptor("otlp-grpc")?;
+        // The task ends with the runtime, like the stream listeners.
+        drop(serve("otlp-grpc", &listener.listen, app, what, None, tls).await?);
+    }
     let http = match &config.ingest.http {
         Some(listener) => {
             let app = weir_ingest::http::routes(&config.ingest, router.clone())

@@ -6,7 +6,8 @@
 //! line protocol; vmagent (VictoriaMetrics' agent) remote-writing what it
 //! scrapes from weir and what it is sent; Python's `websockets` and
 //! `msgpack` as a poa-netstats agent on `GET /ws`; PyPI's `statsd` client
-//! over UDP and TCP; the OpenTelemetry Python SDK's OTLP/HTTP exporter.
+//! over UDP and TCP; the OpenTelemetry Python SDK's OTLP exporters over
+//! HTTP and gRPC.
 
 mod common;
 
@@ -448,49 +449,57 @@ fn statsd_clients_are_aggregated_per_flush() {
 }
 
 #[test]
-fn the_opentelemetry_sdk_exports_metrics_over_otlp_http() {
+fn the_opentelemetry_sdk_exports_metrics_over_otlp_http_and_grpc() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let weir = Weir::start(&format!("{LISTENERS}{REACTOR}"), &data);
-    let exporter = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otel/export.py"))
-        .arg(format!("http://{}/v1/metrics", weir.http))
-        .output()
-        .expect("python3 with the OpenTelemetry SDK (scripts/test installs it)");
-    assert!(
-        exporter.status.success(),
-        "{}",
-        String::from_utf8_lossy(&exporter.stderr)
-    );
-    wait_until(Duration::from_secs(30), "the three metrics", || {
+    let config = format!("{LISTENERS}[ingest.otlp_grpc]\nlisten = \"127.0.0.1:0\"\n{REACTOR}");
+    let weir = Weir::start(&config, &data);
+    let export = |transport: &str, endpoint: String| {
+        let exporter = Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otel/export.py"))
+            .args([transport, &endpoint])
+            .output()
+            .expect("python3 with the OpenTelemetry SDK (scripts/test installs it)");
+        assert!(
+            exporter.status.success(),
+            "{}",
+            String::from_utf8_lossy(&exporter.stderr)
+        );
+    };
+    export("http", format!("http://{}/v1/metrics", weir.http));
+    export("grpc", weir.service_addr("otlp-grpc").to_string());
+    for host in ["otel-http", "otel-grpc"] {
+        wait_until(Duration::from_secs(30), "the three metrics", || {
+            let all = results(&data);
+            ["shop/orders", "shop/latency", "shop/queue"]
+                .iter()
+                .all(|s| all.iter().any(|r| r["service"] == *s && r["host"] == host))
+        });
         let all = results(&data);
-        ["shop/orders", "shop/latency", "shop/queue"]
-            .iter()
-            .all(|s| all.iter().any(|r| r["service"] == *s))
-    });
-    let all = results(&data);
-    let by = |service: &str| all.iter().find(|r| r["service"] == service).unwrap();
-    let orders = by("shop/orders");
-    assert_eq!(
-        (
-            &orders["host"],
-            &orders["metric"],
-            &orders["meta"]["region"]
-        ),
-        (&"otel-1".into(), &3.0.into(), &"eu".into())
-    );
-    assert_eq!(orders["meta"]["temporality"], "cumulative");
-    let latency = by("shop/latency");
-    assert_eq!(
-        (
-            &latency["metric"],
-            &latency["meta"]["count"],
-            &latency["meta"]["sum"]
-        ),
-        (&25.0.into(), &4.into(), &100.0.into())
-    );
-    assert_eq!(by("shop/queue")["metric"], 7.0);
+        let by = |service: &str| {
+            all.iter()
+                .find(|r| r["service"] == service && r["host"] == host)
+                .unwrap()
+        };
+        let orders = by("shop/orders");
+        assert_eq!(
+            (&orders["metric"], &orders["meta"]["region"]),
+            (&3.0.into(), &"eu".into())
+        );
+        assert_eq!(orders["meta"]["temporality"], "cumulative");
+        let latency = by("shop/latency");
+        assert_eq!(
+            (
+                &latency["metric"],
+                &latency["meta"]["count"],
+                &latency["meta"]["sum"]
+            ),
+            (&25.0.into(), &4.into(), &100.0.into())
+        );
+        assert_eq!(by("shop/queue")["metric"], 7.0);
+    }
     assert_eq!(weir.metric_sum("weir_ingest_rejected_total"), 0.0);
+    assert!(weir.metric("weir_ingest_accepted_total{protocol=\"otlp-grpc\"}") > 0.0);
     weir.stop();
 }
 

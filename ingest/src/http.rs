@@ -70,19 +70,7 @@ pub(crate) struct LineError {
 /// `GET /ws` (WebSocket) routes, ready to merge into the service's HTTP
 /// router.
 pub fn routes(config: &IngestConfig, router: RouterHandle) -> Router {
-    let ttl_unit = config.http.as_ref().map(|l| l.ttl_unit).unwrap_or_default();
-    let state = Ingest {
-        router,
-        body: BodyRules {
-            options: DecodeOptions {
-                ttl_unit,
-                max_future_secs: config.max_future_secs,
-            },
-            max_line: config.max_line_bytes,
-            max_events: config.max_batch_events,
-            max_body: config.max_body_bytes,
-        },
-    };
+    let state = Ingest::new(config, router);
     // Layers run outside in: a request holds a turn before its body is read.
     let turns = Arc::new(Semaphore::new(config.max_http_requests.max(1)));
     let routes = Router::new()
@@ -108,6 +96,26 @@ pub fn routes(config: &IngestConfig, router: RouterHandle) -> Router {
             .route("/ws", axum::routing::get(crate::websocket::upgrade))
             .with_state(socket),
     );
+    with_tokens(config, routes)
+}
+
+/// The OTLP/gRPC metrics service for `[ingest.otlp] grpc_listen`:
+/// `MetricsService/Export` over HTTP/2 (cleartext, prior knowledge, as
+/// OTLP exporters with `insecure` send it; or TLS with the listener's).
+pub fn grpc_routes(config: &IngestConfig, router: RouterHandle) -> Router {
+    let routes = Router::new()
+        .route(
+            "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+            post(grpc_export),
+        )
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .with_state(Ingest::new(config, router));
+    with_tokens(config, routes)
+}
+
+/// `routes` behind the producer tokens, when any is configured (gRPC
+/// clients send them as `authorization` metadata).
+fn with_tokens(config: &IngestConfig, routes: Router) -> Router {
     if config.tokens.is_empty() {
         return routes;
     }
@@ -115,6 +123,24 @@ pub fn routes(config: &IngestConfig, router: RouterHandle) -> Router {
     routes.layer(middleware::from_fn(move |request, next| {
         identify(tokens.clone(), request, next)
     }))
+}
+
+impl Ingest {
+    fn new(config: &IngestConfig, router: RouterHandle) -> Ingest {
+        let ttl_unit = config.http.as_ref().map(|l| l.ttl_unit).unwrap_or_default();
+        Ingest {
+            router,
+            body: BodyRules {
+                options: DecodeOptions {
+                    ttl_unit,
+                    max_future_secs: config.max_future_secs,
+                },
+                max_line: config.max_line_bytes,
+                max_events: config.max_batch_events,
+                max_body: config.max_body_bytes,
+            },
+        }
+    }
 }
 
 /// Waits for one of the `max_http_requests` turns, then handles the request.
@@ -515,19 +541,102 @@ async fn post_otlp(
         };
         return Json(body).into_response();
     }
-    // ExportMetricsServiceResponse { partial_success = 1 {
-    // rejected_data_points = 1; error_message = 2 } }
-    let body = match message {
-        None => Vec::new(),
-        Some(message) => {
-            let mut partial = Vec::new();
-            prost::encoding::int64::encode(1, &(rejected.len() as i64), &mut partial);
-            prost::encoding::string::encode(2, &message, &mut partial);
-            let mut body = Vec::new();
-            prost::encoding::bytes::encode(1, &partial, &mut body);
-            body
-        }
-    };
     let protobuf = [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")];
-    (protobuf, body).into_response()
+    (protobuf, otlp_response(&rejected)).into_response()
+}
+
+/// The `ExportMetricsServiceResponse`: empty, or with `partial_success`
+/// (`rejected_data_points = 1`, `error_message = 2`) naming what was
+/// rejected.
+fn otlp_response(rejected: &[Rejection]) -> Vec<u8> {
+    if rejected.is_empty() {
+        return Vec::new();
+    }
+    let mut partial = Vec::new();
+    prost::encoding::int64::encode(1, &(rejected.len() as i64), &mut partial);
+    prost::encoding::string::encode(2, &first_rejections(rejected), &mut partial);
+    let mut body = Vec::new();
+    prost::encoding::bytes::encode(1, &partial, &mut body);
+    body
+}
+
+/// A gRPC answer: the message (if any) as one length-prefixed frame, and
+/// `grpc-status` (and `grpc-message`) in the trailers.
+fn grpc_answer(message: Option<Vec<u8>>, status: u8, detail: &str) -> Response {
+    use http_body_util::{BodyExt, Full};
+    let data = message.map_or_else(Vec::new, |message| {
+        let mut frame = vec![0];
+        frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&message);
+        frame
+    });
+    let mut trailers = axum::http::HeaderMap::new();
+    trailers.insert("grpc-status", u16::from(status).into());
+    if let Ok(detail) = axum::http::HeaderValue::from_str(&detail.replace(['\r', '\n'], " ")) {
+        if !detail.is_empty() {
+            trailers.insert("grpc-message", detail);
+        }
+    }
+    let body = Full::new(Bytes::from(data))
+        .with_trailers(async move { Some(Ok::<_, std::convert::Infallible>(trailers)) });
+    let grpc = [(axum::http::header::CONTENT_TYPE, "application/grpc")];
+    (grpc, axum::body::Body::new(body)).into_response()
+}
+
+/// gRPC status codes weir answers.
+const GRPC_OK: u8 = 0;
+const GRPC_INVALID_ARGUMENT: u8 = 3;
+const GRPC_UNIMPLEMENTED: u8 = 12;
+const GRPC_UNAVAILABLE: u8 = 14;
+
+/// `MetricsService/Export`: one length-prefixed, uncompressed
+/// `ExportMetricsServiceRequest` ([`crate::otlp`]); `OK` with the
+/// response (partial success naming rejected points), `INVALID_ARGUMENT`
+/// for a message that does not decode, `UNAVAILABLE` (retried by
+/// exporters) when the log refuses.
+async fn grpc_export(
+    State(ingest): State<Ingest>,
+    producer: Option<Extension<Producer>>,
+    body: Bytes,
+) -> Response {
+    let Some((&compressed, rest)) = body.split_first() else {
+        return grpc_answer(None, GRPC_INVALID_ARGUMENT, "an empty request");
+    };
+    if compressed != 0 {
+        let detail = "compressed messages are not supported; export without compression";
+        return grpc_answer(None, GRPC_UNIMPLEMENTED, detail);
+    }
+    let length = rest
+        .get(..4)
+        .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize);
+    if length != Some(rest.len().saturating_sub(4)) {
+        return grpc_answer(
+            None,
+            GRPC_INVALID_ARGUMENT,
+            "the message length does not match the request",
+        );
+    }
+    let message = body.slice(5..);
+    let taken = take(
+        &ingest,
+        "otlp-grpc",
+        producer,
+        move |now, events, rejected| {
+            crate::otlp::decode(
+                &message,
+                crate::otlp::Encoding::Protobuf,
+                now,
+                events,
+                rejected,
+            )
+        },
+    )
+    .await;
+    match taken {
+        Taken::Refused(refusal) => grpc_answer(None, GRPC_INVALID_ARGUMENT, &refusal.to_string()),
+        Taken::Unavailable(text) => grpc_answer(None, GRPC_UNAVAILABLE, &text),
+        Taken::Appended { rejected, .. } => {
+            grpc_answer(Some(otlp_response(&rejected)), GRPC_OK, "")
+        }
+    }
 }

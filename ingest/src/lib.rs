@@ -107,6 +107,9 @@ pub struct IngestConfig {
     pub influx: Option<Listener>,
     /// StatsD, UDP and TCP on the same port (8125).
     pub statsd: Option<statsd::StatsdConfig>,
+    /// OTLP over gRPC (4317): `MetricsService/Export` over HTTP/2 (over
+    /// HTTP it is `POST /v1/metrics` on the HTTP listener).
+    pub otlp_grpc: Option<Listener>,
     /// `GET /ws` on the HTTP listener: the message types taken.
     pub websocket: websocket::WebSocketConfig,
     /// Longest accepted line, in bytes.
@@ -145,6 +148,7 @@ impl Default for IngestConfig {
             riemann: None,
             influx: None,
             statsd: None,
+            otlp_grpc: None,
             websocket: websocket::WebSocketConfig::default(),
             max_line_bytes: 1 << 20,
             max_connections: 1024,
