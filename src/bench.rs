@@ -2,8 +2,9 @@
 //! It opens `--connections` TCP connections to a running weir, sends
 //! generated events for `--duration` (optionally at `--rate` events/s in
 //! total) in one `--protocol` (NDJSON, Graphite plaintext, StatsD lines —
-//! to a listener with `aggregate = false`, one event per line — or
-//! Riemann protobuf, whose answers it reads and drops), and reports the
+//! to a listener with `aggregate = false`, one event per line —, Riemann
+//! protobuf, whose answers it reads and drops, or InfluxDB lines over
+//! `POST /write`), and reports the
 //! send rate. Then it watches the target's `/metrics` until every event is
 //! in the log (the protocol's `weir_ingest_accepted_total`) and until the
 //! processor has taken every one, and reports both rates: events per
@@ -79,6 +80,46 @@ pub enum WireProtocol {
     Statsd,
     /// Riemann protobuf, 512 events per message (`[ingest.riemann]`).
     Riemann,
+    /// InfluxDB line protocol, 512 lines per `POST /write` (the HTTP
+    /// listener's address as `--target`).
+    Influx,
+}
+
+/// Where a producer writes: a TCP stream, or HTTP requests.
+enum Sender {
+    Stream(TcpStream),
+    Http(reqwest::blocking::Client, String),
+}
+
+impl Sender {
+    fn connect(target: &str, protocol: WireProtocol) -> anyhow::Result<Sender> {
+        if protocol == WireProtocol::Influx {
+            let client = reqwest::blocking::Client::new();
+            return Ok(Sender::Http(client, format!("http://{target}/write")));
+        }
+        let stream = TcpStream::connect(target).with_context(|| format!("connecting to {target}"))?;
+        if protocol == WireProtocol::Riemann {
+            // Every message is answered: read the answers so the server
+            // never waits on a full socket.
+            let mut answers = stream.try_clone()?;
+            std::thread::spawn(move || std::io::copy(&mut answers, &mut std::io::sink()));
+        }
+        Ok(Sender::Stream(stream))
+    }
+
+    fn send(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sender::Stream(stream) => stream.write_all(chunk),
+            Sender::Http(client, url) => {
+                let response = client.post(url.as_str()).body(chunk.to_vec()).send();
+                match response.map(|r| r.status()) {
+                    Ok(status) if status.is_success() => Ok(()),
+                    Ok(status) => Err(std::io::Error::other(format!("{url} answered {status}"))),
+                    Err(error) => Err(std::io::Error::other(error)),
+                }
+            }
+        }
+    }
 }
 
 impl WireProtocol {
@@ -89,6 +130,7 @@ impl WireProtocol {
             WireProtocol::Graphite => "graphite",
             WireProtocol::Statsd => "statsd-tcp",
             WireProtocol::Riemann => "riemann",
+            WireProtocol::Influx => "influx",
         }
     }
 }
@@ -171,14 +213,7 @@ fn pipeline(args: &BenchArgs) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut producers = Vec::new();
     for connection in 0..args.connections {
-        let mut stream = TcpStream::connect(&args.target)
-            .with_context(|| format!("connecting to {}", args.target))?;
-        if args.protocol == WireProtocol::Riemann {
-            // Every message is answered: read the answers so the server
-            // never waits on a full socket.
-            let mut answers = stream.try_clone()?;
-            std::thread::spawn(move || std::io::copy(&mut answers, &mut std::io::sink()));
-        }
+        let mut sender = Sender::connect(&args.target, args.protocol)?;
         let (sent, stop) = (sent.clone(), stop.clone());
         let (hosts, protocol) = (args.hosts, args.protocol);
         let per_connection = args.rate.map(|r| r as f64 / args.connections as f64);
@@ -202,7 +237,7 @@ fn pipeline(args: &BenchArgs) -> anyhow::Result<f64> {
                     chunk_second = second;
                     chunk = payload(connection, hosts, protocol);
                 }
-                stream.write_all(&chunk)?;
+                sender.send(&chunk)?;
                 n += EVENTS_PER_WRITE as u64;
                 sent.fetch_add(EVENTS_PER_WRITE as u64, Ordering::Relaxed);
             }
@@ -337,6 +372,10 @@ fn payload(connection: usize, hosts: usize, protocol: WireProtocol) -> Vec<u8> {
         WireProtocol::Statsd => {
             lines(&|i| format!("bench.load:{}|g|#host:bench-{}", i % 100, host(i)))
         }
+        WireProtocol::Influx => lines(&|i| {
+            let millis = (time * 1000.0) as u64;
+            format!("bench,host=bench-{} load={} {millis}", host(i), i % 100)
+        }),
         WireProtocol::Riemann => {
             let events: Vec<weir_event::Event> = (0..EVENTS_PER_WRITE)
                 .map(|i| weir_event::Event {
