@@ -97,7 +97,8 @@ impl Sender {
             let client = reqwest::blocking::Client::new();
             return Ok(Sender::Http(client, format!("http://{target}/write")));
         }
-        let stream = TcpStream::connect(target).with_context(|| format!("connecting to {target}"))?;
+        let stream =
+            TcpStream::connect(target).with_context(|| format!("connecting to {target}"))?;
         if protocol == WireProtocol::Riemann {
             // Every message is answered: read the answers so the server
             // never waits on a full socket.

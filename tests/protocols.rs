@@ -3,7 +3,8 @@
 //! (`riemann-client`, TCP with acknowledgements and UDP) and collectd's
 //! `write_riemann`; netcat and collectd's `write_graphite` for Graphite
 //! plaintext; curl and collectd's `write_influxdb_udp` for the InfluxDB
-//! line protocol; vmagent (VictoriaMetrics' agent) remote-writing what it
+//! line protocol; Prometheus scraping weir and itself and remote-writing
+//! to weir, and vmagent (VictoriaMetrics' agent) remote-writing what it
 //! scrapes from weir and what it is sent; Python's `websockets` and
 //! `msgpack` as a poa-netstats agent on `GET /ws`; PyPI's `statsd` client
 //! over UDP and TCP; the OpenTelemetry Python SDK's OTLP exporters over
@@ -252,6 +253,58 @@ fn influx_lines_over_http_and_from_collectd_over_udp() {
                         .as_f64()
                         .is_some_and(|t| (t - now_secs()).abs() < 600.0)
             })
+        },
+    );
+    weir.stop();
+}
+
+#[test]
+fn prometheus_remote_writes_what_it_scrapes_from_weir_and_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let weir = Weir::start(&format!("{LISTENERS}{REACTOR}"), &data);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n\
+             scrape_configs:\n\
+             \x20 - job_name: weir\n    static_configs:\n      - targets: [\"{weir}\"]\n\
+             \x20 - job_name: prometheus\n    static_configs:\n      - targets: [\"127.0.0.1:{port}\"]\n\
+             remote_write:\n  - url: http://{weir}/api/v1/write\n    queue_config:\n      batch_send_deadline: 1s\n",
+            weir = weir.http
+        ),
+    )
+    .unwrap();
+    let prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+        .spawn()
+        .expect("prometheus (Debian's prometheus; scripts/test installs it)");
+    let _prometheus = Killed(prometheus);
+    wait_until(
+        Duration::from_secs(60),
+        "series scraped from weir and from prometheus",
+        || {
+            let all = results(&data);
+            let from_weir = all.iter().any(|r| {
+                r["service"] == "weir_ingest_accepted_total" && r["host"] == weir.http.to_string()
+            });
+            let from_itself = all.iter().any(|r| {
+                r["service"] == "prometheus_build_info" && r["meta"]["job"] == "prometheus"
+            });
+            from_weir && from_itself
         },
     );
     weir.stop();
