@@ -3,8 +3,8 @@
 //! generated events for `--duration` (optionally at `--rate` events/s in
 //! total) in one `--protocol` (NDJSON, Graphite plaintext, StatsD lines —
 //! to a listener with `aggregate = false`, one event per line —, Riemann
-//! protobuf, whose answers it reads and drops, or InfluxDB lines over
-//! `POST /write`), and reports the
+//! protobuf, whose answers it reads and drops, or over HTTP: InfluxDB
+//! lines, Prometheus remote_write or OTLP protobuf), and reports the
 //! send rate. Then it watches the target's `/metrics` until every event is
 //! in the log (the protocol's `weir_ingest_accepted_total`) and until the
 //! processor has taken every one, and reports both rates: events per
@@ -83,6 +83,10 @@ pub enum WireProtocol {
     /// InfluxDB line protocol, 512 lines per `POST /write` (the HTTP
     /// listener's address as `--target`).
     Influx,
+    /// Prometheus remote_write, 512 samples per `POST /api/v1/write`.
+    RemoteWrite,
+    /// OTLP/HTTP protobuf, 512 gauge points per `POST /v1/metrics`.
+    Otlp,
 }
 
 /// Where a producer writes: a TCP stream, or HTTP requests.
@@ -93,9 +97,15 @@ enum Sender {
 
 impl Sender {
     fn connect(target: &str, protocol: WireProtocol) -> anyhow::Result<Sender> {
-        if protocol == WireProtocol::Influx {
+        let path = match protocol {
+            WireProtocol::Influx => Some("/write"),
+            WireProtocol::RemoteWrite => Some("/api/v1/write"),
+            WireProtocol::Otlp => Some("/v1/metrics"),
+            _ => None,
+        };
+        if let Some(path) = path {
             let client = reqwest::blocking::Client::new();
-            return Ok(Sender::Http(client, format!("http://{target}/write")));
+            return Ok(Sender::Http(client, format!("http://{target}{path}")));
         }
         let stream =
             TcpStream::connect(target).with_context(|| format!("connecting to {target}"))?;
@@ -132,6 +142,8 @@ impl WireProtocol {
             WireProtocol::Statsd => "statsd-tcp",
             WireProtocol::Riemann => "riemann",
             WireProtocol::Influx => "influx",
+            WireProtocol::RemoteWrite => "remote_write",
+            WireProtocol::Otlp => "otlp",
         }
     }
 }
@@ -377,11 +389,11 @@ fn payload(connection: usize, hosts: usize, protocol: WireProtocol) -> Vec<u8> {
             let millis = (time * 1000.0) as u64;
             format!("bench,host=bench-{} load={} {millis}", host(i), i % 100)
         }),
-        WireProtocol::Riemann => {
+        WireProtocol::Riemann | WireProtocol::RemoteWrite | WireProtocol::Otlp => {
             let events: Vec<weir_event::Event> = (0..EVENTS_PER_WRITE)
                 .map(|i| weir_event::Event {
                     host: format!("bench-{}", host(i)),
-                    service: Some("bench/load".into()),
+                    service: Some("bench_load".into()),
                     state: Some("ok".into()),
                     time,
                     metric: Some((i % 100) as f64),
@@ -390,7 +402,11 @@ fn payload(connection: usize, hosts: usize, protocol: WireProtocol) -> Vec<u8> {
                     ..weir_event::Event::default()
                 })
                 .collect();
-            weir_ingest::riemann::framed_message(&events)
+            match protocol {
+                WireProtocol::RemoteWrite => weir_ingest::remote_write::encode(&events),
+                WireProtocol::Otlp => weir_ingest::otlp::encode(&events),
+                _ => weir_ingest::riemann::framed_message(&events),
+            }
         }
     }
 }

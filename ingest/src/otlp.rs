@@ -344,6 +344,44 @@ fn histogram_point(point: &wire::HistogramDataPoint) -> Point {
     (mean, point.time_unix_nano as f64 / 1e9, meta)
 }
 
+/// An `ExportMetricsServiceRequest` of one gauge point per event, a
+/// resource per event with its `host.name`, as an OpenTelemetry exporter
+/// sends it (`weir bench --protocol otlp`).
+pub fn encode(events: &[weir_event::Event]) -> Vec<u8> {
+    let text = |value: &str| wire::AnyValue {
+        string_value: Some(value.into()),
+        ..Default::default()
+    };
+    let request = wire::Request {
+        resource_metrics: events
+            .iter()
+            .map(|event| wire::ResourceMetrics {
+                resource: Some(wire::Resource {
+                    attributes: vec![wire::KeyValue {
+                        key: "host.name".into(),
+                        value: Some(text(&event.host)),
+                    }],
+                }),
+                scope_metrics: vec![wire::ScopeMetrics {
+                    metrics: vec![wire::Metric {
+                        name: event.service.clone().unwrap_or_default(),
+                        gauge: Some(wire::Points {
+                            data_points: vec![wire::NumberDataPoint {
+                                time_unix_nano: (event.time * 1e9) as u64,
+                                as_double: event.metric,
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }],
+                }],
+            })
+            .collect(),
+    };
+    prost::Message::encode_to_vec(&request)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

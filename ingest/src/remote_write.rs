@@ -140,6 +140,34 @@ pub fn decode(
     Ok(())
 }
 
+/// A snappy-compressed `WriteRequest` of one sample per event
+/// (`service` as `__name__`, `host` as `instance`), as Prometheus sends
+/// it (`weir bench --protocol remote-write`).
+pub fn encode(events: &[weir_event::Event]) -> Vec<u8> {
+    let label = |name: &str, value: &str| wire::Label {
+        name: name.into(),
+        value: value.into(),
+    };
+    let request = wire::WriteRequest {
+        timeseries: events
+            .iter()
+            .map(|event| wire::TimeSeries {
+                labels: vec![
+                    label("__name__", event.service.as_deref().unwrap_or("")),
+                    label("instance", &event.host),
+                ],
+                samples: vec![wire::Sample {
+                    value: event.metric.unwrap_or(0.0),
+                    timestamp: (event.time * 1000.0) as i64,
+                }],
+            })
+            .collect(),
+    };
+    snap::raw::Encoder::new()
+        .compress_vec(&request.encode_to_vec())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
