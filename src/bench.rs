@@ -3,8 +3,9 @@
 //! generated events for `--duration` (optionally at `--rate` events/s in
 //! total) in one `--protocol` (NDJSON, Graphite plaintext, StatsD lines —
 //! to a listener with `aggregate = false`, one event per line —, Riemann
-//! protobuf, whose answers it reads and drops, or over HTTP: InfluxDB
-//! lines, Prometheus remote_write or OTLP protobuf), and reports the
+//! protobuf, whose answers it reads and drops, over HTTP InfluxDB lines,
+//! Prometheus remote_write or OTLP protobuf, OTLP over gRPC, or
+//! WebSocket messages), and reports the
 //! send rate. Then it watches the target's `/metrics` until every event is
 //! in the log (the protocol's `weir_ingest_accepted_total`) and until the
 //! processor has taken every one, and reports both rates: events per
@@ -87,12 +88,20 @@ pub enum WireProtocol {
     RemoteWrite,
     /// OTLP/HTTP protobuf, 512 gauge points per `POST /v1/metrics`.
     Otlp,
+    /// OTLP over gRPC, 512 gauge points per `MetricsService/Export` (the
+    /// `[ingest.otlp_grpc]` address as `--target`).
+    OtlpGrpc,
+    /// WebSocket, 512 events per JSON message on `GET /ws`, each answered
+    /// before the next is sent.
+    Websocket,
 }
 
-/// Where a producer writes: a TCP stream, or HTTP requests.
+/// Where a producer writes: a TCP stream, HTTP requests, or WebSocket
+/// messages.
 enum Sender {
     Stream(TcpStream),
     Http(reqwest::blocking::Client, String),
+    Socket(Box<tungstenite::WebSocket<TcpStream>>),
 }
 
 impl Sender {
@@ -101,14 +110,27 @@ impl Sender {
             WireProtocol::Influx => Some("/write"),
             WireProtocol::RemoteWrite => Some("/api/v1/write"),
             WireProtocol::Otlp => Some("/v1/metrics"),
+            WireProtocol::OtlpGrpc => {
+                Some("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export")
+            }
             _ => None,
         };
         if let Some(path) = path {
-            let client = reqwest::blocking::Client::new();
+            let mut client = reqwest::blocking::Client::builder();
+            if protocol == WireProtocol::OtlpGrpc {
+                client = client.http2_prior_knowledge();
+            }
+            let client = client.build()?;
             return Ok(Sender::Http(client, format!("http://{target}{path}")));
         }
         let stream =
             TcpStream::connect(target).with_context(|| format!("connecting to {target}"))?;
+        if protocol == WireProtocol::Websocket {
+            let url = format!("ws://{target}/ws");
+            let (socket, _) = tungstenite::client(url.as_str(), stream)
+                .map_err(|e| anyhow::anyhow!("WebSocket handshake with {url}: {e}"))?;
+            return Ok(Sender::Socket(Box::new(socket)));
+        }
         if protocol == WireProtocol::Riemann {
             // Every message is answered: read the answers so the server
             // never waits on a full socket.
@@ -129,6 +151,14 @@ impl Sender {
                     Err(error) => Err(std::io::Error::other(error)),
                 }
             }
+            Sender::Socket(socket) => {
+                let text = String::from_utf8_lossy(chunk).into_owned();
+                socket
+                    .send(tungstenite::Message::text(text))
+                    .map_err(std::io::Error::other)?;
+                // The answer comes once the events are in the log.
+                socket.read().map(drop).map_err(std::io::Error::other)
+            }
         }
     }
 }
@@ -144,6 +174,8 @@ impl WireProtocol {
             WireProtocol::Influx => "influx",
             WireProtocol::RemoteWrite => "remote_write",
             WireProtocol::Otlp => "otlp",
+            WireProtocol::OtlpGrpc => "otlp-grpc",
+            WireProtocol::Websocket => "websocket",
         }
     }
 }
@@ -389,7 +421,22 @@ fn payload(connection: usize, hosts: usize, protocol: WireProtocol) -> Vec<u8> {
             let millis = (time * 1000.0) as u64;
             format!("bench,host=bench-{} load={} {millis}", host(i), i % 100)
         }),
-        WireProtocol::Riemann | WireProtocol::RemoteWrite | WireProtocol::Otlp => {
+        WireProtocol::Websocket => {
+            let events: Vec<String> = (0..EVENTS_PER_WRITE)
+                .map(|i| {
+                    format!(
+                        r#"{{"host":"bench-{}","service":"bench/load","time":{time:.3},"metric":{}}}"#,
+                        host(i),
+                        i % 100
+                    )
+                })
+                .collect();
+            format!(r#"{{"type":"metric","events":[{}]}}"#, events.join(",")).into_bytes()
+        }
+        WireProtocol::Riemann
+        | WireProtocol::RemoteWrite
+        | WireProtocol::Otlp
+        | WireProtocol::OtlpGrpc => {
             let events: Vec<weir_event::Event> = (0..EVENTS_PER_WRITE)
                 .map(|i| weir_event::Event {
                     host: format!("bench-{}", host(i)),
@@ -405,6 +452,14 @@ fn payload(connection: usize, hosts: usize, protocol: WireProtocol) -> Vec<u8> {
             match protocol {
                 WireProtocol::RemoteWrite => weir_ingest::remote_write::encode(&events),
                 WireProtocol::Otlp => weir_ingest::otlp::encode(&events),
+                WireProtocol::OtlpGrpc => {
+                    // One uncompressed, length-prefixed gRPC message.
+                    let message = weir_ingest::otlp::encode(&events);
+                    let mut framed = vec![0];
+                    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+                    framed.extend_from_slice(&message);
+                    framed
+                }
                 _ => weir_ingest::riemann::framed_message(&events),
             }
         }
