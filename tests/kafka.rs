@@ -818,16 +818,41 @@ pipeline = 'where service = "fault"'
         refused > 0 || slowest > Duration::from_secs(3),
         "{slowest:?}"
     );
-    wait_until(
-        Duration::from_secs(120),
-        "every acknowledged event's result",
-        || {
-            let got: BTreeSet<String> = described(&results(&dir.path().join("store")))
-                .into_iter()
-                .collect();
-            acked.is_subset(&got)
-        },
-    );
+    let missing = || {
+        let got: BTreeSet<String> = described(&results(&dir.path().join("store")))
+            .into_iter()
+            .collect();
+        acked.difference(&got).cloned().collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while !missing().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let lost = missing();
+    if !lost.is_empty() {
+        // Lost by the log, or stuck after it? Look for them in weir.events.
+        let kafka = KafkaLog::connect(&broker.addr, &kafka_config()).unwrap();
+        let logged = (0..4)
+            .flat_map(|p| {
+                let records = kafka.read("weir.events", p, 0, 256 << 20, Duration::from_secs(5));
+                records.unwrap()
+            })
+            .filter(|r| {
+                lost.iter()
+                    .any(|name| r.value.windows(name.len()).any(|w| w == name.as_bytes()))
+            })
+            .count();
+        let logs = ["ingest", "process", "store"].map(|name| {
+            std::fs::read_to_string(dir.path().join(name).with_extension("stderr"))
+                .unwrap_or_default()
+        });
+        panic!(
+            "{} acknowledged events without a result ({logged} of them in weir.events), e.g. {:?}\n{}",
+            lost.len(),
+            &lost[..lost.len().min(3)],
+            logs.join("\n----\n")
+        );
+    }
     std::thread::sleep(Duration::from_secs(2));
     let got = described(&results(&dir.path().join("store")));
     let mut seen = BTreeSet::new();

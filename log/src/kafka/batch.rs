@@ -428,9 +428,16 @@ impl ProducerContext for Deliveries {
     fn delivery(&self, result: &DeliveryResult<'_>, pending: Arc<Pending>) {
         let mut state = pending.lock();
         match result {
+            // A delivered message's offset can be unknown (-1): after a
+            // broker restart, an idempotent retry the broker already had is
+            // reported delivered without one. Taking it as a number
+            // overflowed and killed the delivery thread, and every later
+            // append waited for ever.
             Ok(message) => {
-                let next = message.offset() as u64 + 1;
-                state.next = Some(state.next.map_or(next, |n| n.max(next)));
+                if let Ok(offset) = u64::try_from(message.offset()) {
+                    let next = offset.saturating_add(1);
+                    state.next = Some(state.next.map_or(next, |n| n.max(next)));
+                }
             }
             Err((error, _)) => {
                 state.error.get_or_insert_with(|| error.clone());
