@@ -121,19 +121,10 @@ async fn tcp<P: Protocol>(
         .map_err(bind_err(name, listener))?;
     let address = socket.local_addr().map_err(bind_err(name, listener))?;
     let tls = listener.acceptor(name)?;
-    let (limits, max_connections) = limits(config);
-    let router = router.clone();
-    tokio::spawn(async move {
-        let accept = || async { socket.accept().await.map(|(stream, _)| stream) };
-        accept_loop(
-            Arc::new(protocol),
-            limits,
-            max_connections,
-            router,
-            tls,
-            accept,
-        )
-        .await
+    let socket = Arc::new(socket);
+    spawn_accepts(config, protocol, tls, router, move || {
+        let socket = socket.clone();
+        async move { socket.accept().await.map(|(stream, _)| stream) }
     });
     Ok(address)
 }
@@ -149,21 +140,33 @@ fn unix<P: Protocol>(
     let _ = std::fs::remove_file(&listener.listen);
     let socket =
         UnixListener::bind(&listener.listen).map_err(bind_err(protocol.name(), listener))?;
+    let socket = Arc::new(socket);
+    spawn_accepts(config, protocol, None, router, move || {
+        let socket = socket.clone();
+        async move { socket.accept().await.map(|(stream, _)| stream) }
+    });
+    Ok(())
+}
+
+/// Runs [`accept_loop`] for a stream listener on the current runtime.
+fn spawn_accepts<P, S, F, Fut>(
+    config: &IngestConfig,
+    protocol: P,
+    tls: Option<Acceptor>,
+    router: &RouterHandle,
+    accept: F,
+) where
+    P: Protocol,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = std::io::Result<S>> + Send,
+{
     let (limits, max_connections) = limits(config);
     let router = router.clone();
     tokio::spawn(async move {
-        let accept = || async { socket.accept().await.map(|(stream, _)| stream) };
-        accept_loop(
-            Arc::new(protocol),
-            limits,
-            max_connections,
-            router,
-            None,
-            accept,
-        )
-        .await
+        let protocol = Arc::new(protocol);
+        accept_loop(protocol, limits, max_connections, router, tls, accept).await
     });
-    Ok(())
 }
 
 /// Serves `protocol` on a UDP socket.
