@@ -12,7 +12,9 @@
 //! timer's its mean, with `meta` `count`, `lower`, `upper`, `sum`,
 //! `median` and `pN` for each of `percentiles`; a set's the number of
 //! distinct values. With `aggregate = false` every line is an event of its
-//! own (`meta.statsd_type` says which kind).
+//! own (`meta.statsd_type` says which kind). At most 100,000 names and
+//! hosts wait for a flush (more are rejected, counted); a gauge unchanged
+//! for 360 flushes is forgotten.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -150,6 +152,13 @@ fn parse(line: &str) -> Result<Sample, String> {
     })
 }
 
+/// Most names and hosts aggregated between two flushes.
+const MAX_NAMES: usize = 100_000;
+
+/// Flushes a gauge that does not change is kept for (its value is the
+/// base of `+N`/`-N` deltas); then it is forgotten.
+const GAUGE_IDLE_FLUSHES: u32 = 360;
+
 /// What a flush interval gathered for one name and host.
 #[derive(Default)]
 struct Aggregate {
@@ -157,6 +166,8 @@ struct Aggregate {
     count: f64,
     gauge: Option<f64>,
     changed: bool,
+    /// Flushes since a gauge last changed.
+    idle_flushes: u32,
     timings: Vec<f64>,
     members: BTreeSet<String>,
     tags: Map<String, Value>,
@@ -255,13 +266,20 @@ impl Statsd {
         self.event(fields, now)
     }
 
-    fn gather(&self, sample: Sample) {
+    /// Adds `sample` to its aggregate; refused when [`MAX_NAMES`] names
+    /// already wait, so input cannot grow memory without bound.
+    fn gather(&self, sample: Sample) -> Result<(), Rejection> {
         let host = sample
             .host
             .clone()
             .unwrap_or_else(|| self.config.host.clone());
         let mut aggregates = self.aggregates.lock();
-        let aggregate = aggregates.entry((sample.name, host)).or_default();
+        let key = (sample.name, host);
+        if aggregates.len() >= MAX_NAMES && !aggregates.contains_key(&key) {
+            let detail = format!("more than {MAX_NAMES} names and hosts wait for the flush");
+            return Err(Rejection::new(Reason::BatchTooLarge, detail));
+        }
+        let aggregate = aggregates.entry(key).or_default();
         aggregate.kind = Some(sample.kind);
         aggregate.tags = sample.tags;
         match sample.kind {
@@ -274,10 +292,12 @@ impl Statsd {
                 };
                 aggregate.gauge = Some(base + sample.value);
                 aggregate.changed = true;
+                aggregate.idle_flushes = 0;
             }
             Kind::Timer => aggregate.timings.push(sample.value),
             Kind::Set => drop(aggregate.members.insert(sample.set_member)),
         }
+        Ok(())
     }
 }
 
@@ -287,6 +307,9 @@ fn flush(config: &StatsdConfig, aggregates: &Aggregates, now: f64) -> Encoded {
     let mut events = Encoded::default();
     let mut aggregates = aggregates.lock();
     for ((name, host), aggregate) in aggregates.iter_mut() {
+        if aggregate.kind == Some(Kind::Gauge) && !aggregate.changed {
+            aggregate.idle_flushes += 1;
+        }
         let mut meta = aggregate.tags.clone();
         let metric = match aggregate.kind {
             Some(Kind::Counter) if aggregate.count != 0.0 => {
@@ -331,8 +354,9 @@ fn flush(config: &StatsdConfig, aggregates: &Aggregates, now: f64) -> Encoded {
         aggregate.timings.clear();
         aggregate.members.clear();
     }
-    // Names with nothing left to send are dropped (gauges keep their value).
-    aggregates.retain(|_, a| a.kind == Some(Kind::Gauge));
+    // Names with nothing left to send are dropped; gauges keep their
+    // value (for deltas) until they have not changed for a while.
+    aggregates.retain(|_, a| a.kind == Some(Kind::Gauge) && a.idle_flushes < GAUGE_IDLE_FLUSHES);
     events
 }
 
@@ -353,7 +377,10 @@ impl LineProtocol for Statsd {
             Err(detail) => return rejected.push(Rejection::new(Reason::Malformed, detail)),
         };
         if self.config.aggregate {
-            return self.gather(sample);
+            if let Err(rejection) = self.gather(sample) {
+                rejected.push(rejection);
+            }
+            return;
         }
         match self.raw(sample, now) {
             Ok(event) => events.push(&event.host, &event.to_json()),
@@ -444,6 +471,32 @@ mod tests {
         assert_eq!(
             flushed(&statsd.config, &statsd.aggregates)["load"]["metric"],
             6.0
+        );
+    }
+
+    #[test]
+    fn names_are_bounded_and_idle_gauges_forgotten() {
+        let statsd = statsd(true);
+        let lines: String = (0..MAX_NAMES).map(|i| format!("n{i}:1|c\n")).collect();
+        let (_, rejected) = feed(&statsd, &lines);
+        assert!(rejected.is_empty());
+        let (_, rejected) = feed(&statsd, "one.more:1|c\nn7:1|c");
+        assert_eq!(rejected.len(), 1, "only the new name is refused");
+        assert_eq!(rejected[0].reason, Reason::BatchTooLarge);
+        assert_eq!(flushed(&statsd.config, &statsd.aggregates).len(), MAX_NAMES);
+        feed(&statsd, "load:5|g");
+        // The first flush sends it; then it stays idle.
+        for _ in 0..=GAUGE_IDLE_FLUSHES {
+            flushed(&statsd.config, &statsd.aggregates);
+        }
+        assert!(
+            statsd.aggregates.lock().is_empty(),
+            "the idle gauge forgotten"
+        );
+        feed(&statsd, "load:+2|g");
+        assert_eq!(
+            flushed(&statsd.config, &statsd.aggregates)["load"]["metric"],
+            2.0
         );
     }
 
