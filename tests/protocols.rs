@@ -53,7 +53,9 @@ fn collectd(dir: &Path, plugins: &str, seconds: u64) -> std::process::Child {
 fn riemann_clients_send_over_tcp_with_acks_and_over_udp() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let config = format!("{LISTENERS}[ingest.riemann]\nlisten = \"127.0.0.1:0\"\n{REACTOR}");
+    let config = format!(
+        "{LISTENERS}[ingest]\nmax_line_bytes = 65536\n[ingest.riemann]\nlisten = \"127.0.0.1:0\"\n{REACTOR}"
+    );
     let weir = Weir::start(&config, &data);
     let port = weir.service_addr("riemann").port().to_string();
     let client = |args: &[&str]| {
@@ -103,6 +105,21 @@ fn riemann_clients_send_over_tcp_with_acks_and_over_udp() {
     assert_eq!(find(&all, "udp1").unwrap()["metric"], 7.0, "metric_sint64");
     assert_eq!(
         weir.metric("weir_ingest_rejected_total{protocol=\"riemann\",reason=\"missing_host\"}"),
+        1.0
+    );
+
+    // A message longer than the limit: answered with why, counted, closed.
+    let mut oversized = std::net::TcpStream::connect(weir.service_addr("riemann")).unwrap();
+    // One byte past the limit, all of it read before the answer (no
+    // unread bytes to turn the close into a reset).
+    oversized.write_all(&1_000_000u32.to_be_bytes()).unwrap();
+    oversized.write_all(&vec![0; 65_537 - 4]).unwrap();
+    let mut answer = Vec::new();
+    std::io::Read::read_to_end(&mut oversized, &mut answer).unwrap();
+    let said = String::from_utf8_lossy(&answer);
+    assert!(said.contains("exceeds 65536"), "{said}");
+    assert_eq!(
+        weir.metric("weir_ingest_rejected_total{protocol=\"riemann\",reason=\"line_too_long\"}"),
         1.0
     );
 

@@ -214,7 +214,22 @@ where
                         buf.clear();
                         break;
                     }
-                    Resync::Never => return Ok(()),
+                    Resync::Never => {
+                        // Counted, answered where the protocol answers,
+                        // then closed: nothing after it can be framed.
+                        tracing::debug!(
+                            protocol = name,
+                            "closing a connection that cannot be resynchronised"
+                        );
+                        if protocol.answers() {
+                            answer_frame(protocol, &mut stream, router, &mut events, &mut rejected)
+                                .await?;
+                        }
+                        for rejection in rejected.drain(..) {
+                            reject(name, &rejection);
+                        }
+                        return Ok(());
+                    }
                 }
             }
             let (len, payload) = match protocol.frame(&buf) {
