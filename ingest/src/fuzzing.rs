@@ -57,11 +57,14 @@ pub fn check_http_body(body: &[u8]) {
 /// taken only with a host.
 pub fn check_protocols(data: &[u8]) {
     use crate::protocol::Protocol;
-    let graphite = crate::graphite::Graphite::new("graphite", &["servers.* .host.service*".into()])
-        .expect("a valid template");
+    let options = DecodeOptions::default();
+    let graphite =
+        crate::graphite::Graphite::new("graphite", &["servers.* .host.service*".into()], options)
+            .expect("a valid template");
     let influx = crate::influx::Influx {
         name: "influx",
         precision: crate::influx::Precision::Auto,
+        options,
     };
     let riemann = crate::riemann::Riemann {
         name: "riemann",
@@ -74,9 +77,9 @@ pub fn check_protocols(data: &[u8]) {
     for protocol in protocols {
         protocol.decode_datagram(data, 0.0, &mut events, &mut rejected);
     }
-    let _ = crate::remote_write::decode(data, 1 << 20, 0.0, &mut events, &mut rejected);
+    let _ = crate::remote_write::decode(data, 1 << 20, &options, 0.0, &mut events, &mut rejected);
     for encoding in [crate::otlp::Encoding::Protobuf, crate::otlp::Encoding::Json] {
-        let _ = crate::otlp::decode(data, encoding, 0.0, &mut events, &mut rejected);
+        let _ = crate::otlp::decode(data, encoding, &options, 0.0, &mut events, &mut rejected);
     }
     for (host, value) in events.iter() {
         assert!(!host.is_empty(), "an event without a host");

@@ -14,7 +14,7 @@
 //! (seconds; missing or `-1`: now) is `time`.
 
 use serde_json::{Map, Value};
-use weir_event::{decode_value, Reason, Rejection};
+use weir_event::{decode_value, DecodeOptions, Reason, Rejection};
 use weir_router::Encoded;
 
 use crate::protocol::LineProtocol;
@@ -92,6 +92,8 @@ impl Template {
 /// Graphite plaintext over TCP or UDP.
 pub struct Graphite {
     name: &'static str,
+    /// How events are validated (the future bound).
+    options: DecodeOptions,
     /// Templates with filters, in order.
     filtered: Vec<Template>,
     /// The template without a filter.
@@ -99,8 +101,13 @@ pub struct Graphite {
 }
 
 impl Graphite {
-    /// The protocol named `name` with `templates` (see the module doc).
-    pub fn new(name: &'static str, templates: &[String]) -> Result<Graphite, IngestError> {
+    /// The protocol named `name` with `templates` (see the module doc),
+    /// validating events with `options`.
+    pub fn new(
+        name: &'static str,
+        templates: &[String],
+        options: DecodeOptions,
+    ) -> Result<Graphite, IngestError> {
         let invalid = |detail: String| IngestError::Config {
             protocol: "graphite",
             detail,
@@ -123,6 +130,7 @@ impl Graphite {
         };
         Ok(Graphite {
             name,
+            options,
             filtered,
             default,
         })
@@ -195,7 +203,7 @@ impl Graphite {
         })?;
         fields.insert("metric".into(), Value::Number(number));
         fields.insert("time".into(), time.into());
-        decode_value(Value::Object(fields), &Default::default(), now)
+        decode_value(Value::Object(fields), &self.options, now)
     }
 }
 
@@ -224,7 +232,7 @@ mod tests {
 
     fn decode(templates: &[&str], line: &str) -> Result<Value, Rejection> {
         let templates: Vec<String> = templates.iter().map(|t| (*t).to_owned()).collect();
-        let graphite = Graphite::new("graphite", &templates).unwrap();
+        let graphite = Graphite::new("graphite", &templates, DecodeOptions::default()).unwrap();
         let (mut events, mut rejected) = (Encoded::default(), Vec::new());
         crate::protocol::Protocol::decode(
             &graphite,
@@ -286,6 +294,26 @@ mod tests {
     }
 
     #[test]
+    fn a_timestamp_beyond_the_future_bound_is_refused() {
+        let options = DecodeOptions {
+            max_future_secs: Some(300.0),
+            ..DecodeOptions::default()
+        };
+        let graphite = Graphite::new("graphite", &[], options).unwrap();
+        let (mut events, mut rejected) = (Encoded::default(), Vec::new());
+        let year_ahead = format!("web.cpu 1 {}", 100 + 365 * 86_400);
+        crate::protocol::Protocol::decode(
+            &graphite,
+            year_ahead.as_bytes(),
+            100.0,
+            &mut events,
+            &mut rejected,
+        );
+        assert!(events.is_empty());
+        assert_eq!(rejected[0].reason, Reason::TimeInFuture);
+    }
+
+    #[test]
     fn bad_lines_and_templates_are_named() {
         for (line, expected) in [
             ("web.cpu", "not \"path value timestamp\""),
@@ -299,7 +327,7 @@ mod tests {
         }
         for template in ["service.x", "host.x*.y", "a b c"] {
             assert!(
-                Graphite::new("g", &[template.to_owned()]).is_err(),
+                Graphite::new("g", &[template.to_owned()], DecodeOptions::default()).is_err(),
                 "{template}"
             );
         }

@@ -345,7 +345,8 @@ enum Taken {
     },
 }
 
-/// Decodes a body with `decode` off the async threads, counts what it
+/// Decodes a body with `decode` (given the listener's validation
+/// options) off the async threads, counts what it
 /// rejected, appends the events and counts them under `protocol` (and
 /// the producer's name).
 async fn take<F>(
@@ -355,11 +356,14 @@ async fn take<F>(
     decode: F,
 ) -> Taken
 where
-    F: FnOnce(f64, &mut Encoded, &mut Vec<Rejection>) -> Result<(), Rejection> + Send + 'static,
+    F: FnOnce(&DecodeOptions, f64, &mut Encoded, &mut Vec<Rejection>) -> Result<(), Rejection>
+        + Send
+        + 'static,
 {
+    let options = ingest.body.options;
     let decoded = tokio::task::spawn_blocking(move || {
         let (mut events, mut rejected) = (Encoded::default(), Vec::new());
-        decode(now_secs(), &mut events, &mut rejected).map(|()| (events, rejected))
+        decode(&options, now_secs(), &mut events, &mut rejected).map(|()| (events, rejected))
     })
     .await
     .unwrap_or_else(|error| {
@@ -427,21 +431,27 @@ async fn post_influx(
             return error(StatusCode::BAD_REQUEST, text);
         }
     };
-    let protocol = Influx {
-        name: "influx",
-        precision,
-    };
-    let taken = take(&ingest, "influx", producer, move |now, events, rejected| {
-        let mut found = Vec::new();
-        for (i, line) in crate::ndjson::lines(&body).enumerate() {
-            protocol.decode(line, now, events, &mut found);
-            rejected.extend(found.drain(..).map(|r| {
-                let detail = format!("line {}: {}", i + 1, r.detail);
-                Rejection::new(r.reason, detail)
-            }));
-        }
-        Ok(())
-    })
+    let taken = take(
+        &ingest,
+        "influx",
+        producer,
+        move |options, now, events, rejected| {
+            let protocol = Influx {
+                name: "influx",
+                precision,
+                options: *options,
+            };
+            let mut found = Vec::new();
+            for (i, line) in crate::ndjson::lines(&body).enumerate() {
+                protocol.decode(line, now, events, &mut found);
+                rejected.extend(found.drain(..).map(|r| {
+                    let detail = format!("line {}: {}", i + 1, r.detail);
+                    Rejection::new(r.reason, detail)
+                }));
+            }
+            Ok(())
+        },
+    )
     .await;
     match taken {
         Taken::Refused(refusal) => error(StatusCode::BAD_REQUEST, refusal.to_string()),
@@ -472,8 +482,8 @@ async fn post_remote_write(
         &ingest,
         "remote_write",
         producer,
-        move |now, events, rejected| {
-            crate::remote_write::decode(&body, max_bytes, now, events, rejected)
+        move |options, now, events, rejected| {
+            crate::remote_write::decode(&body, max_bytes, options, now, events, rejected)
         },
     )
     .await;
@@ -517,9 +527,14 @@ async fn post_otlp(
     } else {
         crate::otlp::Encoding::Protobuf
     };
-    let taken = take(&ingest, "otlp", producer, move |now, events, rejected| {
-        crate::otlp::decode(&body, encoding, now, events, rejected)
-    })
+    let taken = take(
+        &ingest,
+        "otlp",
+        producer,
+        move |options, now, events, rejected| {
+            crate::otlp::decode(&body, encoding, options, now, events, rejected)
+        },
+    )
     .await;
     let rejected = match taken {
         Taken::Refused(refusal) => {
@@ -621,10 +636,11 @@ async fn grpc_export(
         &ingest,
         "otlp-grpc",
         producer,
-        move |now, events, rejected| {
+        move |options, now, events, rejected| {
             crate::otlp::decode(
                 &message,
                 crate::otlp::Encoding::Protobuf,
+                options,
                 now,
                 events,
                 rejected,

@@ -12,7 +12,7 @@
 //! no timestamp: now.
 
 use serde_json::{Map, Value};
-use weir_event::{decode_value, epoch_seconds, Reason, Rejection};
+use weir_event::{decode_value, epoch_seconds, DecodeOptions, Reason, Rejection};
 use weir_router::Encoded;
 
 use crate::protocol::LineProtocol;
@@ -61,6 +61,8 @@ pub struct Influx {
     pub name: &'static str,
     /// The timestamps' unit.
     pub precision: Precision,
+    /// How events are validated (the future bound).
+    pub options: DecodeOptions,
 }
 
 /// Splits `text` at unescaped `separator`s outside double quotes.
@@ -180,7 +182,7 @@ impl Influx {
                 if !meta.is_empty() {
                     event.insert("meta".into(), Value::Object(meta.clone()));
                 }
-                decode_value(Value::Object(event), &Default::default(), now)
+                decode_value(Value::Object(event), &self.options, now)
             })
             .collect()
     }
@@ -220,6 +222,7 @@ mod tests {
         let influx = Influx {
             name: "influx",
             precision,
+            options: DecodeOptions::default(),
         };
         let (mut events, mut rejected) = (Encoded::default(), Vec::new());
         crate::protocol::Protocol::decode(

@@ -51,7 +51,8 @@ pub async fn start(config: &IngestConfig, router: RouterHandle) -> Result<Bound,
         bound.udp = Some(udp(listener, ndjson("udp", listener), &router).await?);
     }
     if let Some(listener) = &config.graphite {
-        let graphite = |name| Graphite::new(name, &listener.templates);
+        let options = options(config, &listener.listener);
+        let graphite = |name| Graphite::new(name, &listener.templates, options);
         let graphite = (graphite("graphite"), graphite("graphite-udp"));
         let tcp = tcp(config, &listener.listener, graphite.0?, &router).await?;
         udp(&listener.listener.at_port(tcp.port()), graphite.1?, &router).await?;
@@ -75,6 +76,7 @@ pub async fn start(config: &IngestConfig, router: RouterHandle) -> Result<Bound,
         let influx = Influx {
             name: "influx-udp",
             precision: Precision::Auto,
+            options: options(config, listener),
         };
         bound.influx = Some(udp(listener, influx, &router).await?);
     }

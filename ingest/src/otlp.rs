@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
-use weir_event::{decode_value, Reason, Rejection};
+use weir_event::{decode_value, DecodeOptions, Reason, Rejection};
 use weir_router::Encoded;
 
 /// OTLP messages (opentelemetry-proto 1.x). A `oneof` is read as its
@@ -230,10 +230,12 @@ fn attributes(list: &[wire::KeyValue]) -> Map<String, Value> {
 }
 
 /// Decodes a request body into events and the data points it rejected;
-/// an error when the body itself does not decode.
+/// an error when the body itself does not decode. `options` validate the
+/// events.
 pub fn decode(
     body: &[u8],
     encoding: Encoding,
+    options: &DecodeOptions,
     now: f64,
     events: &mut Encoded,
     rejected: &mut Vec<Rejection>,
@@ -290,7 +292,7 @@ pub fn decode(
                 if !meta.is_empty() {
                     event.insert("meta".into(), Value::Object(meta));
                 }
-                match decode_value(Value::Object(event), &Default::default(), now) {
+                match decode_value(Value::Object(event), options, now) {
                     Ok(event) => events.push(&event.host, &event.to_json()),
                     Err(rejection) => rejected.push(rejection),
                 }
@@ -405,6 +407,7 @@ mod tests {
         decode(
             json.to_string().as_bytes(),
             Encoding::Json,
+            &DecodeOptions::default(),
             5.0,
             &mut events,
             &mut rejected,
@@ -469,13 +472,29 @@ mod tests {
         };
         let (mut events, mut rejected) = (Encoded::default(), Vec::new());
         let body = prost::Message::encode_to_vec(&request);
-        decode(&body, Encoding::Protobuf, 5.0, &mut events, &mut rejected).unwrap();
+        decode(
+            &body,
+            Encoding::Protobuf,
+            &DecodeOptions::default(),
+            5.0,
+            &mut events,
+            &mut rejected,
+        )
+        .unwrap();
         let (host, value) = events.iter().next().unwrap();
         let event: Value = serde_json::from_slice(value).unwrap();
         assert_eq!(
             (host, &event["service"], &event["metric"], &event["time"]),
             ("web-2", &"queue".into(), &3.0.into(), &2.0.into())
         );
-        assert!(decode(b"{", Encoding::Json, 0.0, &mut events, &mut rejected).is_err());
+        assert!(decode(
+            b"{",
+            Encoding::Json,
+            &DecodeOptions::default(),
+            0.0,
+            &mut events,
+            &mut rejected
+        )
+        .is_err());
     }
 }

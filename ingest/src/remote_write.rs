@@ -12,7 +12,7 @@
 
 use prost::Message;
 use serde_json::{Map, Value};
-use weir_event::{decode_value, Reason, Rejection};
+use weir_event::{decode_value, DecodeOptions, Reason, Rejection};
 use weir_router::Encoded;
 
 /// The remote_write 1.0 messages weir reads (prometheus `prompb`).
@@ -57,10 +57,11 @@ const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
 /// Decodes a request body into events and the series it rejected; an
 /// error when the body itself does not decode. `max_bytes` bounds the
-/// decompressed size.
+/// decompressed size; `options` validate the events.
 pub fn decode(
     body: &[u8],
     max_bytes: usize,
+    options: &DecodeOptions,
     now: f64,
     events: &mut Encoded,
     rejected: &mut Vec<Rejection>,
@@ -131,7 +132,7 @@ pub fn decode(
             if !meta.is_empty() {
                 event.insert("meta".into(), Value::Object(meta.clone()));
             }
-            match decode_value(Value::Object(event), &Default::default(), now) {
+            match decode_value(Value::Object(event), options, now) {
                 Ok(event) => events.push(&event.host, &event.to_json()),
                 Err(rejection) => rejected.push(rejection),
             }
@@ -209,7 +210,15 @@ mod tests {
             .compress_vec(&request.encode_to_vec())
             .unwrap();
         let (mut events, mut rejected) = (Encoded::default(), Vec::new());
-        decode(&body, 1 << 20, 0.0, &mut events, &mut rejected).unwrap();
+        decode(
+            &body,
+            1 << 20,
+            &DecodeOptions::default(),
+            0.0,
+            &mut events,
+            &mut rejected,
+        )
+        .unwrap();
         let decoded: Vec<Value> = events
             .iter()
             .map(|(_, v)| serde_json::from_slice(v).unwrap())
@@ -226,9 +235,25 @@ mod tests {
         assert_eq!(rejected.len(), 2);
         assert!(rejected[0].detail.contains("no host or instance"));
         assert!(rejected[1].detail.contains("no __name__"));
-        let error = decode(b"not snappy", 1 << 20, 0.0, &mut events, &mut rejected).unwrap_err();
+        let error = decode(
+            b"not snappy",
+            1 << 20,
+            &DecodeOptions::default(),
+            0.0,
+            &mut events,
+            &mut rejected,
+        )
+        .unwrap_err();
         assert_eq!(error.reason, Reason::Malformed);
-        let error = decode(&body, 10, 0.0, &mut events, &mut rejected).unwrap_err();
+        let error = decode(
+            &body,
+            10,
+            &DecodeOptions::default(),
+            0.0,
+            &mut events,
+            &mut rejected,
+        )
+        .unwrap_err();
         assert_eq!(error.reason, Reason::BatchTooLarge);
     }
 }
