@@ -12,8 +12,21 @@ use serde_json::Value;
 use crate::{check_line, decode_line, Checked, DecodeOptions, Event, Rejection};
 
 /// Prefix of a tick record's value. An event always serializes `host`
-/// first, so the two can never be confused.
+/// first, so the control records can never be confused with one.
 const TICK_PREFIX: &[u8] = b"{\"tick\":";
+/// Prefix of a hand-off marker's value.
+const HANDOFF_PREFIX: &[u8] = b"{\"handoff\":";
+/// Prefix of a moved-state record's value.
+const MOVED_PREFIX: &[u8] = b"{\"moved\":";
+
+/// Whether an ingested line looks like a control record (a tick, a
+/// hand-off, moved state): such a line is stored re-encoded, as an event,
+/// so a client can never inject one.
+fn looks_like_control(line: &[u8]) -> bool {
+    [TICK_PREFIX, HANDOFF_PREFIX, MOVED_PREFIX]
+        .iter()
+        .any(|prefix| line.starts_with(prefix))
+}
 
 /// One record of `weir.events`.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +39,96 @@ pub enum Entry {
     /// The router's once-a-second clock record (epoch seconds), which moves
     /// event time forward in a partition with no events.
     Tick(f64),
+    /// The router hands an application over to another partition: the
+    /// worker moves the state kept for its hosts there.
+    Handoff(Handoff),
+    /// State of an application's hosts, moved here from another partition.
+    Moved(Moved),
+}
+
+/// An application leaving its partition (`weir registry move`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Handoff {
+    /// The move's id: the same in every record of one move.
+    pub id: String,
+    /// The application.
+    pub uid: String,
+    /// Its hosts: the state kept under these keys moves.
+    pub hosts: Vec<String>,
+    /// The partition it moves to.
+    pub to: u32,
+}
+
+/// The state of a moving application's hosts, per reactor
+/// (`name@version`), as the old partition's stages gave it up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Moved {
+    /// The move's id ([`Handoff::id`]).
+    pub id: String,
+    /// The application.
+    pub uid: String,
+    /// The partition it left.
+    pub from: u32,
+    /// Reactor identity → the state its stages gave up.
+    pub reactors: serde_json::Map<String, Value>,
+}
+
+/// The value of an application's placement record on `weir.registry`
+/// (keyed by its uid).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Placement {
+    /// The partition its events go to.
+    pub partition: u32,
+    /// Set by a seed or a move: never forgotten when idle.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
+    /// A move under way: events of the application wait in the routers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving: Option<Moving>,
+    /// The id of the move this record completes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved: Option<String>,
+}
+
+/// A move under way ([`Placement::moving`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Moving {
+    /// The move's id.
+    pub id: String,
+    /// The partition it goes to.
+    pub to: u32,
+}
+
+impl Handoff {
+    /// The registry record (key, value) that completes this move: the
+    /// application placed on [`Handoff::to`], its events released.
+    pub fn completion(&self) -> (Vec<u8>, Vec<u8>) {
+        let placement = Placement {
+            partition: self.to,
+            pinned: true,
+            moving: None,
+            moved: Some(self.id.clone()),
+        };
+        let value = serde_json::to_vec(&placement).unwrap_or_default();
+        (self.uid.clone().into_bytes(), value)
+    }
+}
+
+/// `{"<name>":<json of value>}`.
+fn wrapped<T: Serialize>(name: &str, value: &T) -> Vec<u8> {
+    let mut out = format!("{{\"{name}\":").into_bytes();
+    serde_json::to_writer(&mut out, value).unwrap_or_default();
+    out.push(b'}');
+    out
+}
+
+/// Decodes the JSON value after a control record's prefix (`rest`).
+fn unwrapped<T: serde::de::DeserializeOwned>(rest: &[u8], what: &str) -> Result<T, Rejection> {
+    let inner = rest.strip_suffix(b"}").unwrap_or(rest);
+    serde_json::from_slice(inner)
+        .map_err(|e| Rejection::new(crate::Reason::InvalidJson, format!("malformed {what}: {e}")))
 }
 
 impl Entry {
@@ -34,6 +137,8 @@ impl Entry {
         match self {
             Entry::Event(event) => event.to_json(),
             Entry::Tick(time) => format!("{{\"tick\":{time}}}").into_bytes(),
+            Entry::Handoff(handoff) => wrapped("handoff", handoff),
+            Entry::Moved(moved) => wrapped("moved", moved),
         }
     }
 
@@ -47,7 +152,7 @@ impl Entry {
         options: &DecodeOptions,
         now: f64,
     ) -> Result<(Cow<'a, str>, Cow<'a, [u8]>), Rejection> {
-        let checked = if line.starts_with(TICK_PREFIX) {
+        let checked = if looks_like_control(line) {
             Checked::Normalized(decode_line(line, options, now)?)
         } else {
             check_line(line, options, now)?
@@ -72,6 +177,12 @@ impl Entry {
                 .ok_or_else(|| {
                     Rejection::new(crate::Reason::InvalidJson, "malformed tick record")
                 });
+        }
+        if let Some(rest) = value.strip_prefix(HANDOFF_PREFIX) {
+            return unwrapped(rest, "hand-off record").map(Entry::Handoff);
+        }
+        if let Some(rest) = value.strip_prefix(MOVED_PREFIX) {
+            return unwrapped(rest, "moved-state record").map(Entry::Moved);
         }
         decode_line(value, &DecodeOptions::default(), 0.0).map(Entry::Event)
     }
@@ -222,6 +333,36 @@ mod tests {
         assert_eq!(Entry::decode(&tick.encode()).unwrap(), tick);
         let event = Entry::Event(Event::new("h", 3.0));
         assert_eq!(Entry::decode(&event.encode()).unwrap(), event);
+        let handoff = Entry::Handoff(Handoff {
+            id: "app#7".into(),
+            uid: "app".into(),
+            hosts: vec!["a".into(), "b".into()],
+            to: 3,
+        });
+        assert_eq!(Entry::decode(&handoff.encode()).unwrap(), handoff);
+        let mut reactors = serde_json::Map::new();
+        reactors.insert("r@1".into(), serde_json::json!([{"moved": {"a": 1}}]));
+        let moved = Entry::Moved(Moved {
+            id: "app#7".into(),
+            uid: "app".into(),
+            from: 1,
+            reactors,
+        });
+        assert_eq!(Entry::decode(&moved.encode()).unwrap(), moved);
+    }
+
+    #[test]
+    fn an_ingested_line_shaped_like_a_control_record_is_stored_as_an_event() {
+        let options = &DecodeOptions::default();
+        for line in [
+            &br#"{"handoff":{"id":"x","uid":"u","hosts":[],"to":0},"host":"h"}"#[..],
+            br#"{"moved":{},"host":"h"}"#,
+            br#"{"tick":5,"host":"h"}"#,
+        ] {
+            let (host, value) = Entry::from_line(line, options, 0.0).unwrap();
+            assert_eq!(host, "h");
+            assert!(matches!(Entry::decode(&value).unwrap(), Entry::Event(_)));
+        }
     }
 
     #[test]

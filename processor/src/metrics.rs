@@ -75,6 +75,25 @@ pub static CHECKPOINT_BYTES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Reactors' moved state that could not be taken in (it did not fit, or
+/// the reactor does not run here).
+pub static MOVED_STATE_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "weir_processor_moved_state_dropped_total",
+        "Reactors' state moved with an application that could not be taken in"
+    )
+    .expect("metric registers once")
+});
+
+/// Applications handed over to another partition (`weir registry move`).
+pub static HANDOFFS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "weir_processor_handoffs_total",
+        "Applications whose state was handed over to another partition"
+    )
+    .expect("metric registers once")
+});
+
 /// Checkpoints that could not be restored (state rebuilt from the log).
 pub static RESTORE_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(

@@ -2,9 +2,11 @@
 //! [`Engine`] that runs every reactor over a partition's entries on event
 //! time.
 
+use std::collections::{HashSet, VecDeque};
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use weir_event::{Entry, Event, ResultId, ResultRecord};
+use weir_event::{Entry, Event, Handoff, Moved, ResultId, ResultRecord};
 
 use crate::lang::{self, Literal, ParseError, StageSpec};
 use crate::metrics::LATE_EVENTS;
@@ -180,12 +182,33 @@ pub struct Engine {
     /// State of reactor versions no longer configured, kept in every
     /// checkpoint until [`Engine::forget`] drops it.
     retired: Map<String, Value>,
+    /// Ids of the latest moves handed off or taken in, so that a marker or
+    /// moved state seen again (a retried hand-off) is applied once.
+    moves: VecDeque<String>,
+    /// Hand-offs processed since [`Engine::take_handovers`].
+    handovers: Vec<Handover>,
+}
+
+/// Move ids an engine remembers.
+const REMEMBERED_MOVES: usize = 1000;
+
+/// What a processed hand-off marker asks of the worker: append the moved
+/// state (none when this move was handed off before) to the new
+/// partition, then the registry record that completes the move.
+#[derive(Debug)]
+pub struct Handover {
+    /// The marker.
+    pub handoff: Handoff,
+    /// The state the reactors gave up.
+    pub moved: Option<Moved>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct EngineState {
     clock: f64,
     reactors: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    moves: VecDeque<String>,
 }
 
 impl Engine {
@@ -198,6 +221,8 @@ impl Engine {
             clock_limit: f64::INFINITY,
             lateness,
             retired: Map::new(),
+            moves: VecDeque::new(),
+            handovers: Vec::new(),
         }
     }
 
@@ -213,6 +238,8 @@ impl Engine {
                 self.advance(time, offset, out);
                 return;
             }
+            Entry::Handoff(handoff) => return self.hand_off(handoff),
+            Entry::Moved(moved) => return self.take_in(moved),
             Entry::Event(event) => event,
         };
         if event.time < self.clock - self.lateness {
@@ -233,6 +260,78 @@ impl Engine {
         // The last reactor takes the event itself: no copy in the common case.
         last.chain.event(event, now, &mut emitted);
         Self::collect(last, self.partition, offset, &mut emitted, out);
+    }
+
+    /// Takes the state every reactor keeps for the hosts of an application
+    /// that moves to another partition, for [`Engine::take_handovers`].
+    fn hand_off(&mut self, handoff: Handoff) {
+        if handoff.to == self.partition {
+            return;
+        }
+        if self.moves.contains(&handoff.id) {
+            // Handed off before: only the completion is repeated.
+            return self.handovers.push(Handover {
+                handoff,
+                moved: None,
+            });
+        }
+        let hosts: HashSet<String> = handoff.hosts.iter().cloned().collect();
+        let mut reactors = Map::new();
+        for reactor in &mut self.reactors {
+            let taken = reactor.chain.take_hosts(&hosts);
+            if !taken.is_null() {
+                reactors.insert(reactor.identity(), taken);
+            }
+        }
+        self.remember(handoff.id.clone());
+        tracing::info!(partition = self.partition, uid = %handoff.uid, to = handoff.to, id = %handoff.id,
+            reactors = reactors.len(), "handing an application's state over");
+        let moved = Moved {
+            id: handoff.id.clone(),
+            uid: handoff.uid.clone(),
+            from: self.partition,
+            reactors,
+        };
+        self.handovers.push(Handover {
+            handoff,
+            moved: Some(moved),
+        });
+    }
+
+    /// Adds state moved here from another partition, once per move.
+    fn take_in(&mut self, mut moved: Moved) {
+        if self.moves.contains(&moved.id) {
+            return;
+        }
+        self.remember(moved.id.clone());
+        for reactor in &mut self.reactors {
+            let Some(state) = moved.reactors.remove(&reactor.identity()) else {
+                continue;
+            };
+            if let Err(error) = reactor.chain.put_hosts(state) {
+                crate::metrics::MOVED_STATE_DROPPED.inc();
+                tracing::warn!(partition = self.partition, reactor = %reactor.name, uid = %moved.uid, %error,
+                    "moved state does not fit the reactor; dropped");
+            }
+        }
+        if !moved.reactors.is_empty() {
+            crate::metrics::MOVED_STATE_DROPPED.inc_by(moved.reactors.len() as u64);
+            tracing::warn!(partition = self.partition, uid = %moved.uid, reactors = ?moved.reactors.keys().collect::<Vec<_>>(),
+                "moved state of reactors not running here; dropped");
+        }
+        tracing::info!(partition = self.partition, uid = %moved.uid, from = moved.from, id = %moved.id, "took an application's state in");
+    }
+
+    fn remember(&mut self, id: String) {
+        if self.moves.len() == REMEMBERED_MOVES {
+            self.moves.pop_front();
+        }
+        self.moves.push_back(id);
+    }
+
+    /// The hand-offs processed since the last call, in order.
+    pub fn take_handovers(&mut self) -> Vec<Handover> {
+        std::mem::take(&mut self.handovers)
     }
 
     /// Keeps the clock at or below `limit` from the next entry on: the
@@ -331,6 +430,7 @@ impl Engine {
                 f64::MIN
             },
             reactors,
+            moves: self.moves.clone(),
         })
         .unwrap_or(Value::Null)
     }
@@ -345,6 +445,7 @@ impl Engine {
         } else {
             saved.clock
         };
+        self.moves = saved.moves;
         let mut fresh = Vec::new();
         for reactor in &mut self.reactors {
             match saved.reactors.remove(&reactor.identity()) {

@@ -28,7 +28,7 @@ use crate::metrics::{
     CATCH_UP_LAG, CHECKPOINT_BYTES, CHECKPOINT_SECONDS, EVENTS, LAG, OWNED, OWNED_COUNT,
     RESTORE_SECONDS, UNDECODABLE,
 };
-use crate::reactor::{Engine, Reactor, ReactorConfig, ReactorError};
+use crate::reactor::{Engine, Handover, Reactor, ReactorConfig, ReactorError};
 use crate::stage::StateError;
 
 /// Processor settings (`[processor]` in the config).
@@ -508,7 +508,7 @@ impl Processor {
         let label = partition.to_string();
         let events = EVENTS.with_label_values(&[&label]);
         let lag = LAG.with_label_values(&[&label]);
-        let mut output = Output::new(self, partition)?;
+        let mut output = Output::new(self, partition, true)?;
         let mut since_checkpoint = 0u64;
         let mut last_checkpoint = Instant::now();
         let interval = Duration::from_millis(self.config.checkpoint_interval_ms);
@@ -637,7 +637,7 @@ impl<'a> Lane<'a> {
             names,
             engine,
             next,
-            output: Output::new(processor, partition)?,
+            output: Output::new(processor, partition, false)?,
             lag: CATCH_UP_LAG.with_label_values(&[&partition.to_string()]),
             from: next,
             started: Instant::now(),
@@ -738,7 +738,7 @@ impl Processor {
             }
         }
         let start = next;
-        let mut output = Output::new(self, partition)?;
+        let mut output = Output::new(self, partition, false)?;
         let interval = Duration::from_millis(self.config.checkpoint_interval_ms);
         let mut last_checkpoint = Instant::now();
         let save = |engine: &Engine, next: u64| {
@@ -790,6 +790,9 @@ impl Processor {
 /// Where a partition's results go, with buffers reused across batches.
 struct Output<'a> {
     processor: &'a Processor,
+    /// The live worker's output hands applications over; a catch-up lane
+    /// or a replay only runs the hand-offs through its own state.
+    live: bool,
     partition: u32,
     results_partition: u32,
     results: Vec<ResultRecord>,
@@ -799,10 +802,15 @@ struct Output<'a> {
 }
 
 impl<'a> Output<'a> {
-    fn new(processor: &'a Processor, partition: u32) -> Result<Output<'a>, ProcessorError> {
+    fn new(
+        processor: &'a Processor,
+        partition: u32,
+        live: bool,
+    ) -> Result<Output<'a>, ProcessorError> {
         let results_partitions = processor.log.partitions(&processor.topics.results)?;
         Ok(Output {
             processor,
+            live,
             partition,
             results_partition: partition % results_partitions,
             results: Vec::new(),
@@ -849,6 +857,34 @@ impl<'a> Output<'a> {
             )?;
             self.appended += self.encoded.len() as u64;
         }
+        for handover in engine.take_handovers() {
+            if self.live {
+                self.hand_over(&handover)?;
+            }
+        }
         Ok(next)
+    }
+
+    /// Appends an application's moved state to its new partition, then the
+    /// registry record that completes the move (the routers release its
+    /// events). Repeated after a crash, both are taken once: the new
+    /// partition ignores a move id it has seen, the registry a completion
+    /// of a move that is not under way.
+    fn hand_over(&self, handover: &Handover) -> Result<(), ProcessorError> {
+        let topics = &self.processor.topics;
+        let log = &self.processor.log;
+        let handoff = &handover.handoff;
+        if let Some(moved) = &handover.moved {
+            let value = Entry::Moved(moved.clone()).encode();
+            log.append(
+                &topics.events,
+                handoff.to,
+                &[(handoff.uid.as_bytes(), &value[..])],
+            )?;
+            crate::metrics::HANDOFFS.inc();
+        }
+        let (key, value) = handoff.completion();
+        log.append(&topics.registry, 0, &[(&key[..], &value[..])])?;
+        Ok(())
     }
 }

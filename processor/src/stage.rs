@@ -7,6 +7,8 @@
 //!
 //! Adding a stage is one file in `stages/` plus one line in [`build`].
 
+use std::collections::HashSet;
+
 use serde_json::Value;
 use weir_event::Event;
 
@@ -33,6 +35,19 @@ pub trait Stage: Send {
 
     /// Restores state written by [`Stage::save`].
     fn load(&mut self, _state: Value) -> Result<(), StateError> {
+        Ok(())
+    }
+
+    /// Removes and returns the state kept under keys of `hosts` (an
+    /// application moving to another partition); `Null` when none.
+    /// Only state keyed by host moves: a stage's partition-wide state
+    /// stays where it is.
+    fn take_hosts(&mut self, _hosts: &HashSet<String>) -> Value {
+        Value::Null
+    }
+
+    /// Adds state that [`Stage::take_hosts`] gave up on another partition.
+    fn put_hosts(&mut self, _state: Value) -> Result<(), StateError> {
         Ok(())
     }
 }
@@ -255,6 +270,34 @@ impl Stage for Chain {
             stage.load(state)?;
         }
         Ok(())
+    }
+
+    fn take_hosts(&mut self, hosts: &HashSet<String>) -> Value {
+        let taken: Vec<Value> = self
+            .stages
+            .iter_mut()
+            .map(|s| s.take_hosts(hosts))
+            .collect();
+        if taken.iter().all(Value::is_null) {
+            return Value::Null;
+        }
+        Value::Array(taken)
+    }
+
+    fn put_hosts(&mut self, state: Value) -> Result<(), StateError> {
+        match state {
+            Value::Null => Ok(()),
+            Value::Array(states) if states.len() == self.stages.len() => {
+                for (stage, state) in self.stages.iter_mut().zip(states) {
+                    stage.put_hosts(state)?;
+                }
+                Ok(())
+            }
+            _ => Err(StateError(format!(
+                "moved state does not fit a pipeline of {} stages",
+                self.stages.len()
+            ))),
+        }
     }
 }
 

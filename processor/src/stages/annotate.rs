@@ -4,6 +4,8 @@
 //! `T:METRIC`) and the event's own metric restored.
 //! `by host | meta avg (sma 10) | over-meta avg 90`
 
+use std::collections::HashSet;
+
 use serde_json::Value;
 use weir_event::Event;
 
@@ -96,5 +98,13 @@ impl Stage for Annotate {
 
     fn load(&mut self, state: Value) -> Result<(), StateError> {
         self.chain.load(state)
+    }
+
+    fn take_hosts(&mut self, hosts: &HashSet<String>) -> Value {
+        self.chain.take_hosts(hosts)
+    }
+
+    fn put_hosts(&mut self, state: Value) -> Result<(), StateError> {
+        self.chain.put_hosts(state)
     }
 }

@@ -5,11 +5,15 @@
 //! (default 1h) and no pending timer is evicted with its state, so a
 //! departed host does not hold memory forever (godot and Riemann never
 //! free them).
+//!
+//! When an application moves to another partition, the children keyed
+//! by its hosts move with it (whole, with their timers); a `by` not keyed
+//! by host passes the move on to its children's pipelines.
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use weir_event::Event;
 
 use crate::lang::{Literal, ParseError, StageSpec};
@@ -21,6 +25,8 @@ const DEFAULT_IDLE_SECS: f64 = 3600.0;
 /// Per-key fan-out.
 pub struct By {
     fields: Vec<Field>,
+    /// Which of `fields` is `host`, if any: the children a move takes.
+    host_field: Option<usize>,
     template: Vec<StageSpec>,
     idle: f64,
     /// Hashed (SipHash: hosts are outside input); nothing iterates it in
@@ -73,6 +79,7 @@ impl By {
         // Build once now so that every later copy is known to build.
         Chain::build(&template)?;
         let by = By {
+            host_field: fields.iter().position(|f| matches!(f, Field::Host)),
             fields,
             template,
             idle: spec.duration("idle", None)?.unwrap_or(DEFAULT_IDLE_SECS),
@@ -136,6 +143,43 @@ impl By {
         child.last_seen = now;
         child.chain.event(event, now, out);
         Self::reschedule(timers, child);
+    }
+
+    /// A child from its saved `{"last_seen": …, "state": …}`.
+    fn restore_child(&self, key: &str, saved: &Value) -> Result<Child, StateError> {
+        let last_seen = saved["last_seen"]
+            .as_f64()
+            .ok_or_else(|| StateError(format!("by: key {key:?} has no last_seen")))?;
+        let mut child = self.new_child(key.to_owned(), last_seen);
+        child.chain.load(saved["state"].clone())?;
+        Ok(child)
+    }
+
+    /// Files `child` under its key, replacing (and unscheduling) any
+    /// child already there.
+    fn insert_child(&mut self, mut child: Child) {
+        if let Some(old) = self.children.remove(&child.key) {
+            if let Some(deadline) = old.deadline {
+                self.timers.remove(&(Time(deadline), old.key));
+            }
+        }
+        Self::reschedule(&mut self.timers, &mut child);
+        let sweep = child.last_seen + self.idle;
+        self.next_sweep = Some(self.next_sweep.map_or(sweep, |s| s.min(sweep)));
+        self.children.insert(child.key.clone(), child);
+    }
+
+    /// Whether `key` is a key of one of `hosts`.
+    fn keyed_by(&self, key: &str, hosts: &HashSet<String>) -> bool {
+        let Some(at) = self.host_field else {
+            return false;
+        };
+        let host = if self.fields.len() == 1 {
+            Some(key)
+        } else {
+            key.split('\u{1f}').nth(at)
+        };
+        host.is_some_and(|h| hosts.contains(h))
     }
 
     /// Drops children idle for `idle` with nothing pending.
@@ -209,13 +253,71 @@ impl Stage for By {
         };
         self.next_sweep = state["next_sweep"].as_f64();
         for (key, saved) in children {
-            let last_seen = saved["last_seen"]
-                .as_f64()
-                .ok_or_else(|| StateError(format!("by: key {key:?} has no last_seen")))?;
-            let mut child = self.new_child(key.clone(), last_seen);
-            child.chain.load(saved["state"].clone())?;
+            let mut child = self.restore_child(&key, &saved)?;
             Self::reschedule(&mut self.timers, &mut child);
             self.children.insert(key, child);
+        }
+        Ok(())
+    }
+
+    /// `{"keys": {KEY: child}}` for the children keyed by `hosts`, and
+    /// `{"nested": {KEY: {"last_seen": …, "state": taken}}}` for what the
+    /// other children's pipelines gave up.
+    fn take_hosts(&mut self, hosts: &HashSet<String>) -> Value {
+        let leaving: Vec<String> = self
+            .children
+            .keys()
+            .filter(|key| self.keyed_by(key, hosts))
+            .cloned()
+            .collect();
+        let mut keys = Map::new();
+        for key in leaving {
+            if let Some(child) = self.children.remove(&key) {
+                if let Some(deadline) = child.deadline {
+                    self.timers.remove(&(Time(deadline), key.clone()));
+                }
+                let saved = json!({"last_seen": child.last_seen, "state": child.chain.save()});
+                keys.insert(key, saved);
+            }
+        }
+        let mut nested = Map::new();
+        for (key, child) in &mut self.children {
+            let taken = child.chain.take_hosts(hosts);
+            if !taken.is_null() {
+                Self::reschedule(&mut self.timers, child);
+                nested.insert(
+                    key.clone(),
+                    json!({"last_seen": child.last_seen, "state": taken}),
+                );
+            }
+        }
+        if keys.is_empty() && nested.is_empty() {
+            return Value::Null;
+        }
+        json!({"keys": keys, "nested": nested})
+    }
+
+    /// Files the moved children (replacing any of the same key) and hands
+    /// nested state to the children of its key, made when missing.
+    fn put_hosts(&mut self, state: Value) -> Result<(), StateError> {
+        if state.is_null() {
+            return Ok(());
+        }
+        let (Some(keys), Some(nested)) = (state["keys"].as_object(), state["nested"].as_object())
+        else {
+            return Err(StateError("by: moved state needs keys and nested".into()));
+        };
+        for (key, saved) in keys {
+            let child = self.restore_child(key, saved)?;
+            self.insert_child(child);
+        }
+        for (key, saved) in nested {
+            let mut child = match self.children.remove(key) {
+                Some(child) => child,
+                None => self.new_child(key.clone(), saved["last_seen"].as_f64().unwrap_or(0.0)),
+            };
+            child.chain.put_hosts(saved["state"].clone())?;
+            self.insert_child(child);
         }
         Ok(())
     }

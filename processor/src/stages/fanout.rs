@@ -6,6 +6,8 @@
 //!   pipeline whose leading `where` matches; a pipeline without a leading
 //!   `where` takes everything (put it last, as the default branch).
 
+use std::collections::HashSet;
+
 use serde_json::Value;
 use weir_event::Event;
 
@@ -118,5 +120,32 @@ impl Stage for Fanout {
             branch.chain.load(state)?;
         }
         Ok(())
+    }
+
+    fn take_hosts(&mut self, hosts: &HashSet<String>) -> Value {
+        let taken: Vec<Value> = self
+            .branches
+            .iter_mut()
+            .map(|b| b.chain.take_hosts(hosts))
+            .collect();
+        if taken.iter().all(Value::is_null) {
+            return Value::Null;
+        }
+        Value::Array(taken)
+    }
+
+    fn put_hosts(&mut self, state: Value) -> Result<(), StateError> {
+        match state {
+            Value::Null => Ok(()),
+            Value::Array(states) if states.len() == self.branches.len() => {
+                for (branch, state) in self.branches.iter_mut().zip(states) {
+                    branch.chain.put_hosts(state)?;
+                }
+                Ok(())
+            }
+            _ => Err(StateError(
+                "moved state does not fit the nested pipelines".into(),
+            )),
+        }
     }
 }

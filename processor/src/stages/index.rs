@@ -4,13 +4,14 @@
 //! it is then removed and emitted with `state = "expired"` and `time` = the
 //! expiry time. `index | where state = "expired" | notify log`
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use weir_event::Event;
 
 use crate::lang::{ParseError, StageSpec};
-use crate::stage::{json_state, Stage, Time};
+use crate::stage::{json_state, load_json, save_json, Stage, StateError, Time};
 
 /// The latest event per (host, service), expiring by ttl.
 pub struct Index {
@@ -76,4 +77,45 @@ impl Stage for Index {
     }
 
     json_state!();
+
+    fn take_hosts(&mut self, hosts: &HashSet<String>) -> Value {
+        let keys: Vec<String> = self
+            .state
+            .entries
+            .keys()
+            .filter(|key| {
+                key.split('\u{1f}')
+                    .next()
+                    .is_some_and(|h| hosts.contains(h))
+            })
+            .cloned()
+            .collect();
+        if keys.is_empty() {
+            return Value::Null;
+        }
+        let mut taken = IndexState::default();
+        for key in keys {
+            if let Some(event) = self.state.entries.remove(&key) {
+                if let Some(at) = expiry(&event) {
+                    self.state.expiries.remove(&(at, key.clone()));
+                    taken.expiries.insert((at, key.clone()));
+                }
+                taken.entries.insert(key, event);
+            }
+        }
+        save_json(&taken)
+    }
+
+    fn put_hosts(&mut self, state: Value) -> Result<(), StateError> {
+        let moved: IndexState = load_json(state)?;
+        for (key, event) in moved.entries {
+            if let Some(old) = self.state.entries.insert(key.clone(), event) {
+                if let Some(at) = expiry(&old) {
+                    self.state.expiries.remove(&(at, key));
+                }
+            }
+        }
+        self.state.expiries.extend(moved.expiries);
+        Ok(())
+    }
 }
