@@ -4,7 +4,9 @@
 //! `GET /admin/registry` (the whole view), `GET|PUT|DELETE
 //! /admin/registry/hosts/HOST` (`PUT` body `{"uid": "…"}`), `PUT
 //! /admin/registry/uids/UID` (body `{"hosts": […]}`, the uid's whole host
-//! list) and `POST /admin/registry/import` (a seed-format document). A
+//! list), `POST /admin/registry/import` (a seed-format document) and
+//! `POST /admin/registry/uids/UID/move` (body `{"partition": P}`: the
+//! application and the state kept for its hosts move to partition P). A
 //! change is answered once it is in `weir.registry` and applied by the
 //! node that took it, with the registry version that includes it; every
 //! other node applies it within a tick. Bad input is a 400 naming the
@@ -39,6 +41,13 @@ struct HostsBody {
     hosts: Vec<String>,
 }
 
+/// Body of `POST /admin/registry/uids/UID/move`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveBody {
+    partition: u32,
+}
+
 /// The registry routes, reaching the router through `router`.
 pub fn routes(router: WeakRouterHandle) -> Router {
     Router::new()
@@ -48,6 +57,7 @@ pub fn routes(router: WeakRouterHandle) -> Router {
             get(show_host).put(set_host).delete(remove_host),
         )
         .route("/admin/registry/uids/{uid}", put(replace_hosts))
+        .route("/admin/registry/uids/{uid}/move", post(move_app))
         .route("/admin/registry/import", post(import))
         .with_state(router)
 }
@@ -145,6 +155,15 @@ async fn replace_hosts(
     }
 }
 
+async fn move_app(State(router): RouterState, Path(uid): Path<String>, bytes: Bytes) -> Response {
+    match body::<MoveBody>(&bytes) {
+        Ok(MoveBody { partition }) => {
+            change(&router, RegistryRequest::Move { uid, partition }).await
+        }
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
 async fn import(State(router): RouterState, bytes: Bytes) -> Response {
     match Seed::parse("import", &bytes) {
         Ok(seed) => change(&router, RegistryRequest::Import(seed)).await,
@@ -191,6 +210,18 @@ enum RegistryCommand {
         /// The file.
         file: std::path::PathBuf,
     },
+    /// Move application UID, with the state its reactors keep under its
+    /// hosts' keys, to another partition; waits until it is done.
+    Move {
+        /// The application.
+        uid: String,
+        /// Its new partition.
+        #[arg(long)]
+        partition: u32,
+        /// Give up waiting after this long (the move goes on).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "2m")]
+        timeout: std::time::Duration,
+    },
 }
 
 /// Runs `weir registry …`.
@@ -211,6 +242,11 @@ pub fn registry(args: RegistryArgs) -> anyhow::Result<()> {
             Seed::parse(&file.display().to_string(), &text)?;
             client.post(url("/admin/registry/import")).body(text)
         }
+        RegistryCommand::Move { uid, partition, .. } => client
+            .post(url(&format!("/admin/registry/uids/{}/move", encode(uid))))
+            .json(&MoveBody {
+                partition: *partition,
+            }),
     };
     let response = request
         .send()
@@ -223,6 +259,14 @@ pub fn registry(args: RegistryArgs) -> anyhow::Result<()> {
         args.target,
         text.trim()
     );
+    if let RegistryCommand::Move {
+        uid,
+        partition,
+        timeout,
+    } = &args.command
+    {
+        return wait_for_move(&client, &url("/admin/registry"), uid, *partition, *timeout);
+    }
     if let RegistryCommand::List = args.command {
         let view: View = serde_json::from_str(&text).context("reading the registry")?;
         println!("version {}", view.version);
@@ -230,12 +274,53 @@ pub fn registry(args: RegistryArgs) -> anyhow::Result<()> {
             println!("host {host:<40} uid {uid}");
         }
         for (uid, partition) in &view.partitions {
-            println!("uid  {uid:<40} partition {partition}");
+            match view.moving.get(uid) {
+                Some(to) => println!("uid  {uid:<40} partition {partition} (moving to {to})"),
+                None => println!("uid  {uid:<40} partition {partition}"),
+            }
         }
     } else {
         println!("{}", text.trim());
     }
     Ok(())
+}
+
+/// Polls the registry view at `url` until `uid` is on `partition` and no
+/// longer moving, showing how long it has waited.
+fn wait_for_move(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    uid: &str,
+    partition: u32,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message(format!("moving {uid} to partition {partition}"));
+    loop {
+        spinner.tick();
+        let view: View = client
+            .get(url)
+            .send()
+            .and_then(|r| r.error_for_status())
+            .and_then(|r| r.json())
+            .with_context(|| format!("reading the registry at {url}"))?;
+        if view.partitions.get(uid) == Some(&partition) && !view.moving.contains_key(uid) {
+            spinner.finish_and_clear();
+            println!(
+                "moved {uid} to partition {partition} in {:.1}s (registry version {})",
+                started.elapsed().as_secs_f64(),
+                view.version
+            );
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "{uid} has not reached partition {partition} after {timeout:?} (the move goes on; \
+             /readyz names a move that is stuck)"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 /// `text` as one URL path segment.

@@ -15,6 +15,7 @@ pub mod murmur2;
 pub mod registry;
 mod sources;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -28,7 +29,8 @@ use weir_log::backoff::Backoff;
 use weir_log::{Log, LogError, OwnedProduce, Produce, Topics};
 
 use crate::metrics::{
-    APPEND_SECONDS, APPLICATIONS, APPLY_LAG, FORGOTTEN, PARTITIONS, ROUTED, SOURCE_ERRORS, VERSION,
+    APPEND_SECONDS, APPLICATIONS, APPLY_LAG, FORGOTTEN, HELD, MOVES_DONE, MOVES_PENDING,
+    PARTITIONS, ROUTED, SOURCE_ERRORS, VERSION,
 };
 use crate::registry::{read_seed_file, Registry, RegistryError, Seed, View, ADMIN_ORIGIN};
 use crate::sources::{file_source, Alive, Sources, Update};
@@ -54,6 +56,13 @@ pub struct RouterConfig {
     /// placements excepted), keeping the registry bounded under host
     /// churn; 0 keeps every placement forever.
     pub forget_after_secs: u64,
+    /// After recording a move, how long the initiating router waits for
+    /// every other router to apply it (and hold the application's events)
+    /// before it appends the hand-off marker.
+    pub move_grace_ms: u64,
+    /// Events a router holds for moving applications before it stops
+    /// taking any (backpressure).
+    pub move_hold_events: usize,
 }
 
 impl Default for RouterConfig {
@@ -65,6 +74,8 @@ impl Default for RouterConfig {
             queue_batches: 64,
             tick_interval_ms: 1000,
             forget_after_secs: 7 * 24 * 3600,
+            move_grace_ms: 3000,
+            move_hold_events: 100_000,
         }
     }
 }
@@ -110,6 +121,14 @@ pub enum RegistryRequest {
     },
     /// Apply a whole seed (`weir registry import`).
     Import(Seed),
+    /// Move an application, with the state kept for its hosts, to another
+    /// partition (`weir registry move`).
+    Move {
+        /// The application.
+        uid: String,
+        /// Its new partition.
+        partition: u32,
+    },
 }
 
 /// The router's answer to a [`RegistryRequest`].
@@ -329,6 +348,15 @@ pub fn start(
         })
         .map_err(spawn_err)?;
     APPLICATIONS.set(registry.placed() as i64);
+    let grace = Duration::from_millis(config.move_grace_ms);
+    // A move found under way may never have had its marker appended (its
+    // router stopped during the grace): append it again; the old
+    // partition hands over once per move id.
+    let moves = registry
+        .handoffs()
+        .into_iter()
+        .map(|(_, handoff)| (handoff.uid, PendingMove::ours(grace)))
+        .collect();
     let mut router = Router {
         log,
         topics,
@@ -338,6 +366,11 @@ pub fn start(
         last_sweep: Instant::now(),
         updates,
         _alive: alive,
+        moves,
+        grace,
+        held: Vec::new(),
+        held_events: 0,
+        max_held: config.move_hold_events.max(1),
     };
     let thread = std::thread::Builder::new()
         .name("weir-router".into())
@@ -373,7 +406,42 @@ struct Router {
     updates: std::sync::mpsc::Receiver<Update>,
     /// Keeps the sources thread running while the router does.
     _alive: Alive,
+    /// Moves under way, by uid.
+    moves: HashMap<String, PendingMove>,
+    /// [`RouterConfig::move_grace_ms`].
+    grace: Duration,
+    /// Batches of moving applications' events, in arrival order.
+    held: Vec<Message>,
+    /// Events in `held`.
+    held_events: usize,
+    /// [`RouterConfig::move_hold_events`].
+    max_held: usize,
 }
+
+/// A move under way as this router sees it.
+struct PendingMove {
+    /// When this router first saw it.
+    since: Instant,
+    /// When this router is to append the hand-off marker (it started the
+    /// move, or found it under way at start); `None`: not its to append.
+    marker_due: Option<Instant>,
+}
+
+impl PendingMove {
+    /// A move whose marker this router appends after `grace`.
+    fn ours(grace: Duration) -> PendingMove {
+        PendingMove {
+            since: Instant::now(),
+            marker_due: Some(Instant::now() + grace),
+        }
+    }
+}
+
+/// A move taking longer than this shows in `/readyz`.
+const MOVE_TOO_LONG: Duration = Duration::from_secs(30);
+
+/// The moves' name in `/readyz`.
+const MOVES_HEALTH: &str = "router: application moves";
 
 /// How long applying the registry topic waits for a remote log.
 const REGISTRY_WAIT: Duration = Duration::from_secs(5);
@@ -434,6 +502,8 @@ impl Router {
                 self.last_sweep = Instant::now();
                 self.forget_idle();
             }
+            self.progress_moves();
+            self.release(messages);
         }
         if messages
             .iter()
@@ -455,6 +525,26 @@ impl Router {
             if messages.is_empty() {
                 return;
             }
+        }
+        self.hold(messages);
+        self.deliver(messages);
+        while self.held_events > self.max_held {
+            // Backpressure: no more events are taken until the moves let
+            // some go (ingest stops reading its sockets meanwhile).
+            std::thread::sleep(Duration::from_millis(200));
+            self.sync_registry();
+            self.progress_moves();
+            let mut released = Vec::new();
+            self.release(&mut released);
+            self.deliver(&mut released);
+        }
+    }
+
+    /// Appends `messages` and answers their senders, retrying what the
+    /// stream listeners sent until the log takes it.
+    fn deliver(&mut self, messages: &mut Vec<Message>) {
+        if messages.is_empty() {
+            return;
         }
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         loop {
@@ -506,6 +596,143 @@ impl Router {
             }
             *messages = kept;
             std::thread::sleep(wait);
+        }
+    }
+
+    /// Takes the events of moving applications out of `messages` to wait
+    /// in `held`: a stream's batch is split (the rest goes on), an HTTP
+    /// request waits whole (it is answered once all of it is appended).
+    fn hold(&mut self, messages: &mut Vec<Message>) {
+        if !self.registry.any_moving() {
+            return;
+        }
+        let mut going = Vec::with_capacity(messages.len());
+        for message in messages.drain(..) {
+            let Message::Events { events, done } = message else {
+                going.push(message);
+                continue;
+            };
+            if !events.iter().any(|(host, _)| self.registry.is_moving(host)) {
+                going.push(Message::Events { events, done });
+                continue;
+            }
+            match done {
+                Done::Answer(_) => {
+                    self.held_events += events.len();
+                    self.held.push(Message::Events { events, done });
+                }
+                Done::Count(accepted) => {
+                    let (mut now, mut later) = (Encoded::default(), Encoded::default());
+                    for (host, value) in events.iter() {
+                        let part = if self.registry.is_moving(host) {
+                            &mut later
+                        } else {
+                            &mut now
+                        };
+                        part.push(host, value);
+                    }
+                    self.held_events += later.len();
+                    let done = Done::Count(accepted.clone());
+                    self.held.push(Message::Events {
+                        events: later,
+                        done,
+                    });
+                    if !now.is_empty() {
+                        let done = Done::Count(accepted);
+                        going.push(Message::Events { events: now, done });
+                    }
+                }
+            }
+        }
+        *messages = going;
+        HELD.set(self.held_events as i64);
+    }
+
+    /// Puts the held batches none of whose applications is moving any
+    /// more at the front of `messages`, in the order they arrived.
+    fn release(&mut self, messages: &mut Vec<Message>) {
+        if self.held.is_empty() {
+            return;
+        }
+        let (ready, waiting): (Vec<Message>, Vec<Message>) =
+            self.held.drain(..).partition(|message| match message {
+                Message::Events { events, .. } => {
+                    !events.iter().any(|(host, _)| self.registry.is_moving(host))
+                }
+                _ => true,
+            });
+        self.held = waiting;
+        self.held_events = self
+            .held
+            .iter()
+            .map(|m| match m {
+                Message::Events { events, .. } => events.len(),
+                _ => 0,
+            })
+            .sum();
+        HELD.set(self.held_events as i64);
+        messages.splice(0..0, ready);
+    }
+
+    /// Notes moves started and finished elsewhere, appends the hand-off
+    /// markers that are due, and reports a move that takes too long.
+    fn progress_moves(&mut self) {
+        let handoffs = self.registry.handoffs();
+        let under_way: HashMap<&str, &(u32, weir_event::Handoff)> =
+            handoffs.iter().map(|h| (h.1.uid.as_str(), h)).collect();
+        self.moves.retain(|uid, pending| {
+            let going_on = under_way.contains_key(uid.as_str());
+            if !going_on {
+                MOVES_DONE.inc();
+                tracing::info!(%uid, secs = pending.since.elapsed().as_secs_f64(), "application moved");
+            }
+            going_on
+        });
+        for uid in under_way.keys() {
+            self.moves.entry((*uid).to_owned()).or_insert(PendingMove {
+                since: Instant::now(),
+                marker_due: None,
+            });
+        }
+        for (uid, pending) in &mut self.moves {
+            let Some((from, handoff)) = under_way.get(uid.as_str()) else {
+                continue;
+            };
+            if pending.marker_due.is_none_or(|due| due > Instant::now()) {
+                continue;
+            }
+            let value = Entry::Handoff(handoff.clone()).encode();
+            match self
+                .log
+                .append(&self.topics.events, *from, &[(uid.as_bytes(), &value[..])])
+            {
+                Ok(_) => {
+                    pending.marker_due = None;
+                    tracing::info!(%uid, from, to = handoff.to, hosts = handoff.hosts.len(), "hand-off marker appended");
+                }
+                Err(error) => {
+                    tracing::warn!(%uid, %error, "cannot append a hand-off marker; retrying")
+                }
+            }
+        }
+        MOVES_PENDING.set(self.moves.len() as i64);
+        let slow = self
+            .moves
+            .iter()
+            .find(|(_, pending)| pending.since.elapsed() > MOVE_TOO_LONG);
+        match slow {
+            Some((uid, pending)) => {
+                let to = under_way.get(uid.as_str()).map_or(0, |h| h.1.to);
+                let from = under_way.get(uid.as_str()).map_or(0, |h| h.0);
+                weir_log::health::failing(
+                    MOVES_HEALTH,
+                    format!(
+                        "application {uid:?} has been moving from partition {from} to {to} for {}s: is a processor working on partition {from}?",
+                        pending.since.elapsed().as_secs()
+                    ),
+                );
+            }
+            None => weir_log::health::working(MOVES_HEALTH),
         }
     }
 
@@ -563,6 +790,13 @@ impl Router {
                 registry.replace_hosts(&uid, &hosts, ADMIN_ORIGIN)?
             }
             RegistryRequest::Import(seed) => registry.apply_source(ADMIN_ORIGIN, &seed, 0),
+            RegistryRequest::Move { uid, partition } => {
+                let records = registry.move_to(&uid, partition, self.partitions)?;
+                if !records.is_empty() && registry.placement(&uid).is_some() {
+                    self.moves.insert(uid, PendingMove::ours(self.grace));
+                }
+                records
+            }
         };
         append_registry(self.log.as_ref(), &self.topics.registry, &records)?;
         self.registry

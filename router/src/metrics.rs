@@ -91,3 +91,30 @@ pub(crate) static SOURCE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+/// Application moves under way, as this node sees them.
+pub(crate) static MOVES_PENDING: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "weir_registry_moves_pending",
+        "Application moves under way (their events wait in the routers)"
+    )
+    .expect("metric registers once")
+});
+
+/// Events waiting in this router for their application's move.
+pub(crate) static HELD: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "weir_router_held_events",
+        "Events waiting in this router for their application's move to finish"
+    )
+    .expect("metric registers once")
+});
+
+/// Moves this node saw finish.
+pub(crate) static MOVES_DONE: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "weir_registry_moves_total",
+        "Application moves this node saw finish"
+    )
+    .expect("metric registers once")
+});

@@ -9,10 +9,13 @@
 //! [`Registry::version`] is the offset after the last record applied.
 //!
 //! Records (key → value; an empty value removes the key):
-//! - `UID` → `{"partition": N}` (`"pinned": true` when a seed placed it):
-//!   a uid's partition, pinned the first time it is seen (murmur2 over the
-//!   partition count at that moment), so adding partitions never moves an
-//!   application;
+//! - `UID` → `{"partition": N}` (`"pinned": true` when a seed or a move
+//!   placed it): a uid's partition, pinned the first time it is seen
+//!   (murmur2 over the partition count at that moment), so adding
+//!   partitions never moves an application; `"moving": {"id", "to"}`
+//!   while a move is under way (routers hold its events), and
+//!   `"moved": ID` on the record the old partition's worker appends once
+//!   the state is handed over (applied only while that move is under way);
 //! - `␟host␟HOST` → `{"uid": UID, "origin": …}`: a host's application and
 //!   what set it (`admin`, or the source's name);
 //! - `␟source␟NAME` → `{"hash": H}`: the content of a source (seed file,
@@ -35,6 +38,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use weir_event::{Handoff, Moving, Placement};
 use weir_log::{Log, LogError, OwnedProduce, Record};
 
 use crate::murmur2::partition_for;
@@ -201,13 +205,6 @@ fn check_name(what: &str, name: &str) -> Result<(), RegistryError> {
 }
 
 #[derive(Serialize, Deserialize)]
-struct PlacementValue {
-    partition: u32,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pinned: bool,
-}
-
-#[derive(Serialize, Deserialize)]
 struct HostValue {
     uid: String,
     origin: String,
@@ -219,13 +216,15 @@ struct SourceValue {
 }
 
 /// Where an application's events go.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Placed {
     partition: u32,
     /// [`Registry::clock`] when it was last routed to.
     seen: u64,
-    /// Pinned by a seed: never forgotten.
+    /// Pinned by a seed or a move: never forgotten.
     pinned: bool,
+    /// A move under way: its events wait.
+    moving: Option<Moving>,
 }
 
 /// A host's application and what set it.
@@ -246,6 +245,9 @@ pub struct View {
     pub hosts: BTreeMap<String, BTreeSet<String>>,
     /// Uid → partition.
     pub partitions: BTreeMap<String, u32>,
+    /// Uid → the partition it is moving to, while its move is under way.
+    #[serde(default)]
+    pub moving: BTreeMap<String, u32>,
 }
 
 /// The registry as one router sees it: a local copy of the whole view.
@@ -254,6 +256,8 @@ pub struct Registry {
     uids: HashMap<String, Mapping>,
     hosts: HashMap<String, BTreeSet<String>>,
     partitions: HashMap<String, Placed>,
+    /// The uids with a move under way (`moving` set in `partitions`).
+    moving: BTreeSet<String>,
     /// Source name → hash of the content last applied.
     sources: HashMap<String, u64>,
     /// Placements (`None`: forgettings) not yet persisted
@@ -336,23 +340,49 @@ impl Registry {
             // A tombstone: forgotten (a pinned placement stays).
             if self.partitions.get(&*key).is_some_and(|p| !p.pinned) {
                 self.partitions.remove(&*key);
+                self.moving.remove(&*key);
             }
         } else {
-            match serde_json::from_slice::<PlacementValue>(value) {
-                Ok(placement) => {
-                    let placed = self.partitions.entry(key.into_owned()).or_insert(Placed {
-                        partition: placement.partition,
-                        seen: self.clock,
-                        pinned: false,
-                    });
-                    placed.partition = placement.partition;
-                    placed.pinned |= placement.pinned;
-                }
+            match serde_json::from_slice::<Placement>(value) {
+                Ok(placement) => self.place_recorded(key.into_owned(), placement),
                 Err(error) => {
                     tracing::warn!(uid = %key, %error, "skipping a malformed registry record")
                 }
             }
         }
+    }
+
+    /// Applies a placement record. A move's completion applies only while
+    /// that move is under way (or to an application not known yet, after
+    /// compaction); a plain placement does not end a move.
+    fn place_recorded(&mut self, uid: String, placement: Placement) {
+        let current = self.partitions.get(&uid);
+        let under_way = current.and_then(|p| p.moving.as_ref());
+        if let Some(id) = &placement.moved {
+            if current.is_some() && under_way.is_none_or(|m| &m.id != id) {
+                tracing::debug!(%uid, %id, "skipping the completion of a move not under way");
+                return;
+            }
+        }
+        let moving = match (&placement.moving, &placement.moved) {
+            (Some(moving), _) => Some(moving.clone()),
+            (None, Some(_)) => None,
+            (None, None) => under_way.cloned(),
+        };
+        if moving.is_some() {
+            self.moving.insert(uid.clone());
+        } else {
+            self.moving.remove(&uid);
+        }
+        let placed = self.partitions.entry(uid).or_insert(Placed {
+            partition: placement.partition,
+            seen: self.clock,
+            pinned: false,
+            moving: None,
+        });
+        placed.partition = placement.partition;
+        placed.pinned |= placement.pinned;
+        placed.moving = moving;
     }
 
     fn unmap(&mut self, host: &str) {
@@ -419,6 +449,83 @@ impl Registry {
         )
     }
 
+    /// The partition `uid` is placed on, if it is.
+    pub fn placement(&self, uid: &str) -> Option<u32> {
+        self.partitions.get(uid).map(|p| p.partition)
+    }
+
+    /// Whether `host`'s application is moving (its events wait).
+    pub fn is_moving(&self, host: &str) -> bool {
+        let uid = self.uid(host);
+        self.partitions.get(uid).is_some_and(|p| p.moving.is_some())
+    }
+
+    /// Whether any application is moving.
+    pub fn any_moving(&self) -> bool {
+        !self.moving.is_empty()
+    }
+
+    /// Every move under way: the old partition and its hand-off marker
+    /// (the application's hosts are its mapped hosts and the uid itself).
+    pub fn handoffs(&self) -> Vec<(u32, Handoff)> {
+        self.moving
+            .iter()
+            .filter_map(|uid| {
+                let placed = self.partitions.get(uid)?;
+                let moving = placed.moving.as_ref()?;
+                let mut hosts: BTreeSet<String> = self.hosts.get(uid).cloned().unwrap_or_default();
+                hosts.insert(uid.clone());
+                let handoff = Handoff {
+                    id: moving.id.clone(),
+                    uid: uid.clone(),
+                    hosts: hosts.into_iter().collect(),
+                    to: moving.to,
+                };
+                Some((placed.partition, handoff))
+            })
+            .collect()
+    }
+
+    /// The record that starts moving `uid` to partition `to` of
+    /// `partitions` (none when it is there already; an application not
+    /// placed yet is simply placed there).
+    pub fn move_to(
+        &self,
+        uid: &str,
+        to: u32,
+        partitions: u32,
+    ) -> Result<Vec<OwnedProduce>, RegistryError> {
+        check_uid(uid)?;
+        if to >= partitions {
+            return Err(RegistryError::Invalid(format!(
+                "partition {to} does not exist: the events topic has {partitions}"
+            )));
+        }
+        let Some(placed) = self.partitions.get(uid) else {
+            return Ok(vec![placement_record(uid, to, true)]);
+        };
+        if let Some(moving) = &placed.moving {
+            return Err(RegistryError::Invalid(format!(
+                "application {uid:?} is already moving to partition {}",
+                moving.to
+            )));
+        }
+        if placed.partition == to {
+            return Ok(Vec::new());
+        }
+        let placement = Placement {
+            partition: placed.partition,
+            pinned: placed.pinned,
+            moving: Some(Moving {
+                id: format!("{uid}#{}", self.version),
+                to,
+            }),
+            moved: None,
+        };
+        let value = serde_json::to_vec(&placement).unwrap_or_default();
+        Ok(vec![(uid.as_bytes().to_vec(), value)])
+    }
+
     /// Applications with a placement (the registry's size).
     pub fn placed(&self) -> usize {
         self.partitions.len()
@@ -439,7 +546,8 @@ impl Registry {
             if placed.seen == 0 {
                 placed.seen = now;
             }
-            let keep = placed.pinned || now.saturating_sub(placed.seen) < idle;
+            let keep =
+                placed.pinned || placed.moving.is_some() || now.saturating_sub(placed.seen) < idle;
             if !keep {
                 forgotten.push((uid.clone(), None));
             }
@@ -482,6 +590,11 @@ impl Registry {
                 .partitions
                 .iter()
                 .map(|(uid, p)| (uid.clone(), p.partition))
+                .collect(),
+            moving: self
+                .partitions
+                .iter()
+                .filter_map(|(uid, p)| Some((uid.clone(), p.moving.as_ref()?.to)))
                 .collect(),
         }
     }
@@ -587,7 +700,13 @@ fn host_record(host: &str, mapping: Option<(&str, &str)>) -> OwnedProduce {
 }
 
 fn placement_record(uid: &str, partition: u32, pinned: bool) -> OwnedProduce {
-    let value = serde_json::to_vec(&PlacementValue { partition, pinned }).unwrap_or_default();
+    let placement = Placement {
+        partition,
+        pinned,
+        moving: None,
+        moved: None,
+    };
+    let value = serde_json::to_vec(&placement).unwrap_or_default();
     (uid.as_bytes().to_vec(), value)
 }
 
@@ -620,6 +739,7 @@ fn place(
         partition,
         seen: clock,
         pinned: false,
+        moving: None,
     };
     placed.insert(uid.to_owned(), p);
     new.push((uid.to_owned(), Some(partition)));

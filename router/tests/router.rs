@@ -63,7 +63,7 @@ async fn events_of_one_application_share_a_partition() {
         .filter(|(key, _)| key == "shop")
         .map(|(_, e)| match e {
             Entry::Event(e) => e.host,
-            Entry::Tick(_) => unreachable!("no tick within the hour"),
+            other => unreachable!("only events within the hour: {other:?}"),
         })
         .collect();
     assert_eq!(hosts, vec!["10.0.0.1", "10.0.0.2"]);
@@ -254,4 +254,102 @@ fn placements_beyond_the_topic_are_a_clear_error_naming_both_counts() {
     };
     assert!(error.contains("\"shop\" on partition 5"), "{error}");
     assert!(error.contains("only 2 partitions"), "{error}");
+}
+
+/// The moves' records as the registry applies them: a move holds the
+/// application's events, only its own completion ends it, and a stale
+/// completion (of a move no longer under way) changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_holds_events_until_its_completion_and_then_routes_to_the_new_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), 4);
+    let config = RouterConfig {
+        tick_interval_ms: 50,
+        move_grace_ms: 0,
+        ..RouterConfig::default()
+    };
+    let (router, _thread) = start(log.clone(), Topics::new(""), &config).unwrap();
+    let send = |host: &str, time: f64| {
+        let mut events = Encoded::default();
+        events.push(host, &Event::new(host, time).to_json());
+        let router = router.clone();
+        tokio::spawn(async move { router.send_durable(events).await })
+    };
+    send("shop", 1.0).await.unwrap().unwrap();
+    let from = partition_for(b"shop", 4);
+    let to = (from + 1) % 4;
+    let request = weir_router::RegistryRequest::Move {
+        uid: "shop".into(),
+        partition: 9,
+    };
+    let refused = router.registry(request).await.unwrap_err().to_string();
+    assert!(refused.contains("partition 9 does not exist"), "{refused}");
+    let request = weir_router::RegistryRequest::Move {
+        uid: "shop".into(),
+        partition: to,
+    };
+    router.registry(request.clone()).await.unwrap();
+    let again = router.registry(request).await.unwrap_err().to_string();
+    assert!(again.contains("already moving"), "{again}");
+
+    // Held: answered only after the move completes.
+    let held = send("shop", 2.0);
+    let other = send("cart", 2.0);
+    other.await.unwrap().unwrap();
+    let handoff = loop {
+        let found = entries(&log, from).into_iter().find_map(|(_, e)| match e {
+            Entry::Handoff(h) => Some(h),
+            _ => None,
+        });
+        if let Some(handoff) = found {
+            break handoff;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!((handoff.uid.as_str(), handoff.to), ("shop", to));
+    assert!(handoff.hosts.contains(&"shop".to_owned()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !held.is_finished(),
+        "the moving application's event was not held"
+    );
+
+    // A completion of another move is not this one's.
+    let stale = weir_event::Handoff {
+        id: format!("{}-stale", handoff.id),
+        ..handoff.clone()
+    };
+    let (key, value) = stale.completion();
+    log.append("weir.registry", 0, &[(&key[..], &value[..])])
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if held.is_finished() {
+        panic!("a stale completion released the events: {:?}", held.await);
+    }
+
+    let (key, value) = handoff.completion();
+    log.append("weir.registry", 0, &[(&key[..], &value[..])])
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), held)
+        .await
+        .expect("released after the completion")
+        .unwrap()
+        .unwrap();
+    let shop_on = |p: u32| {
+        entries(&log, p)
+            .into_iter()
+            .filter(|(_, e)| matches!(e, Entry::Event(e) if e.host == "shop"))
+            .count()
+    };
+    assert_eq!((shop_on(from), shop_on(to)), (1, 1));
+    let view = match router
+        .registry(weir_router::RegistryRequest::View)
+        .await
+        .unwrap()
+    {
+        weir_router::RegistryAnswer::View(view) => view,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(view.partitions["shop"], to);
+    assert!(view.moving.is_empty());
 }
