@@ -220,6 +220,45 @@ enum Done {
     /// A stream listener cannot answer: its batch is retried until the
     /// log takes it, and only then counted on this counter.
     Count(IntCounter),
+    /// One part of a waiting sender's batch that was split because some
+    /// of its events wait for a move: answered once every part is in.
+    Part(Arc<SplitAnswer>),
+}
+
+/// The answer of a batch split in parts ([`Done::Part`]).
+struct SplitAnswer {
+    /// Parts not appended yet.
+    parts: std::sync::atomic::AtomicUsize,
+    /// The sender, until answered.
+    ack: std::sync::Mutex<Option<oneshot::Sender<Result<(), RouteError>>>>,
+}
+
+impl SplitAnswer {
+    fn ack(&self) -> std::sync::MutexGuard<'_, Option<oneshot::Sender<Result<(), RouteError>>>> {
+        self.ack.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One part is appended; the last one answers.
+    fn appended(&self) {
+        if self.parts.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            if let Some(ack) = self.ack().take() {
+                let _ = ack.send(Ok(()));
+            }
+        }
+    }
+
+    /// A part failed: the sender learns it now.
+    fn failed(&self, error: &RouteError) {
+        if let Some(ack) = self.ack().take() {
+            let _ = ack.send(Err(error.clone()));
+        }
+    }
+
+    /// Whether the sender was already told the batch failed (its other
+    /// parts are then not appended).
+    fn abandoned(&self) -> bool {
+        self.ack().is_none()
+    }
 }
 
 /// The sending side of the router; cheap to clone.
@@ -443,15 +482,23 @@ const MOVE_TOO_LONG: Duration = Duration::from_secs(30);
 /// The moves' name in `/readyz`.
 const MOVES_HEALTH: &str = "router: application moves";
 
-/// How long applying the registry topic waits for a remote log.
+/// How long applying the registry topic at start waits for a remote log.
 const REGISTRY_WAIT: Duration = Duration::from_secs(5);
 
-/// Appends registry `records` (none: nothing).
-fn append_registry(log: &dyn Log, topic: &str, records: &[OwnedProduce]) -> Result<(), LogError> {
-    if !records.is_empty() {
-        log.append(topic, 0, &weir_log::borrowed(records))?;
+/// How long the routing thread waits for the registry topic to deliver:
+/// what has not arrived is applied at the next tick.
+const FOLLOW_WAIT: Duration = Duration::from_millis(200);
+
+/// Appends registry `records` (none: nothing); the offset after them.
+fn append_registry(
+    log: &dyn Log,
+    topic: &str,
+    records: &[OwnedProduce],
+) -> Result<Option<u64>, LogError> {
+    if records.is_empty() {
+        return Ok(None);
     }
-    Ok(())
+    log.append(topic, 0, &weir_log::borrowed(records)).map(Some)
 }
 
 /// How often idle placements are looked for.
@@ -561,6 +608,7 @@ impl Router {
                                 // A sender that stopped waiting (client gone) needs no answer.
                                 Done::Answer(ack) => drop(ack.send(Ok(()))),
                                 Done::Count(accepted) => accepted.inc_by(events.len() as u64),
+                                Done::Part(answer) => answer.appended(),
                             }
                         }
                     }
@@ -585,6 +633,13 @@ impl Router {
                         None
                     }
                     Message::Events {
+                        done: Done::Part(answer),
+                        ..
+                    } => {
+                        answer.failed(&error);
+                        None
+                    }
+                    Message::Events {
                         done: Done::Count(_),
                         ..
                     } => Some(message),
@@ -600,8 +655,8 @@ impl Router {
     }
 
     /// Takes the events of moving applications out of `messages` to wait
-    /// in `held`: a stream's batch is split (the rest goes on), an HTTP
-    /// request waits whole (it is answered once all of it is appended).
+    /// in `held`; the rest of each batch goes on. A waiting sender (HTTP)
+    /// is answered once every part of its batch is appended.
     fn hold(&mut self, messages: &mut Vec<Message>) {
         if !self.registry.any_moving() {
             return;
@@ -616,32 +671,42 @@ impl Router {
                 going.push(Message::Events { events, done });
                 continue;
             }
-            match done {
-                Done::Answer(_) => {
-                    self.held_events += events.len();
-                    self.held.push(Message::Events { events, done });
-                }
-                Done::Count(accepted) => {
-                    let (mut now, mut later) = (Encoded::default(), Encoded::default());
-                    for (host, value) in events.iter() {
-                        let part = if self.registry.is_moving(host) {
-                            &mut later
-                        } else {
-                            &mut now
-                        };
-                        part.push(host, value);
-                    }
-                    self.held_events += later.len();
-                    let done = Done::Count(accepted.clone());
-                    self.held.push(Message::Events {
-                        events: later,
-                        done,
+            let (mut now, mut later) = (Encoded::default(), Encoded::default());
+            for (host, value) in events.iter() {
+                let part = if self.registry.is_moving(host) {
+                    &mut later
+                } else {
+                    &mut now
+                };
+                part.push(host, value);
+            }
+            let (done_later, done_now) = match done {
+                Done::Count(accepted) => (Done::Count(accepted.clone()), Done::Count(accepted)),
+                Done::Answer(ack) => {
+                    let answer = Arc::new(SplitAnswer {
+                        parts: (1 + usize::from(!now.is_empty())).into(),
+                        ack: Some(ack).into(),
                     });
-                    if !now.is_empty() {
-                        let done = Done::Count(accepted);
-                        going.push(Message::Events { events: now, done });
-                    }
+                    (Done::Part(answer.clone()), Done::Part(answer))
                 }
+                Done::Part(answer) => {
+                    answer.parts.fetch_add(
+                        usize::from(!now.is_empty()),
+                        std::sync::atomic::Ordering::AcqRel,
+                    );
+                    (Done::Part(answer.clone()), Done::Part(answer))
+                }
+            };
+            self.held_events += later.len();
+            self.held.push(Message::Events {
+                events: later,
+                done: done_later,
+            });
+            if !now.is_empty() {
+                going.push(Message::Events {
+                    events: now,
+                    done: done_now,
+                });
             }
         }
         *messages = going;
@@ -654,6 +719,10 @@ impl Router {
         if self.held.is_empty() {
             return;
         }
+        // A part whose sender was told its batch failed is not appended.
+        self.held.retain(|message| {
+            !matches!(message, Message::Events { done: Done::Part(answer), .. } if answer.abandoned())
+        });
         let (ready, waiting): (Vec<Message>, Vec<Message>) =
             self.held.drain(..).partition(|message| match message {
                 Message::Events { events, .. } => {
@@ -742,7 +811,7 @@ impl Router {
         let (log, topic) = (self.log.clone(), self.topics.registry.clone());
         let follow = |registry: &mut Registry| {
             // Short: this is the routing thread; the rest comes next tick.
-            if let Err(error) = registry.follow(log.as_ref(), &topic, Duration::from_millis(200)) {
+            if let Err(error) = registry.follow(log.as_ref(), &topic, FOLLOW_WAIT) {
                 tracing::debug!(%error, "registry not fully applied yet");
             }
         };
@@ -755,8 +824,9 @@ impl Router {
                 continue;
             }
             match append_registry(log.as_ref(), &topic, &records) {
-                Ok(()) => {
+                Ok(_) => {
                     tracing::info!(source = %update.name, records = records.len(), "registry source applied");
+                    self.registry.apply_own(&records);
                     follow(&mut self.registry);
                 }
                 Err(error) => {
@@ -798,12 +868,20 @@ impl Router {
                 records
             }
         };
-        append_registry(self.log.as_ref(), &self.topics.registry, &records)?;
-        self.registry
-            .follow(self.log.as_ref(), &self.topics.registry, REGISTRY_WAIT)?;
+        let appended = append_registry(self.log.as_ref(), &self.topics.registry, &records)?;
+        // Applied here at once, so the routing thread never waits for a
+        // slow broker to deliver them back; following the topic applies
+        // them again in log order with everyone else's (the same result).
+        self.registry.apply_own(&records);
+        if let Err(error) =
+            self.registry
+                .follow(self.log.as_ref(), &self.topics.registry, FOLLOW_WAIT)
+        {
+            tracing::debug!(%error, "registry not fully applied yet");
+        }
         self.registry_applied();
         Ok(RegistryAnswer::Changed {
-            version: self.registry.version(),
+            version: self.registry.version().max(appended.unwrap_or(0)),
             records: records.len(),
         })
     }

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use weir_event::{Handoff, Moving, Placement};
-use weir_log::{Log, LogError, OwnedProduce, Record};
+use weir_log::{Log, LogError, OwnedProduce};
 
 use crate::murmur2::partition_for;
 
@@ -306,16 +306,23 @@ impl Registry {
             self.applied_ms = last.timestamp_ms;
             applied += batch.len();
             for record in &batch {
-                self.apply(record);
+                self.apply(&record.key, &record.value);
             }
         }
         Ok(applied)
     }
 
+    /// Applies records this node appended, ahead of reading them back
+    /// (which applies them again, in log order, to the same effect).
+    pub fn apply_own(&mut self, records: &[OwnedProduce]) {
+        for (key, value) in records {
+            self.apply(key, value);
+        }
+    }
+
     /// Applies one registry record.
-    fn apply(&mut self, record: &Record) {
-        let key = String::from_utf8_lossy(&record.key);
-        let value = &record.value[..];
+    fn apply(&mut self, key: &[u8], value: &[u8]) {
+        let key = String::from_utf8_lossy(key);
         if let Some(host) = key.strip_prefix(HOST_KEY) {
             self.unmap(host);
             if value.is_empty() {

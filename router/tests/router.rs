@@ -292,10 +292,32 @@ async fn a_move_holds_events_until_its_completion_and_then_routes_to_the_new_par
     let again = router.registry(request).await.unwrap_err().to_string();
     assert!(again.contains("already moving"), "{again}");
 
-    // Held: answered only after the move completes.
-    let held = send("shop", 2.0);
+    // Held: answered only after the move completes; the rest of a mixed
+    // batch goes on meanwhile.
+    let mut mixed = Encoded::default();
+    for host in ["cart", "shop"] {
+        mixed.push(host, &Event::new(host, 2.0).to_json());
+    }
+    let held = {
+        let router = router.clone();
+        tokio::spawn(async move { router.send_durable(mixed).await })
+    };
+    let cart = partition_for(b"cart", 4);
+    let carts = || {
+        entries(&log, cart)
+            .into_iter()
+            .filter(|(_, e)| matches!(e, Entry::Event(e) if e.host == "cart"))
+            .count()
+    };
     let other = send("cart", 2.0);
     other.await.unwrap().unwrap();
+    for _ in 0..100 {
+        if carts() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(carts(), 2, "the mixed batch's other event waited");
     let handoff = loop {
         let found = entries(&log, from).into_iter().find_map(|(_, e)| match e {
             Entry::Handoff(h) => Some(h),
