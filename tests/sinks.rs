@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use servers::{Carbon, Postgres, Victoria};
+use servers::{Carbon, CarbonRelay, LineRecorder, Postgres, Victoria};
 use weir_event::{Event, ResultRecord};
 use weir_log::{EmbeddedLog, Log, LogConfig, OwnedProduce};
 use weir_storage::consumer::Source;
@@ -425,6 +425,98 @@ fn graphite_round_robin_hands_a_killed_destinations_share_to_the_rest_and_takes_
         .flat_map(|c| carbon_points(c))
         .all(|(key, value)| expected.get(&key) == Some(&value));
     assert!(values_agree);
+}
+
+/// `n` results, each its own path `node-I.cpu`; the paths.
+fn feed_paths(results: &Results, n: u64) -> Vec<String> {
+    let records: Vec<(u32, ResultRecord)> = (0..n)
+        .map(|i| {
+            let (partition, mut record) = results.result(i);
+            record.event.host = format!("node-{i}");
+            record.event.service = Some("cpu".into());
+            (partition, record)
+        })
+        .collect();
+    results.append(records);
+    (0..n).map(|i| format!("node-{i}.cpu")).collect()
+}
+
+/// Which of `recorders` (by index) received each path.
+fn placements(recorders: &[LineRecorder]) -> BTreeMap<String, BTreeSet<usize>> {
+    let mut placed: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
+    for (i, recorder) in recorders.iter().enumerate() {
+        for path in recorder.distinct() {
+            placed.entry(path).or_default().insert(i);
+        }
+    }
+    placed
+}
+
+/// The differential test with the real peer: Debian's carbon-relay and
+/// weir's sink, both with consistent hashing over the same three
+/// destinations (same hosts and instances; the ring is keyed by those,
+/// not the port, so each side gets its own recording listeners), are
+/// given the same 10,000 paths: every path lands on the same destination
+/// from both, also with two replicas per path.
+#[test]
+fn graphite_consistent_hash_places_every_path_where_carbon_relay_does() {
+    const PATHS: u64 = 10_000;
+    for replication in [1, 2] {
+        let results = Results::new();
+        let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+        let instances = ["a", "b", "c"];
+        let relay_side: Vec<LineRecorder> = ips.iter().map(|ip| LineRecorder::start(ip)).collect();
+        let weir_side: Vec<LineRecorder> = ips.iter().map(|ip| LineRecorder::start(ip)).collect();
+        let specs = |recorders: &[LineRecorder]| -> Vec<String> {
+            recorders
+                .iter()
+                .zip(instances)
+                .map(|(r, instance)| format!("{}:{}:{instance}", r.address.ip(), r.address.port()))
+                .collect()
+        };
+        let relay = CarbonRelay::start(
+            &results.dir.path().join("relay"),
+            &specs(&relay_side),
+            replication,
+        );
+        let _sink = results.start(
+            "ring",
+            SinkKind::Graphite(GraphiteConfig {
+                destinations: specs(&weir_side),
+                distribution: Distribution::ConsistentHash,
+                replication_factor: replication,
+                backoff_ms: 100,
+                ..GraphiteConfig::default()
+            }),
+        );
+        let paths = feed_paths(&results, PATHS);
+        let mut relay_input = std::net::TcpStream::connect(("127.0.0.1", relay.port)).unwrap();
+        let text: String = paths
+            .iter()
+            .map(|p| format!("{p} 1 {}\n", results.base))
+            .collect();
+        std::io::Write::write_all(&mut relay_input, text.as_bytes()).unwrap();
+        let complete = |recorders: &[LineRecorder]| {
+            let placed = placements(recorders);
+            placed.len() == paths.len() && placed.values().all(|d| d.len() == replication)
+        };
+        eventually(120, "every path at both sides", || {
+            complete(&relay_side) && complete(&weir_side)
+        });
+        let (relay_placed, weir_placed) = (placements(&relay_side), placements(&weir_side));
+        let differing: Vec<_> = relay_placed
+            .iter()
+            .filter(|(path, d)| weir_placed.get(*path) != Some(d))
+            .take(5)
+            .collect();
+        assert!(
+            differing.is_empty(),
+            "replication {replication}: relay placed {differing:?} elsewhere"
+        );
+        let shares: Vec<usize> = weir_side.iter().map(|r| r.distinct().len()).collect();
+        assert!(shares.iter().all(|&n| n > 0), "{shares:?}");
+        eprintln!("replication {replication}: shares {shares:?}, all {PATHS} paths agree");
+    }
 }
 
 #[test]

@@ -115,6 +115,27 @@ pub static DEAD_LETTERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Destinations in a Graphite sink's pool (its ring, for consistent hash).
+pub static RING_NODES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "weir_graphite_ring_nodes",
+        "Destinations in a Graphite sink's pool or ring (those that left it not counted)",
+        &["sink"]
+    )
+    .expect("metric registers once")
+});
+
+/// Delivered lines a destination that left the pool kept for resending
+/// to itself, not handed to another destination (no duplicates there).
+pub static NOT_RESENT: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "weir_graphite_not_resent_total",
+        "Delivered lines of a destination that left the pool, not sent again elsewhere",
+        &["sink", "destination"]
+    )
+    .expect("metric registers once")
+});
+
 /// Lines written to a Graphite destination, per sink and destination.
 pub static DESTINATION_SENT: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(

@@ -101,6 +101,7 @@ impl SinkConfig {
                 let distribution = match graphite.distribution {
                     Distribution::Broadcast => "broadcast",
                     Distribution::RoundRobin => "round-robin",
+                    Distribution::ConsistentHash => "consistent-hash",
                 };
                 format!("graphite {distribution}")
             }

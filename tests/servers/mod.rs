@@ -452,3 +452,92 @@ impl Drop for Postgres {
         self.stop();
     }
 }
+
+/// A plaintext listener on `IP:PORT` recording the metric path of every
+/// line it receives (a carbon stand-in that shows where lines went).
+pub struct LineRecorder {
+    /// Where it listens.
+    pub address: std::net::SocketAddr,
+    /// Paths received, in order, repeats included.
+    pub paths: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl LineRecorder {
+    /// Listens on a free port of `ip` (any of 127.0.0.0/8).
+    pub fn start(ip: &str) -> LineRecorder {
+        use std::io::BufRead;
+        let listener = TcpListener::bind((ip, 0)).unwrap();
+        let address = listener.local_addr().unwrap();
+        let paths = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = paths.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let recorded = recorded.clone();
+                std::thread::spawn(move || {
+                    for line in std::io::BufReader::new(stream).lines() {
+                        let Ok(line) = line else { return };
+                        if let Some(path) = line.split_whitespace().next() {
+                            recorded.lock().unwrap().push(path.to_owned());
+                        }
+                    }
+                });
+            }
+        });
+        LineRecorder { address, paths }
+    }
+
+    /// The distinct paths received.
+    pub fn distinct(&self) -> std::collections::BTreeSet<String> {
+        self.paths.lock().unwrap().iter().cloned().collect()
+    }
+}
+
+/// Debian's carbon-relay with `RELAY_METHOD = consistent-hashing`,
+/// relaying plaintext to `destinations` (carbon's `HOST:PORT:INSTANCE`).
+pub struct CarbonRelay {
+    /// Its plaintext line port.
+    pub port: u16,
+    child: Child,
+}
+
+impl CarbonRelay {
+    /// Starts it under `dir`.
+    pub fn start(dir: &Path, destinations: &[String], replication_factor: usize) -> CarbonRelay {
+        std::fs::create_dir_all(dir).unwrap();
+        let port = free_port();
+        let conf = format!(
+            "[relay]\nSTORAGE_DIR = {d}\nLOCAL_DATA_DIR = {d}\nCONF_DIR = {d}\nLOG_DIR = {d}\n\
+             PID_DIR = {d}\nUSER =\nLINE_RECEIVER_INTERFACE = 127.0.0.1\nLINE_RECEIVER_PORT = {port}\n\
+             PICKLE_RECEIVER_INTERFACE = 127.0.0.1\nPICKLE_RECEIVER_PORT = {}\n\
+             RELAY_METHOD = consistent-hashing\nREPLICATION_FACTOR = {replication_factor}\n\
+             DESTINATIONS = {}\nDESTINATION_PROTOCOL = line\nMAX_QUEUE_SIZE = 1000000\n\
+             USE_FLOW_CONTROL = True\nCARBON_METRIC_INTERVAL = 0\n",
+            free_port(),
+            destinations.join(", "),
+            d = dir.display()
+        );
+        std::fs::write(dir.join("carbon.conf"), conf).unwrap();
+        std::fs::write(
+            dir.join("storage-schemas.conf"),
+            "[all]\npattern = .*\nretentions = 1s:2d\n",
+        )
+        .unwrap();
+        let child = Command::new("carbon-relay")
+            .arg(format!("--config={}", dir.join("carbon.conf").display()))
+            .arg(format!("--pidfile={}", dir.join("relay.pid").display()))
+            .args(["--nodaemon", "start"])
+            .stdout(log_file(&dir.join("relay.out")))
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("carbon-relay (Debian's graphite-carbon) runs");
+        wait_for_port(port, "carbon-relay");
+        CarbonRelay { port, child }
+    }
+}
+
+impl Drop for CarbonRelay {
+    fn drop(&mut self) {
+        signal(&mut self.child, "KILL");
+    }
+}

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ring::HashType;
+
 /// How lines are spread over the destinations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -10,16 +12,27 @@ pub enum Distribution {
     Broadcast,
     /// Each line goes to one destination, in turn.
     RoundRobin,
+    /// Each metric path goes to the destination carbon's consistent-hash
+    /// ring gives it (and `replication_factor - 1` more), as carbon-relay
+    /// places it.
+    ConsistentHash,
 }
 
 /// `type = "graphite"` options.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GraphiteConfig {
-    /// Carbon plaintext listeners, `HOST:PORT`.
+    /// Carbon plaintext listeners, `HOST:PORT` or carbon's
+    /// `HOST:PORT:INSTANCE` (the ring is keyed by host and instance).
     pub destinations: Vec<String>,
-    /// `broadcast` or `round-robin`.
+    /// `broadcast`, `round-robin` or `consistent-hash`.
     pub distribution: Distribution,
+    /// Consistent hash: destinations per path (carbon's `REPLICATION_FACTOR`).
+    pub replication_factor: usize,
+    /// Consistent hash: `carbon_ch` (carbon's default) or `fnv1a_ch`.
+    pub hash: HashType,
+    /// Consistent hash: replicas on distinct hosts (carbon's `DIVERSE_REPLICAS`).
+    pub diverse_replicas: bool,
     /// Lines a destination holds before the pool passes it over (and, in
     /// broadcast, before its consumer waits).
     pub queue_cap: usize,
@@ -44,6 +57,9 @@ impl Default for GraphiteConfig {
         GraphiteConfig {
             destinations: vec!["127.0.0.1:2003".into()],
             distribution: Distribution::Broadcast,
+            replication_factor: 1,
+            hash: HashType::CarbonCh,
+            diverse_replicas: true,
             queue_cap: 4096,
             template: "{host}.{service}".into(),
             max_failures: 3,

@@ -73,10 +73,7 @@ impl RecordSink for PartitionWriter {
         let time = record.event.time.floor() as i64;
         let text = format!("{path} {metric} {time}\n").into_bytes().into();
         self.pending.add();
-        let line = Line {
-            text,
-            pending: self.pending.clone(),
-        };
+        let line = Line::new(text, self.pending.clone());
         self.pool
             .enqueue(line)
             .inspect_err(|_| self.pending.settle())

@@ -34,6 +34,7 @@
 mod config;
 mod delivery;
 mod pool;
+pub mod ring;
 mod template;
 
 use std::collections::BTreeMap;
@@ -52,7 +53,7 @@ use crate::sink::{DeadLetters, Route, Routed};
 
 pub use config::{Distribution, GraphiteConfig};
 use delivery::PartitionWriter;
-use pool::{Pool, Writing};
+use pool::{Pool, Spread, Writing};
 pub use template::Template;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -140,7 +141,7 @@ impl Graphite {
         });
         let mut running = lock(&graphite.running);
         match config.distribution {
-            Distribution::RoundRobin => {
+            Distribution::RoundRobin | Distribution::ConsistentHash => {
                 let run = graphite.run_pool(graphite.source.clone(), &config.destinations)?;
                 running.insert(String::new(), run);
             }
@@ -184,8 +185,16 @@ impl Graphite {
             ),
             connect_timeout: Duration::from_millis(self.config.connect_timeout_ms.max(1)),
         };
-        let round_robin = self.config.distribution == Distribution::RoundRobin;
-        let pool = Pool::new(&self.name, round_robin, writing);
+        let spread = match self.config.distribution {
+            Distribution::Broadcast => Spread::Single,
+            Distribution::RoundRobin => Spread::RoundRobin,
+            Distribution::ConsistentHash => Spread::Hash {
+                hash: self.config.hash,
+                replication: self.config.replication_factor.max(1),
+                diverse: self.config.diverse_replicas,
+            },
+        };
+        let pool = Pool::new(&self.name, spread, writing);
         for address in addresses {
             pool.add(address)?;
         }
@@ -256,9 +265,10 @@ impl Graphite {
     /// Adds a destination (false if it is there already). In broadcast it
     /// starts at the end of the results log: it gets what comes from now on.
     pub fn add(&self, address: &str) -> Result<bool, StorageError> {
-        if address.to_socket_addrs().is_err() {
+        let spec = ring::Destination::parse(address).map_err(StorageError::Rejected)?;
+        if spec.address().to_socket_addrs().is_err() {
             return Err(StorageError::Rejected(format!(
-                "{address:?} is not a HOST:PORT address"
+                "{address:?} is not a HOST:PORT[:INSTANCE] address"
             )));
         }
         let mut running = lock(&self.running);
@@ -274,7 +284,7 @@ impl Graphite {
             )));
         }
         match self.config.distribution {
-            Distribution::RoundRobin => {
+            Distribution::RoundRobin | Distribution::ConsistentHash => {
                 if let Some(run) = running.get(&String::new()) {
                     run.pool.add(address)?;
                 }
@@ -295,7 +305,7 @@ impl Graphite {
     pub fn remove(&self, address: &str) -> Result<bool, StorageError> {
         let mut running = lock(&self.running);
         let removed = match self.config.distribution {
-            Distribution::RoundRobin => running
+            Distribution::RoundRobin | Distribution::ConsistentHash => running
                 .get(&String::new())
                 .is_some_and(|run| run.pool.remove(address)),
             Distribution::Broadcast => match running.remove(address) {

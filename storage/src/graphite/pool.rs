@@ -1,8 +1,9 @@
 //! Destinations fed by one consumer group: a queue and a writer thread
 //! per destination, confirmation of delivered lines, resending after a
-//! break, and (round-robin) leaving and rejoining the pool.
+//! break, and (round-robin, consistent hash) leaving and rejoining the
+//! pool.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::io::{BufWriter, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,14 +16,55 @@ use weir_log::backoff::Backoff;
 
 use super::delivery::Pending;
 use super::lock;
+use super::ring::{self, HashType, Ring};
 use crate::consumer::StorageError;
 use crate::metrics::{
-    DESTINATION_DROPPED, DESTINATION_QUEUED, DESTINATION_RECONNECTS, DESTINATION_SENT,
+    DESTINATION_DROPPED, DESTINATION_QUEUED, DESTINATION_RECONNECTS, DESTINATION_SENT, NOT_RESENT,
+    RING_NODES,
 };
 
 pub(super) struct Line {
     pub(super) text: Box<[u8]>,
     pub(super) pending: Arc<Pending>,
+    /// Delivered already (kept to be sent again to the same destination
+    /// after a break): never handed to another destination.
+    pub(super) delivered: bool,
+}
+
+impl Line {
+    /// A line to deliver, waited for by `pending`.
+    pub(super) fn new(text: Box<[u8]>, pending: Arc<Pending>) -> Line {
+        Line {
+            text,
+            pending,
+            delivered: false,
+        }
+    }
+
+    /// Its metric path (the text before the first space).
+    fn path(&self) -> &str {
+        let end = self.text.iter().position(|b| *b == b' ').unwrap_or(0);
+        std::str::from_utf8(&self.text[..end]).unwrap_or("")
+    }
+}
+
+/// How a pool spreads lines over its destinations.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Spread {
+    /// Every line to the pool's only destination (broadcast runs one
+    /// pool per destination).
+    Single,
+    /// Each line to the next destination with room.
+    RoundRobin,
+    /// Each line to where carbon's ring puts its path.
+    Hash {
+        /// The ring's hash.
+        hash: HashType,
+        /// Destinations per path.
+        replication: usize,
+        /// Replicas on distinct servers.
+        diverse: bool,
+    },
 }
 
 /// How long a written line waits for the peer to prove alive before it
@@ -38,7 +80,10 @@ const RESEND_MAX_LINES: usize = 1 << 16;
 
 /// One carbon listener and the lines waiting for it.
 pub(super) struct Destination {
+    /// As configured: `HOST:PORT[:INSTANCE]`.
     pub(super) address: String,
+    /// Parsed: where to connect, and its ring key.
+    spec: ring::Destination,
     pub(super) queue: Mutex<VecDeque<Line>>,
     arrived: Condvar,
     pub(super) in_pool: AtomicBool,
@@ -109,9 +154,12 @@ pub(super) struct Writing {
 /// Destinations fed by one consumer group.
 pub(super) struct Pool {
     pub(super) sink: String,
-    pub(super) round_robin: bool,
+    spread: Spread,
     pub(super) writing: Writing,
     pub(super) destinations: Mutex<Vec<Arc<Destination>>>,
+    /// The ring over `destinations` (consistent hash), rebuilt with them
+    /// (locked after them).
+    ring: Mutex<Option<Ring>>,
     pub(super) next: AtomicUsize,
     /// Set when the pool's consumers and writers are to stop.
     pub(super) stop: Arc<AtomicBool>,
@@ -119,22 +167,51 @@ pub(super) struct Pool {
 }
 
 impl Pool {
-    pub(super) fn new(sink: &str, round_robin: bool, writing: Writing) -> Arc<Pool> {
+    pub(super) fn new(sink: &str, spread: Spread, writing: Writing) -> Arc<Pool> {
         Arc::new(Pool {
             sink: sink.to_owned(),
-            round_robin,
+            spread,
             writing,
             destinations: Mutex::new(Vec::new()),
+            ring: Mutex::new(None),
             next: AtomicUsize::new(0),
             stop: Arc::new(AtomicBool::new(false)),
             writers: Mutex::new(Vec::new()),
         })
     }
 
+    /// Whether lines move between destinations (round-robin, hash).
+    fn shares(&self) -> bool {
+        self.spread != Spread::Single
+    }
+
+    /// Rebuilds the ring over `destinations` (consistent hash).
+    fn rebuild_ring(&self, destinations: &[Arc<Destination>]) {
+        if let Spread::Hash { hash, .. } = self.spread {
+            let specs: Vec<ring::Destination> =
+                destinations.iter().map(|d| d.spec.clone()).collect();
+            *lock(&self.ring) = Some(Ring::new(&specs, hash));
+        }
+        self.count_ring_nodes(destinations);
+    }
+
+    /// `weir_graphite_ring_nodes`: the destinations in the pool.
+    fn count_ring_nodes(&self, destinations: &[Arc<Destination>]) {
+        let in_pool = destinations
+            .iter()
+            .filter(|d| d.in_pool.load(Ordering::Relaxed))
+            .count();
+        RING_NODES
+            .with_label_values(&[&self.sink])
+            .set(in_pool as i64);
+    }
+
     pub(super) fn add(self: &Arc<Self>, address: &str) -> Result<(), StorageError> {
+        let spec = ring::Destination::parse(address).map_err(StorageError::Rejected)?;
         let queued_gauge = DESTINATION_QUEUED.with_label_values(&[&self.sink, address]);
         let destination = Arc::new(Destination {
             queued_gauge,
+            spec,
             address: address.to_owned(),
             queue: Mutex::new(VecDeque::new()),
             arrived: Condvar::new(),
@@ -143,7 +220,11 @@ impl Pool {
             removed: AtomicBool::new(false),
             sink: self.sink.clone(),
         });
-        lock(&self.destinations).push(destination.clone());
+        {
+            let mut destinations = lock(&self.destinations);
+            destinations.push(destination.clone());
+            self.rebuild_ring(&destinations);
+        }
         let pool = self.clone();
         let writer = std::thread::Builder::new()
             .name(format!("weir-graphite-{address}"))
@@ -165,6 +246,7 @@ impl Pool {
             return false;
         };
         let destination = destinations.remove(at);
+        self.rebuild_ring(&destinations);
         drop(destinations);
         destination.removed.store(true, Ordering::Relaxed);
         destination.in_pool.store(false, Ordering::Relaxed);
@@ -172,9 +254,13 @@ impl Pool {
         true
     }
 
-    /// Queues `line` on the next destination in the pool with room; waits
-    /// while every one is full (or none is in the pool).
+    /// Queues `line`: on the destinations the ring gives its path
+    /// (consistent hash), else on the next destination in the pool with
+    /// room; waits while the ones it needs are full (or none is in the pool).
     pub(super) fn enqueue(&self, line: Line) -> Result<(), StorageError> {
+        if let Spread::Hash { .. } = self.spread {
+            return self.enqueue_hashed(line, None);
+        }
         loop {
             {
                 let destinations = lock(&self.destinations);
@@ -195,6 +281,95 @@ impl Pool {
         }
     }
 
+    /// The destinations (indexes) that hold `path`: the first
+    /// `replication` in the pool on its ring walk (distinct servers with
+    /// diverse replicas). `counting` is taken as in the pool even if it
+    /// left (the set before it left).
+    fn replicas(
+        &self,
+        destinations: &[Arc<Destination>],
+        path: &str,
+        counting: Option<&str>,
+    ) -> Vec<usize> {
+        let Spread::Hash {
+            replication,
+            diverse,
+            ..
+        } = self.spread
+        else {
+            return Vec::new();
+        };
+        let ring = lock(&self.ring);
+        let Some(ring) = ring.as_ref() else {
+            return Vec::new();
+        };
+        let mut servers = HashSet::new();
+        let mut chosen = Vec::with_capacity(replication);
+        for node in ring.walk(path) {
+            let Some(destination) = destinations.get(node) else {
+                continue;
+            };
+            let up = destination.in_pool.load(Ordering::Relaxed)
+                || counting == Some(destination.address.as_str());
+            if !up || (diverse && !servers.insert(destination.spec.server.as_str())) {
+                continue;
+            }
+            chosen.push(node);
+            if chosen.len() == replication {
+                break;
+            }
+        }
+        chosen
+    }
+
+    /// Queues `line` on its path's replicas. For a line handed back by
+    /// `from` (which left the pool), only on the replicas that take over
+    /// from it: those that did not hold the path before.
+    fn enqueue_hashed(&self, line: Line, from: Option<&str>) -> Result<(), StorageError> {
+        loop {
+            {
+                let destinations = lock(&self.destinations);
+                let path = line.path();
+                let mut targets = self.replicas(&destinations, path, None);
+                if let Some(from) = from {
+                    let before = self.replicas(&destinations, path, Some(from));
+                    targets.retain(|t| !before.contains(t));
+                    if targets.is_empty()
+                        && destinations
+                            .iter()
+                            .any(|d| d.in_pool.load(Ordering::Relaxed))
+                    {
+                        // Its other replicas have it already.
+                        line.pending.settle();
+                        return Ok(());
+                    }
+                }
+                let room = !targets.is_empty()
+                    && targets
+                        .iter()
+                        .all(|&t| destinations[t].queued() < self.writing.queue_cap);
+                if room {
+                    for _ in 1..targets.len() {
+                        line.pending.add();
+                    }
+                    for &t in &targets[1..] {
+                        destinations[t].push(Line {
+                            text: line.text.clone(),
+                            pending: line.pending.clone(),
+                            delivered: false,
+                        });
+                    }
+                    destinations[targets[0]].push(line);
+                    return Ok(());
+                }
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(self.stopping());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     pub(super) fn stopping(&self) -> StorageError {
         StorageError::Sink {
             sink: self.sink.clone(),
@@ -202,15 +377,26 @@ impl Pool {
         }
     }
 
-    /// Lines a destination gives up: to the rest of the pool, or dropped.
+    /// Lines a destination gives up: to the rest of the pool (those it
+    /// had not delivered yet), or dropped.
     fn hand_back(&self, from: &Destination, lines: Vec<Line>) {
         if lines.is_empty() {
             return;
         }
-        if self.round_robin && !self.stop.load(Ordering::Relaxed) {
-            tracing::info!(sink = %self.sink, destination = %from.address, lines = lines.len(), "handing lines to the rest of the pool");
+        if self.shares() && !self.stop.load(Ordering::Relaxed) {
+            let (delivered, lines): (Vec<Line>, Vec<Line>) =
+                lines.into_iter().partition(|l| l.delivered);
+            NOT_RESENT
+                .with_label_values(&from.labels())
+                .inc_by(delivered.len() as u64);
+            tracing::info!(sink = %self.sink, destination = %from.address, lines = lines.len(),
+                delivered = delivered.len(), "handing undelivered lines to the rest of the pool");
             for line in lines {
-                if self.enqueue(line).is_err() {
+                let queued = match self.spread {
+                    Spread::Hash { .. } => self.enqueue_hashed(line, Some(&from.address)),
+                    _ => self.enqueue(line),
+                };
+                if queued.is_err() {
                     return;
                 }
             }
@@ -263,7 +449,7 @@ impl Pool {
             }
             let batch = destination.take(1024, CONFIRM_AFTER);
             if stream.is_none() {
-                match connect(&destination.address, self.writing.connect_timeout) {
+                match connect(&destination.spec.address(), self.writing.connect_timeout) {
                     Ok(connected) => {
                         if failures > 0 {
                             tracing::info!(sink = %self.sink, destination = %destination.address, "connected again");
@@ -271,7 +457,9 @@ impl Pool {
                         stream = Some(BufWriter::with_capacity(64 << 10, connected));
                         failures = 0;
                         destination.connected.store(true, Ordering::Relaxed);
-                        destination.in_pool.store(true, Ordering::Relaxed);
+                        if !destination.in_pool.swap(true, Ordering::Relaxed) {
+                            self.count_ring_nodes(&lock(&self.destinations));
+                        }
                     }
                     Err(error) => {
                         failures += 1;
@@ -279,12 +467,13 @@ impl Pool {
                         destination.connected.store(false, Ordering::Relaxed);
                         let mut lines = take_unconfirmed(&mut unconfirmed);
                         lines.extend(batch);
-                        let leave = self.round_robin
+                        let leave = self.shares()
                             && failures >= self.writing.max_failures
                             && self.others_in_pool(destination);
                         if leave {
                             if destination.in_pool.swap(false, Ordering::Relaxed) {
                                 tracing::warn!(sink = %self.sink, destination = %destination.address, failures, "destination leaves the pool");
+                                self.count_ring_nodes(&lock(&self.destinations));
                             }
                             lines.extend(destination.drain());
                             self.hand_back(destination, lines);
@@ -319,6 +508,7 @@ impl Pool {
                             Line {
                                 text: line.text,
                                 pending: nobody_waits.clone(),
+                                delivered: true,
                             }
                         })
                         .collect();
