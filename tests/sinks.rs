@@ -26,7 +26,6 @@ use weir_storage::{SinkConfig, SinkKind};
 
 const TOPIC: &str = "weir.results";
 const PARTITIONS: u32 = 4;
-const HOSTS: u64 = 10;
 
 /// An embedded log with a results topic, and the results fed into it.
 struct Results {
@@ -35,10 +34,16 @@ struct Results {
     /// Event time of result 0, whole seconds, recent enough for every store.
     base: i64,
     fed: AtomicU64,
+    /// Distinct hosts the results cycle through.
+    hosts: u64,
 }
 
 impl Results {
     fn new() -> Arc<Results> {
+        Self::with_hosts(10)
+    }
+
+    fn with_hosts(hosts: u64) -> Arc<Results> {
         let dir = tempfile::tempdir().unwrap();
         let log =
             Arc::new(EmbeddedLog::open(&dir.path().join("log"), LogConfig::default()).unwrap());
@@ -52,15 +57,19 @@ impl Results {
             log,
             base: now - 20_000,
             fed: AtomicU64::new(0),
+            hosts,
         })
     }
 
-    /// Result `i`: host `h{i % 10}`, one second after that host's previous
-    /// result, metric `i`.
+    /// Result `i`: host `h{i % hosts}`, one second after that host's
+    /// previous result, metric `i`.
     fn result(&self, i: u64) -> (u32, ResultRecord) {
-        let host = i % HOSTS;
+        let host = i % self.hosts;
         let partition = (host % PARTITIONS as u64) as u32;
-        let mut event = Event::new(format!("h{host}"), (self.base + (i / HOSTS) as i64) as f64);
+        let mut event = Event::new(
+            format!("h{host}"),
+            (self.base + (i / self.hosts) as i64) as f64,
+        );
         event.service = Some("load".into());
         event.metric = Some(i as f64);
         event.tags = vec!["t1".into(), "t2".into()];
@@ -517,6 +526,149 @@ fn graphite_consistent_hash_places_every_path_where_carbon_relay_does() {
         assert!(shares.iter().all(|&n| n > 0), "{shares:?}");
         eprintln!("replication {replication}: shares {shares:?}, all {PATHS} paths agree");
     }
+}
+
+/// What a failover run measured: lines written per point, and points
+/// stored by more than one destination.
+struct Failover {
+    lines_per_point: f64,
+    stored_twice: usize,
+}
+
+/// Three carbon-caches behind one sink; one SIGKILLed mid-stream and
+/// started again. Every point fed after the kill is stored by a survivor
+/// (or by it, once back).
+fn fail_over(distribution: Distribution, sink: &str) -> Failover {
+    let results = Results::with_hosts(30);
+    let dir = results.dir.path().to_path_buf();
+    let (a, mut killed, c) = (
+        Carbon::start(&dir.join("a")),
+        Carbon::start(&dir.join("b")),
+        Carbon::start(&dir.join("c")),
+    );
+    let specs: Vec<String> = [&a, &killed, &c]
+        .iter()
+        .zip(["a", "b", "c"])
+        .map(|(carbon, instance)| format!("{}:{instance}", carbon.address()))
+        .collect();
+    let running = results.start(
+        sink,
+        SinkKind::Graphite(GraphiteConfig {
+            destinations: specs.clone(),
+            distribution,
+            backoff_ms: 100,
+            ..GraphiteConfig::default()
+        }),
+    );
+    let graphite = running.running.as_ref().unwrap().graphite.clone().unwrap();
+    let in_pool = |spec: &str| {
+        graphite
+            .destinations()
+            .iter()
+            .any(|d| d.address == spec && d.in_pool)
+    };
+    let stop_feeding = Arc::new(AtomicBool::new(false));
+    let feeder = results.feed_until(30, stop_feeding.clone());
+    std::thread::sleep(Duration::from_secs(3));
+    let homes: BTreeSet<String> = carbon_points(&killed).into_keys().map(|k| k.0).collect();
+    killed.kill();
+    let after_kill = results.fed.load(Ordering::SeqCst);
+    eventually(30, "the killed destination leaves the pool", || {
+        !in_pool(&specs[1])
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    killed.resume();
+    eventually(30, "it rejoins", || in_pool(&specs[1]));
+    let after_return = results.fed.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(3));
+    stop_feeding.store(true, Ordering::Relaxed);
+    feeder.join().unwrap();
+    let expected = results.expected();
+    let from = |first: u64| -> BTreeMap<(String, i64), f64> {
+        (first..results.fed.load(Ordering::SeqCst))
+            .map(|i| {
+                let (_, record) = results.result(i);
+                ((record.event.host, record.event.time as i64), i as f64)
+            })
+            .collect()
+    };
+    let carbons = [&a, &killed, &c];
+    let stored_by_all = || -> BTreeMap<(String, i64), f64> {
+        carbons.iter().flat_map(|c| carbon_points(c)).collect()
+    };
+    eventually(60, "every point after the kill stored", || {
+        let stored = stored_by_all();
+        from(after_kill).keys().all(|k| stored.contains_key(k))
+    });
+    let stored = stored_by_all();
+    assert!(from(after_kill)
+        .iter()
+        .all(|(k, v)| stored.get(k) == Some(v)));
+    if distribution == Distribution::ConsistentHash {
+        // Back in the ring, its paths go to it again.
+        let back: BTreeSet<(String, i64)> = carbon_points(&killed).into_keys().collect();
+        let its_own: Vec<_> = from(after_return + 300)
+            .into_keys()
+            .filter(|(host, _)| homes.contains(host))
+            .collect();
+        assert!(!its_own.is_empty());
+        assert!(
+            its_own.iter().all(|k| back.contains(k)),
+            "its paths went back to it"
+        );
+    }
+    let sent: f64 = specs
+        .iter()
+        .map(|spec| {
+            weir_storage::metrics::DESTINATION_SENT
+                .with_label_values(&[sink, spec])
+                .get() as f64
+        })
+        .sum();
+    let mut copies: BTreeMap<(String, i64), usize> = BTreeMap::new();
+    for carbon in carbons {
+        for key in carbon_points(carbon).into_keys() {
+            *copies.entry(key).or_default() += 1;
+        }
+    }
+    let failover = Failover {
+        lines_per_point: sent / expected.len() as f64,
+        stored_twice: copies.values().filter(|n| **n > 1).count(),
+    };
+    eprintln!(
+        "{sink}: {} points, {sent} lines written ({:.3} per point), {} points stored by two destinations",
+        expected.len(),
+        failover.lines_per_point,
+        failover.stored_twice
+    );
+    failover
+}
+
+/// Consistent hash: a SIGKILLed carbon leaves the ring, its share moves
+/// to the next destinations, every point after the kill is stored, and
+/// back in the ring it takes its paths again.
+#[test]
+fn graphite_consistent_hash_fails_over_on_the_ring_and_takes_its_paths_back() {
+    let measured = fail_over(Distribution::ConsistentHash, "ring-failover");
+    assert!(measured.lines_per_point < 1.5);
+    assert!(
+        measured.stored_twice < 60,
+        "{} points stored by two destinations",
+        measured.stored_twice
+    );
+}
+
+/// Round-robin: the killed carbon's undelivered lines go to the others,
+/// the ones it had confirmed do not (they would be stored twice).
+#[test]
+fn graphite_round_robin_fails_over_without_storing_points_twice() {
+    let measured = fail_over(Distribution::RoundRobin, "rr-failover");
+    assert!(measured.lines_per_point < 1.5);
+    assert!(
+        measured.stored_twice < 60,
+        "{} points stored by two destinations",
+        measured.stored_twice
+    );
 }
 
 #[test]
