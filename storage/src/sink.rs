@@ -117,7 +117,7 @@ impl SinkConfig {
     }
 
     /// Checks what the types cannot: the name's characters, the filter and
-    /// a Graphite path template.
+    /// a Graphite sink's path template and destinations.
     pub fn validate(&self) -> Result<(), String> {
         let valid_name = !self.name.is_empty()
             && self
@@ -130,6 +130,16 @@ impl SinkConfig {
         Route::new(self).map_err(|e| format!("sink {}: filter: {e}", self.name))?;
         if let SinkKind::Graphite(graphite) = &self.kind {
             Template::parse(&graphite.template).map_err(|e| format!("sink {}: {e}", self.name))?;
+            for destination in &graphite.destinations {
+                crate::graphite::ring::Destination::parse(destination)
+                    .map_err(|e| format!("sink {}: destinations: {e}", self.name))?;
+            }
+            if graphite.replication_factor == 0 {
+                return Err(format!(
+                    "sink {}: replication_factor must be at least 1",
+                    self.name
+                ));
+            }
         }
         Ok(())
     }
