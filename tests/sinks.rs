@@ -466,11 +466,20 @@ fn placements(recorders: &[LineRecorder]) -> BTreeMap<String, BTreeSet<usize>> {
 /// destinations (same hosts and instances; the ring is keyed by those,
 /// not the port, so each side gets its own recording listeners), are
 /// given the same 10,000 paths: every path lands on the same destination
-/// from both, also with two replicas per path.
+/// from both, also with two replicas per path, and with `fnv1a_ch`.
 #[test]
 fn graphite_consistent_hash_places_every_path_where_carbon_relay_does() {
+    use weir_storage::graphite::ring::HashType;
     const PATHS: u64 = 10_000;
-    for replication in [1, 2] {
+    for (replication, hash) in [
+        (1, HashType::CarbonCh),
+        (2, HashType::CarbonCh),
+        (1, HashType::Fnv1aCh),
+    ] {
+        let hash_name = match hash {
+            HashType::CarbonCh => "carbon_ch",
+            HashType::Fnv1aCh => "fnv1a_ch",
+        };
         let results = Results::new();
         let ips = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
         let instances = ["a", "b", "c"];
@@ -484,9 +493,13 @@ fn graphite_consistent_hash_places_every_path_where_carbon_relay_does() {
                 .collect()
         };
         let relay = CarbonRelay::start(
-            &results.dir.path().join("relay"),
+            &results
+                .dir
+                .path()
+                .join(format!("relay-{hash_name}-{replication}")),
             &specs(&relay_side),
             replication,
+            hash_name,
         );
         let _sink = results.start(
             "ring",
@@ -494,6 +507,7 @@ fn graphite_consistent_hash_places_every_path_where_carbon_relay_does() {
                 destinations: specs(&weir_side),
                 distribution: Distribution::ConsistentHash,
                 replication_factor: replication,
+                hash,
                 backoff_ms: 100,
                 ..GraphiteConfig::default()
             }),
@@ -524,7 +538,9 @@ fn graphite_consistent_hash_places_every_path_where_carbon_relay_does() {
         );
         let shares: Vec<usize> = weir_side.iter().map(|r| r.distinct().len()).collect();
         assert!(shares.iter().all(|&n| n > 0), "{shares:?}");
-        eprintln!("replication {replication}: shares {shares:?}, all {PATHS} paths agree");
+        eprintln!(
+            "{hash_name}, replication {replication}: shares {shares:?}, all {PATHS} paths agree"
+        );
     }
 }
 

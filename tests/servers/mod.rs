@@ -503,7 +503,12 @@ pub struct CarbonRelay {
 
 impl CarbonRelay {
     /// Starts it under `dir`.
-    pub fn start(dir: &Path, destinations: &[String], replication_factor: usize) -> CarbonRelay {
+    pub fn start(
+        dir: &Path,
+        destinations: &[String],
+        replication_factor: usize,
+        hash_type: &str,
+    ) -> CarbonRelay {
         std::fs::create_dir_all(dir).unwrap();
         let port = free_port();
         let conf = format!(
@@ -511,6 +516,7 @@ impl CarbonRelay {
              PID_DIR = {d}\nUSER =\nLINE_RECEIVER_INTERFACE = 127.0.0.1\nLINE_RECEIVER_PORT = {port}\n\
              PICKLE_RECEIVER_INTERFACE = 127.0.0.1\nPICKLE_RECEIVER_PORT = {}\n\
              RELAY_METHOD = consistent-hashing\nREPLICATION_FACTOR = {replication_factor}\n\
+             ROUTER_HASH_TYPE = {hash_type}\n\
              DESTINATIONS = {}\nDESTINATION_PROTOCOL = line\nMAX_QUEUE_SIZE = 1000000\n\
              USE_FLOW_CONTROL = True\nCARBON_METRIC_INTERVAL = 0\n",
             free_port(),
