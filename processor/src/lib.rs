@@ -10,7 +10,9 @@
 
 pub mod checkpoint;
 pub mod eval;
+pub mod index;
 pub mod lang;
+pub mod live;
 pub mod metrics;
 pub mod predicate;
 pub mod reactor;

@@ -150,3 +150,31 @@ pub static CATCH_UP_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+/// Listeners connected to the live feed.
+pub static LIVE_CLIENTS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "weir_live_clients",
+        "Listeners connected to the live feed (SSE and WebSocket)"
+    )
+    .expect("metric registers once")
+});
+
+/// Messages live listeners missed because they fell behind (each such
+/// listener is disconnected).
+pub static LIVE_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "weir_live_dropped_total",
+        "Live feed messages listeners missed by falling behind (they were disconnected)"
+    )
+    .expect("metric registers once")
+});
+
+/// Index entries not made because a partition's index was full.
+pub static INDEX_FULL: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "weir_index_full_total",
+        "Events of a new (host, service) not indexed because the partition's index was full"
+    )
+    .expect("metric registers once")
+});

@@ -149,6 +149,19 @@ pub fn glob_regex(glob: &str) -> Regex {
 }
 
 impl Predicate {
+    /// Parses and compiles the text of a `where` (without the `where`),
+    /// as a sink's filter or an API query gives it.
+    pub fn parse(text: &str) -> Result<Predicate, ParseError> {
+        let stages = crate::lang::parse(&format!("where {text}"))?;
+        match stages.as_slice() {
+            [stage] if stage.name == "where" => match &stage.predicate {
+                Some(spec) => Predicate::compile(spec),
+                None => Err(stage.error("needs a predicate")),
+            },
+            _ => Err(ParseError::new(0, "expected one predicate, without `|`")),
+        }
+    }
+
     /// Compiles a parsed predicate, checking fields and operand types.
     pub fn compile(spec: &PredicateSpec) -> Result<Predicate, ParseError> {
         Ok(match spec {

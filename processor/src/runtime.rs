@@ -28,6 +28,8 @@ use crate::metrics::{
     CATCH_UP_LAG, CHECKPOINT_BYTES, CHECKPOINT_SECONDS, EVENTS, LAG, OWNED, OWNED_COUNT,
     RESTORE_SECONDS, UNDECODABLE,
 };
+use crate::index::{self, IndexEntry, PartitionIndex, SharedIndex};
+use crate::live;
 use crate::reactor::{Engine, Handover, Reactor, ReactorConfig, ReactorError};
 use crate::stage::StateError;
 
@@ -48,6 +50,10 @@ pub struct ProcessorConfig {
     /// clock): one event from a host whose clock is a year off cannot
     /// stop a partition's timers.
     pub max_future_secs: f64,
+    /// The index's ttl for events that carry none.
+    pub index_ttl_secs: f64,
+    /// Most (host, service) entries a partition's index keeps (0: no index).
+    pub index_max_entries: usize,
 }
 
 impl Default for ProcessorConfig {
@@ -58,6 +64,8 @@ impl Default for ProcessorConfig {
             lateness_secs: 60.0,
             read_max_bytes: 1 << 20,
             max_future_secs: 300.0,
+            index_ttl_secs: 300.0,
+            index_max_entries: 100_000,
         }
     }
 }
@@ -146,6 +154,7 @@ impl Running {
 pub struct Status {
     partitions: Arc<Mutex<BTreeMap<u32, PartitionStatus>>>,
     forget: Arc<Mutex<BTreeSet<String>>>,
+    indexes: Arc<Mutex<BTreeMap<u32, SharedIndex>>>,
 }
 
 impl Status {
@@ -158,6 +167,21 @@ impl Status {
     /// from every partition at its next checkpoint.
     pub fn forget(&self, identity: String) {
         lock(&self.forget).insert(identity);
+    }
+
+    /// The index entries of every owned partition that `keep` accepts,
+    /// at most `limit`, sorted by uid, host and service.
+    pub fn index(&self, keep: impl Fn(&weir_event::Event) -> bool, limit: usize) -> Vec<IndexEntry> {
+        let indexes: Vec<SharedIndex> = lock(&self.indexes).values().cloned().collect();
+        let mut found: Vec<IndexEntry> = indexes
+            .iter()
+            .flat_map(|index| index::lock(index).query(&keep, limit))
+            .collect();
+        found.sort_by(|a, b| {
+            (&a.uid, &a.event.host, &a.event.service).cmp(&(&b.uid, &b.event.host, &b.event.service))
+        });
+        found.truncate(limit);
+        found
     }
 }
 
@@ -245,6 +269,7 @@ impl Owner for Workers {
             // No longer ours: its failures are the next owner's to report.
             weir_log::health::working(&health_name(partition));
             OWNED_COUNT.set(lock(&self.running).len() as i64);
+            lock(&self.progress.indexes).remove(&partition);
             if let Some(status) = lock(&self.progress.partitions).remove(&partition) {
                 last.push((partition, status.offset));
             }
@@ -381,14 +406,19 @@ impl Processor {
     /// checkpoint. Reactors the checkpoint does not know (added, or their
     /// pipeline changed) are left out of the engine and returned as a
     /// [`Lane`] that catches them up over the partition's history.
-    fn restore(&self, partition: u32) -> Result<(Engine, u64, Option<Lane<'_>>), ProcessorError> {
+    fn restore(&self, partition: u32) -> Result<Restored<'_>, ProcessorError> {
         let lateness = self.config.lateness_secs;
         let all = || -> Result<Engine, ProcessorError> {
             Ok(Engine::new(partition, self.build(None)?, lateness))
         };
-        let Some(checkpoint) = self.newest_checkpoint(partition)? else {
-            return Ok((all()?, 0, None));
+        let Some(mut checkpoint) = self.newest_checkpoint(partition)? else {
+            return Ok((all()?, 0, None, None));
         };
+        let index = checkpoint
+            .state
+            .as_object_mut()
+            .and_then(|state| state.remove(INDEX_KEY))
+            .and_then(|saved| serde_json::from_value::<PartitionIndex>(saved).ok());
         // The reactors whose state the checkpoint holds run live from it;
         // the others (added, or their pipeline changed) catch up in a lane.
         let (known, fresh): (Vec<Reactor>, Vec<Reactor>) = self
@@ -400,14 +430,14 @@ impl Processor {
         if let Err(error) = engine.load(checkpoint.state) {
             tracing::warn!(partition, %error, "checkpoint does not fit the reactors; rebuilding state from the log");
             crate::metrics::RESTORE_FAILURES.inc();
-            return Ok((all()?, 0, None));
+            return Ok((all()?, 0, None, None));
         }
         tracing::info!(partition, offset = checkpoint.offset, "restored checkpoint");
         if fresh.is_empty() {
-            return Ok((engine, checkpoint.offset, None));
+            return Ok((engine, checkpoint.offset, None, index));
         }
         let lane = Lane::start(self, partition, fresh, checkpoint.catch_up)?;
-        Ok((engine, checkpoint.offset, Some(lane)))
+        Ok((engine, checkpoint.offset, Some(lane), index))
     }
 
     /// Joins a lane that reached the live position into the live engine.
@@ -437,6 +467,7 @@ impl Processor {
         &self,
         partition: u32,
         engine: &mut Engine,
+        index: &SharedIndex,
         next: u64,
         lane: Option<&Lane>,
         progress: &Status,
@@ -451,9 +482,14 @@ impl Processor {
                 );
             }
         }
+        let mut state = engine.save();
+        if let Some(state) = state.as_object_mut() {
+            let saved = serde_json::to_value(&*index::lock(index)).unwrap_or_default();
+            state.insert(INDEX_KEY.into(), saved);
+        }
         let checkpoint = Checkpoint {
             offset: next,
-            state: engine.save(),
+            state,
             catch_up: lane.map(|lane| CatchUp {
                 reactors: lane.names.clone(),
                 next: lane.next,
@@ -501,14 +537,25 @@ impl Processor {
         progress: &Status,
     ) -> Result<(), ProcessorError> {
         let restoring = Instant::now();
-        let (mut engine, mut next, mut lane) = self.restore(partition)?;
+        let (mut engine, mut next, mut lane, saved_index) = self.restore(partition)?;
         RESTORE_SECONDS.observe(restoring.elapsed().as_secs_f64());
+        let index: SharedIndex = Arc::new(Mutex::new(PartitionIndex::new(
+            self.config.index_ttl_secs,
+            self.config.index_max_entries,
+        )));
+        if let Some(saved) = saved_index {
+            index::lock(&index).restore(saved);
+        }
+        lock(&progress.indexes).insert(partition, index.clone());
         // Checkpoint at once: the group sees the partition's position.
-        self.checkpoint(partition, &mut engine, next, lane.as_ref(), progress)?;
+        self.checkpoint(partition, &mut engine, &index, next, lane.as_ref(), progress)?;
         let label = partition.to_string();
         let events = EVENTS.with_label_values(&[&label]);
         let lag = LAG.with_label_values(&[&label]);
         let mut output = Output::new(self, partition, true)?;
+        if self.config.index_max_entries > 0 {
+            output.index = Some(index.clone());
+        }
         let mut since_checkpoint = 0u64;
         let mut last_checkpoint = Instant::now();
         let interval = Duration::from_millis(self.config.checkpoint_interval_ms);
@@ -540,7 +587,7 @@ impl Processor {
                 && (since_checkpoint >= self.config.checkpoint_every
                     || last_checkpoint.elapsed() >= interval)
             {
-                self.checkpoint(partition, &mut engine, next, lane.as_ref(), progress)?;
+                self.checkpoint(partition, &mut engine, &index, next, lane.as_ref(), progress)?;
                 // Progress past a restart: whatever failed works again.
                 weir_log::health::working(&health_name(partition));
                 since_checkpoint = 0;
@@ -557,7 +604,7 @@ impl Processor {
             }
         }
         if since_checkpoint > 0 {
-            self.checkpoint(partition, &mut engine, next, lane.as_ref(), progress)?;
+            self.checkpoint(partition, &mut engine, &index, next, lane.as_ref(), progress)?;
         }
         if let Some(lane) = lane {
             lane.lag.set(0);
@@ -565,6 +612,12 @@ impl Processor {
         Ok(())
     }
 }
+
+/// A restored partition: its engine, next offset, catch-up lane and index.
+type Restored<'a> = (Engine, u64, Option<Lane<'a>>, Option<PartitionIndex>);
+
+/// The key of the partition's index in its checkpointed state.
+const INDEX_KEY: &str = "index";
 
 /// How long a read waits at the end of a partition for new entries.
 const READ_WAIT: Duration = Duration::from_millis(100);
@@ -799,6 +852,8 @@ struct Output<'a> {
     encoded: Vec<weir_log::OwnedProduce>,
     /// Results appended so far.
     appended: u64,
+    /// The partition's index (live worker only).
+    index: Option<SharedIndex>,
 }
 
 impl<'a> Output<'a> {
@@ -816,6 +871,7 @@ impl<'a> Output<'a> {
             results: Vec::new(),
             encoded: Vec::new(),
             appended: 0,
+            index: None,
         })
     }
 
@@ -828,6 +884,8 @@ impl<'a> Output<'a> {
         mut next: u64,
     ) -> Result<u64, ProcessorError> {
         let max_future = self.processor.config.max_future_secs;
+        let mut index = self.index.as_ref().map(index::lock);
+        let raw = self.live && live::wants_events();
         for record in batch {
             // The bound follows the entry's append time, which the log
             // keeps: a replay computes the same clock.
@@ -835,7 +893,18 @@ impl<'a> Output<'a> {
                 engine.limit_clock(record.timestamp_ms as f64 / 1000.0 + max_future);
             }
             match Entry::decode(&record.value) {
-                Ok(entry) => engine.process(record.offset, entry, &mut self.results),
+                Ok(entry) => {
+                    if let Entry::Event(event) = &entry {
+                        let uid = String::from_utf8_lossy(&record.key);
+                        if let Some(index) = index.as_mut() {
+                            index.update(&uid, event);
+                        }
+                        if raw {
+                            live::publish_event(&uid, event);
+                        }
+                    }
+                    engine.process(record.offset, entry, &mut self.results);
+                }
                 Err(error) => {
                     UNDECODABLE.inc();
                     tracing::warn!(partition = self.partition, offset = record.offset, %error, "skipping undecodable record");
@@ -843,10 +912,18 @@ impl<'a> Output<'a> {
             }
             next = record.offset + 1;
         }
+        if let Some(index) = index.as_mut() {
+            index.advance(engine.clock());
+        }
+        drop(index);
         if !self.results.is_empty() {
             self.encoded.clear();
+            let live = self.live;
             self.encoded.extend(self.results.drain(..).map(|r| {
                 let value = r.encode();
+                if live {
+                    live::publish_result(&r, &value);
+                }
                 (r.event.host.into_bytes(), value)
             }));
             let topics = &self.processor.topics;

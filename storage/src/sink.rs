@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use weir_event::{Event, ResultRecord};
-use weir_processor::lang::{self, ParseError};
+use weir_processor::lang::ParseError;
 use weir_processor::predicate::Predicate;
 
 use crate::consumer::{spawn_consumers, ResultHandler, Source, StorageError};
@@ -155,19 +155,7 @@ pub struct Route {
 impl Route {
     /// Compiles the sink's `filter` and `types`.
     pub fn new(config: &SinkConfig) -> Result<Route, ParseError> {
-        let filter = match &config.filter {
-            None => None,
-            Some(text) => {
-                let stages = lang::parse(&format!("where {text}"))?;
-                match stages.as_slice() {
-                    [stage] if stage.name == "where" => match &stage.predicate {
-                        Some(spec) => Some(Predicate::compile(spec)?),
-                        None => return Err(stage.error("needs a predicate")),
-                    },
-                    _ => return Err(ParseError::new(0, "expected one predicate, without `|`")),
-                }
-            }
-        };
+        let filter = config.filter.as_deref().map(Predicate::parse).transpose()?;
         Ok(Route {
             filter,
             types: config.types.clone(),
