@@ -43,6 +43,9 @@ pub struct AdminConfig {
     /// A listener of the admin routes' own; unset: they are served on
     /// the HTTP listener (`weir run`, `weir ingest`) or the metrics one.
     pub listen: Option<String>,
+    /// A file holding a read-only token: it may `GET` (the dashboard, the
+    /// live feed, the index, views) but change nothing.
+    pub read_token_file: Option<PathBuf>,
 }
 
 /// A bearer token, compared in constant time and never printed.
@@ -73,25 +76,34 @@ impl Token {
     }
 }
 
+/// The token in `path` (an empty file is an error).
+fn token_in(path: &std::path::Path, key: &str) -> anyhow::Result<Token> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading [admin] {key} {}", path.display()))?;
+    Token::new(&text).with_context(|| format!("[admin] {key} {} is empty", path.display()))
+}
+
 impl AdminConfig {
     /// The configured token: the file's, else `WEIR_ADMIN_TOKEN`'s.
     pub fn token(&self) -> anyhow::Result<Option<Token>> {
         match &self.token_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading [admin] token_file {}", path.display()))?;
-                let token = Token::new(&text);
-                anyhow::ensure!(
-                    token.is_some(),
-                    "[admin] token_file {} is empty",
-                    path.display()
-                );
-                Ok(token)
-            }
+            Some(path) => token_in(path, "token_file").map(Some),
             None => Ok(std::env::var(TOKEN_ENV)
                 .ok()
                 .and_then(|text| Token::new(&text))),
         }
+    }
+
+    /// The read-only token, if configured (it needs an admin token).
+    pub fn read_token(&self) -> anyhow::Result<Option<Token>> {
+        let Some(path) = &self.read_token_file else {
+            return Ok(None);
+        };
+        anyhow::ensure!(
+            self.token()?.is_some(),
+            "[admin] read_token_file needs an admin token too (token_file or {TOKEN_ENV})"
+        );
+        token_in(path, "read_token_file").map(Some)
     }
 }
 
@@ -125,7 +137,7 @@ impl ClientAuth {
     pub fn client(&self) -> anyhow::Result<reqwest::blocking::Client> {
         let config = AdminConfig {
             token_file: self.token_file.clone(),
-            listen: None,
+            ..AdminConfig::default()
         };
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = config.token()? {
@@ -159,14 +171,72 @@ pub fn check_exposure(bound: SocketAddr, token: Option<&Token>) -> anyhow::Resul
     Ok(())
 }
 
-/// Lets a request through only with the right bearer token.
-async fn authorize(token: Token, request: Request, next: Next) -> Response {
-    let offered = request
-        .headers()
+/// The token a request offers: its `Authorization: Bearer` header, or
+/// the dashboard's `weir_token` cookie (a browser's `EventSource` cannot
+/// set headers).
+fn offered_token(request: &Request) -> Option<Vec<u8>> {
+    let headers = request.headers();
+    if let Some(bearer) = headers
         .get(AUTHORIZATION)
-        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
+    {
+        return Some(bearer.to_vec());
+    }
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|cookies| cookies.split(';'))
+        .find_map(|cookie| cookie.trim().strip_prefix("weir_token="))
+        .map(|value| percent_decode(value).into_bytes())
+}
+
+/// `%XX` escapes decoded (as the dashboard's `encodeURIComponent` wrote).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Lets a request through only with the right token: the admin token
+/// for anything, the read-only token for `GET`.
+async fn authorize(
+    token: Token,
+    read_token: Option<Token>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let offered = offered_token(&request);
+    let reading = request.method() == axum::http::Method::GET;
     match offered {
-        Some(offered) if token.matches(offered) => next.run(request).await,
+        Some(offered) if token.matches(&offered) => next.run(request).await,
+        Some(offered)
+            if read_token.as_ref().is_some_and(|t| t.matches(&offered)) && reading =>
+        {
+            next.run(request).await
+        }
+        Some(offered) if read_token.as_ref().is_some_and(|t| t.matches(&offered)) => (
+            StatusCode::FORBIDDEN,
+            "the read-only token may only GET\n",
+        )
+            .into_response(),
         Some(_) => (StatusCode::FORBIDDEN, "wrong admin token\n").into_response(),
         None => (
             StatusCode::UNAUTHORIZED,
@@ -196,6 +266,8 @@ pub struct Admin {
     pub registry: Option<weir_router::WeakRouterHandle>,
     /// The bearer token every admin route requires, if set.
     pub token: Option<Token>,
+    /// A token that may only read (`GET`), if set.
+    pub read_token: Option<Token>,
 }
 
 /// The admin routes, behind the token when one is set: `GET
@@ -208,12 +280,12 @@ pub struct Admin {
 /// /admin/sinks/NAME/destinations/HOST:PORT`; with a router the registry
 /// routes ([`crate::registry`]).
 pub fn routes(admin: Admin) -> Router {
-    let token = admin.token.clone();
+    let (token, read_token) = (admin.token.clone(), admin.read_token.clone());
     let mut router = Router::new()
         .route("/admin/topics", get(topic_counts))
         .route("/admin/topics/grow", post(grow_topics))
         .with_state((admin.log.clone(), admin.topics.clone()));
-    if let Some(status) = admin.status {
+    if let Some(status) = admin.status.clone() {
         let forget = status.clone();
         router = router
             .route(
@@ -234,6 +306,7 @@ pub fn routes(admin: Admin) -> Router {
     if let Some(handle) = admin.registry {
         router = router.merge(crate::registry::routes(handle));
     }
+    router = router.merge(crate::live::routes(admin.status.clone()));
     if !admin.graphite.is_empty() {
         let sinks = Router::new()
             .route("/admin/sinks/{name}/destinations", get(list_destinations))
@@ -244,12 +317,13 @@ pub fn routes(admin: Admin) -> Router {
             .with_state(admin.graphite);
         router = router.merge(sinks);
     }
-    match token {
+    let router = match token {
         Some(token) => router.layer(middleware::from_fn(move |request, next| {
-            authorize(token.clone(), request, next)
+            authorize(token.clone(), read_token.clone(), request, next)
         })),
         None => router,
-    }
+    };
+    router.merge(crate::live::dashboard_routes())
 }
 
 type TopicsState = State<(Arc<dyn Log>, Topics)>;

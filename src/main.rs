@@ -10,6 +10,7 @@ mod admin;
 mod bench;
 mod config;
 mod eval;
+mod live;
 mod registry;
 mod replay;
 mod run;

@@ -184,6 +184,7 @@ pub fn run(args: ServiceArgs, roles: Roles) -> anyhow::Result<()> {
         graphite: Arc::new(storage.as_ref().map(Storage::graphite).unwrap_or_default()),
         registry: router.as_ref().map(|(handle, _)| handle.downgrade()),
         token: config.admin.token()?,
+        read_token: config.admin.read_token()?,
     };
     // The admin routes go on their own listener, or beside the others.
     let shared_admin = config.admin.listen.is_none().then_some(&admin);
