@@ -227,16 +227,12 @@ async fn authorize(
     let reading = request.method() == axum::http::Method::GET;
     match offered {
         Some(offered) if token.matches(&offered) => next.run(request).await,
-        Some(offered)
-            if read_token.as_ref().is_some_and(|t| t.matches(&offered)) && reading =>
-        {
+        Some(offered) if read_token.as_ref().is_some_and(|t| t.matches(&offered)) && reading => {
             next.run(request).await
         }
-        Some(offered) if read_token.as_ref().is_some_and(|t| t.matches(&offered)) => (
-            StatusCode::FORBIDDEN,
-            "the read-only token may only GET\n",
-        )
-            .into_response(),
+        Some(offered) if read_token.as_ref().is_some_and(|t| t.matches(&offered)) => {
+            (StatusCode::FORBIDDEN, "the read-only token may only GET\n").into_response()
+        }
         Some(_) => (StatusCode::FORBIDDEN, "wrong admin token\n").into_response(),
         None => (
             StatusCode::UNAUTHORIZED,

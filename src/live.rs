@@ -63,12 +63,19 @@ struct Filter {
     events: bool,
 }
 
+/// A query whose `where` does not parse: a 400 naming the problem.
+struct BadQuery(String);
+
+impl IntoResponse for BadQuery {
+    fn into_response(self) -> Response {
+        (StatusCode::BAD_REQUEST, format!("where: {}\n", self.0)).into_response()
+    }
+}
+
 impl Filter {
-    fn new(query: &LiveQuery) -> Result<Filter, Response> {
+    fn new(query: &LiveQuery) -> Result<Filter, BadQuery> {
         let predicate = match query.filter.as_deref().filter(|f| !f.trim().is_empty()) {
-            Some(text) => Some(Predicate::parse(text).map_err(|e| {
-                (StatusCode::BAD_REQUEST, format!("where: {e}\n")).into_response()
-            })?),
+            Some(text) => Some(Predicate::parse(text).map_err(|e| BadQuery(e.to_string()))?),
             None => None,
         };
         Ok(Filter {
@@ -113,7 +120,7 @@ struct Feed {
 }
 
 impl Feed {
-    fn new(query: &LiveQuery, after: Option<u64>) -> Result<Feed, Response> {
+    fn new(query: &LiveQuery, after: Option<u64>) -> Result<Feed, BadQuery> {
         let filter = Filter::new(query)?;
         let subscription = live::subscribe(query.events, after);
         let backlog = subscription.missed.iter().cloned().collect();
@@ -195,7 +202,7 @@ pub fn dashboard_routes() -> Router {
 async fn index(State(status): State<Status>, Query(query): Query<LiveQuery>) -> Response {
     let filter = match Filter::new(&query) {
         Ok(filter) => filter,
-        Err(response) => return response,
+        Err(bad) => return bad.into_response(),
     };
     let limit = query.limit.unwrap_or(10_000).min(MAX_INDEX_LIMIT);
     let entries = tokio::task::spawn_blocking(move || {
@@ -216,7 +223,7 @@ async fn sse(Query(query): Query<LiveQuery>, headers: HeaderMap) -> Response {
         .and_then(|v| v.parse().ok());
     let feed = match Feed::new(&query, after) {
         Ok(feed) => feed,
-        Err(response) => return response,
+        Err(bad) => return bad.into_response(),
     };
     let stream = futures::stream::unfold(feed, |mut feed| async move {
         let event = match feed.next().await? {
@@ -235,13 +242,10 @@ async fn sse(Query(query): Query<LiveQuery>, headers: HeaderMap) -> Response {
         .into_response()
 }
 
-async fn websocket(
-    Query(query): Query<LiveQuery>,
-    upgrade: WebSocketUpgrade,
-) -> Response {
+async fn websocket(Query(query): Query<LiveQuery>, upgrade: WebSocketUpgrade) -> Response {
     let feed = match Feed::new(&query, None) {
         Ok(feed) => feed,
-        Err(response) => return response,
+        Err(bad) => return bad.into_response(),
     };
     upgrade.on_upgrade(move |socket| serve_websocket(socket, feed))
 }

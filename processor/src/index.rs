@@ -147,7 +147,11 @@ impl PartitionIndex {
             .cloned()
             .collect();
         found.sort_by(|a, b| {
-            (&a.uid, &a.event.host, &a.event.service).cmp(&(&b.uid, &b.event.host, &b.event.service))
+            (&a.uid, &a.event.host, &a.event.service).cmp(&(
+                &b.uid,
+                &b.event.host,
+                &b.event.service,
+            ))
         });
         found.truncate(limit);
         found

@@ -96,7 +96,14 @@ fn active() -> bool {
         || now_secs() < HUB.last_listener.load(Ordering::Relaxed) + LINGER_SECS
 }
 
-fn publish(kind: Kind, reactor: Option<String>, notify: bool, uid: Option<&str>, event: Event, json: String) {
+fn publish(
+    kind: Kind,
+    reactor: Option<String>,
+    notify: bool,
+    uid: Option<&str>,
+    event: Event,
+    json: String,
+) {
     let message = Arc::new(Message {
         seq: HUB.seq.fetch_add(1, Ordering::Relaxed) + 1,
         kind,
@@ -124,7 +131,14 @@ pub fn publish_result(result: &ResultRecord, encoded: &[u8]) {
     }
     let json = String::from_utf8_lossy(encoded).into_owned();
     let reactor = Some(result.id.reactor.clone());
-    publish(Kind::Result, reactor, result.notify.is_some(), None, result.event.clone(), json);
+    publish(
+        Kind::Result,
+        reactor,
+        result.notify.is_some(),
+        None,
+        result.event.clone(),
+        json,
+    );
 }
 
 /// Whether some listener wants raw events.

@@ -24,12 +24,12 @@ use weir_event::{Entry, ResultRecord};
 use weir_log::{Log, LogError, Membership, Owner, Record, Topics};
 
 use crate::checkpoint::{CatchUp, Checkpoint, CheckpointError, CheckpointStore, SharedCheckpoints};
+use crate::index::{self, IndexEntry, PartitionIndex, SharedIndex};
+use crate::live;
 use crate::metrics::{
     CATCH_UP_LAG, CHECKPOINT_BYTES, CHECKPOINT_SECONDS, EVENTS, LAG, OWNED, OWNED_COUNT,
     RESTORE_SECONDS, UNDECODABLE,
 };
-use crate::index::{self, IndexEntry, PartitionIndex, SharedIndex};
-use crate::live;
 use crate::reactor::{Engine, Handover, Reactor, ReactorConfig, ReactorError};
 use crate::stage::StateError;
 
@@ -171,14 +171,22 @@ impl Status {
 
     /// The index entries of every owned partition that `keep` accepts,
     /// at most `limit`, sorted by uid, host and service.
-    pub fn index(&self, keep: impl Fn(&weir_event::Event) -> bool, limit: usize) -> Vec<IndexEntry> {
+    pub fn index(
+        &self,
+        keep: impl Fn(&weir_event::Event) -> bool,
+        limit: usize,
+    ) -> Vec<IndexEntry> {
         let indexes: Vec<SharedIndex> = lock(&self.indexes).values().cloned().collect();
         let mut found: Vec<IndexEntry> = indexes
             .iter()
             .flat_map(|index| index::lock(index).query(&keep, limit))
             .collect();
         found.sort_by(|a, b| {
-            (&a.uid, &a.event.host, &a.event.service).cmp(&(&b.uid, &b.event.host, &b.event.service))
+            (&a.uid, &a.event.host, &a.event.service).cmp(&(
+                &b.uid,
+                &b.event.host,
+                &b.event.service,
+            ))
         });
         found.truncate(limit);
         found
@@ -548,7 +556,14 @@ impl Processor {
         }
         lock(&progress.indexes).insert(partition, index.clone());
         // Checkpoint at once: the group sees the partition's position.
-        self.checkpoint(partition, &mut engine, &index, next, lane.as_ref(), progress)?;
+        self.checkpoint(
+            partition,
+            &mut engine,
+            &index,
+            next,
+            lane.as_ref(),
+            progress,
+        )?;
         let label = partition.to_string();
         let events = EVENTS.with_label_values(&[&label]);
         let lag = LAG.with_label_values(&[&label]);
@@ -587,7 +602,14 @@ impl Processor {
                 && (since_checkpoint >= self.config.checkpoint_every
                     || last_checkpoint.elapsed() >= interval)
             {
-                self.checkpoint(partition, &mut engine, &index, next, lane.as_ref(), progress)?;
+                self.checkpoint(
+                    partition,
+                    &mut engine,
+                    &index,
+                    next,
+                    lane.as_ref(),
+                    progress,
+                )?;
                 // Progress past a restart: whatever failed works again.
                 weir_log::health::working(&health_name(partition));
                 since_checkpoint = 0;
@@ -604,7 +626,14 @@ impl Processor {
             }
         }
         if since_checkpoint > 0 {
-            self.checkpoint(partition, &mut engine, &index, next, lane.as_ref(), progress)?;
+            self.checkpoint(
+                partition,
+                &mut engine,
+                &index,
+                next,
+                lane.as_ref(),
+                progress,
+            )?;
         }
         if let Some(lane) = lane {
             lane.lag.set(0);
