@@ -46,6 +46,10 @@ pub struct AdminConfig {
     /// A file holding a read-only token: it may `GET` (the dashboard, the
     /// live feed, the index, views) but change nothing.
     pub read_token_file: Option<PathBuf>,
+    /// Other nodes whose index `/api/index` here merges in (base URLs of
+    /// the processors' HTTP or metrics listeners), so one dashboard
+    /// shows every partition.
+    pub index_peers: Vec<String>,
 }
 
 /// A bearer token, compared in constant time and never printed.
@@ -264,6 +268,8 @@ pub struct Admin {
     pub token: Option<Token>,
     /// A token that may only read (`GET`), if set.
     pub read_token: Option<Token>,
+    /// [`AdminConfig::index_peers`].
+    pub index_peers: Vec<String>,
 }
 
 /// The admin routes, behind the token when one is set: `GET
@@ -302,7 +308,11 @@ pub fn routes(admin: Admin) -> Router {
     if let Some(handle) = admin.registry {
         router = router.merge(crate::registry::routes(handle));
     }
-    router = router.merge(crate::live::routes(admin.status.clone()));
+    router = router.merge(crate::live::routes(crate::live::IndexSources {
+        status: admin.status.clone(),
+        peers: admin.index_peers.clone(),
+        token: admin.token.clone(),
+    }));
     if !admin.graphite.is_empty() {
         let sinks = Router::new()
             .route("/admin/sinks/{name}/destinations", get(list_destinations))

@@ -2,7 +2,8 @@
 //! same token; a read-only token may use them):
 //!
 //! - `GET /api/index?where=P&limit=N`: the index entries of every
-//!   partition this processor owns that predicate `P` accepts;
+//!   partition this processor owns that predicate `P` accepts, and those
+//!   of the peers in `[admin] index_peers` (other processors), merged;
 //! - `GET /api/live?where=P&reactor=R&events=true`: Server-Sent Events
 //!   of results (of reactor `R`), index expiries and, with `events`, raw
 //!   events; each has an id, and a feed that reconnects with
@@ -30,6 +31,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
+use weir_processor::index::IndexEntry;
 use weir_processor::live::{self, Kind, Message};
 use weir_processor::predicate::Predicate;
 use weir_processor::Status;
@@ -54,6 +56,9 @@ pub struct LiveQuery {
     events: bool,
     /// Most index entries (`/api/index`).
     limit: Option<usize>,
+    /// Only this node's own index (`/api/index`; how peers are asked).
+    #[serde(default)]
+    local: bool,
 }
 
 /// What a feed sends.
@@ -177,20 +182,31 @@ fn ws_text(message: &Message) -> String {
     )
 }
 
-/// The live routes; `status` serves the index where a processor runs.
-pub fn routes(status: Option<Status>) -> Router {
+/// Where `/api/index` looks: this node's processor, and peers.
+#[derive(Clone)]
+pub struct IndexSources {
+    /// This node's processor, if it runs one.
+    pub status: Option<Status>,
+    /// Base URLs of other nodes serving `/api/index` (`[admin] index_peers`).
+    pub peers: Vec<String>,
+    /// The token to present to them.
+    pub token: Option<crate::admin::Token>,
+}
+
+/// The live routes.
+pub fn routes(sources: IndexSources) -> Router {
     let router = Router::new()
         .route("/api/live", get(sse))
         .route("/api/live/ws", get(websocket))
         .route("/api/stats", get(stats));
-    match status {
-        Some(status) => router.merge(
-            Router::new()
-                .route("/api/index", get(index))
-                .with_state(status),
-        ),
-        None => router,
+    if sources.status.is_none() && sources.peers.is_empty() {
+        return router;
     }
+    router.merge(
+        Router::new()
+            .route("/api/index", get(index))
+            .with_state(sources),
+    )
 }
 
 /// The dashboard page (served without the token: it holds no data and
@@ -199,21 +215,79 @@ pub fn dashboard_routes() -> Router {
     Router::new().route("/", get(|| async { Html(DASHBOARD) }))
 }
 
-async fn index(State(status): State<Status>, Query(query): Query<LiveQuery>) -> Response {
+async fn index(State(sources): State<IndexSources>, Query(query): Query<LiveQuery>) -> Response {
     let filter = match Filter::new(&query) {
         Ok(filter) => filter,
         Err(bad) => return bad.into_response(),
     };
     let limit = query.limit.unwrap_or(10_000).min(MAX_INDEX_LIMIT);
-    let entries = tokio::task::spawn_blocking(move || {
-        status.index(
-            |event| filter.predicate.as_ref().is_none_or(|p| p.matches(event)),
-            limit,
-        )
-    })
-    .await
-    .unwrap_or_default();
-    Json(json!({ "entries": entries })).into_response()
+    let mut entries = match sources.status.clone() {
+        Some(status) => tokio::task::spawn_blocking(move || {
+            status.index(
+                |event| filter.predicate.as_ref().is_none_or(|p| p.matches(event)),
+                limit,
+            )
+        })
+        .await
+        .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let mut errors = Vec::new();
+    if !query.local {
+        for peer in &sources.peers {
+            match ask_peer(peer, &query, limit, sources.token.as_ref()).await {
+                Ok(more) => entries.extend(more),
+                Err(error) => {
+                    tracing::warn!(%peer, %error, "index peer did not answer");
+                    errors.push(json!({"peer": peer, "error": error}));
+                }
+            }
+        }
+        entries = latest_per_key(entries, limit);
+    }
+    Json(json!({ "entries": entries, "errors": errors })).into_response()
+}
+
+/// The entries of one peer's own index.
+async fn ask_peer(
+    peer: &str,
+    query: &LiveQuery,
+    limit: usize,
+    token: Option<&crate::admin::Token>,
+) -> Result<Vec<IndexEntry>, String> {
+    let mut request = reqwest::Client::new()
+        .get(format!("{}/api/index", peer.trim_end_matches('/')))
+        .query(&[("local", "true"), ("limit", &limit.to_string())])
+        .timeout(Duration::from_secs(5));
+    if let Some(filter) = &query.filter {
+        request = request.query(&[("where", filter)]);
+    }
+    if let Some(token) = token {
+        request = request.bearer_auth(token.expose());
+    }
+    let response = request.send().await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("{status}: {}", response.text().await.unwrap_or_default().trim()));
+    }
+    let body: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
+    serde_json::from_value(body["entries"].clone()).map_err(|e| e.to_string())
+}
+
+/// One entry per (host, service), the latest (a partition that moved
+/// may briefly be in two nodes' indexes), sorted, at most `limit`.
+fn latest_per_key(entries: Vec<IndexEntry>, limit: usize) -> Vec<IndexEntry> {
+    let mut latest: BTreeMap<(String, String, Option<String>), IndexEntry> = BTreeMap::new();
+    for entry in entries {
+        let key = (entry.uid.clone(), entry.event.host.clone(), entry.event.service.clone());
+        match latest.get(&key) {
+            Some(kept) if kept.event.time >= entry.event.time => {}
+            _ => {
+                latest.insert(key, entry);
+            }
+        }
+    }
+    latest.into_values().take(limit).collect()
 }
 
 async fn sse(Query(query): Query<LiveQuery>, headers: HeaderMap) -> Response {

@@ -185,6 +185,7 @@ pub fn run(args: ServiceArgs, roles: Roles) -> anyhow::Result<()> {
         registry: router.as_ref().map(|(handle, _)| handle.downgrade()),
         token: config.admin.token()?,
         read_token: config.admin.read_token()?,
+        index_peers: config.admin.index_peers.clone(),
     };
     // The admin routes go on their own listener, or beside the others.
     let shared_admin = config.admin.listen.is_none().then_some(&admin);
@@ -405,7 +406,14 @@ async fn serve(
     let scheme = if tls.is_some() { ", TLS" } else { "" };
     println!("listening {kind} {bound} ({what}{scheme})");
     Ok(match tls {
-        None => tokio::spawn(async move { axum::serve(socket, app).await }),
+        None => {
+            use axum::serve::ListenerExt;
+            // Small writes (a live feed's messages) go out at once.
+            let socket = socket.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            tokio::spawn(async move { axum::serve(socket, app).await })
+        }
         Some(tls) => {
             let socket = weir_ingest::tls::TlsListener::new(socket, tls)?;
             tokio::spawn(async move { axum::serve(socket, app).await })

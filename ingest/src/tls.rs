@@ -159,6 +159,8 @@ impl TlsListener {
                         continue;
                     }
                 };
+                // Small writes (a live feed's messages) go out at once.
+                let _ = stream.set_nodelay(true);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     match acceptor.accept(stream).await {
