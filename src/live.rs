@@ -268,7 +268,10 @@ async fn ask_peer(
     let response = request.send().await.map_err(|e| e.to_string())?;
     let status = response.status();
     if !status.is_success() {
-        return Err(format!("{status}: {}", response.text().await.unwrap_or_default().trim()));
+        return Err(format!(
+            "{status}: {}",
+            response.text().await.unwrap_or_default().trim()
+        ));
     }
     let body: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
     serde_json::from_value(body["entries"].clone()).map_err(|e| e.to_string())
@@ -279,7 +282,11 @@ async fn ask_peer(
 fn latest_per_key(entries: Vec<IndexEntry>, limit: usize) -> Vec<IndexEntry> {
     let mut latest: BTreeMap<(String, String, Option<String>), IndexEntry> = BTreeMap::new();
     for entry in entries {
-        let key = (entry.uid.clone(), entry.event.host.clone(), entry.event.service.clone());
+        let key = (
+            entry.uid.clone(),
+            entry.event.host.clone(),
+            entry.event.service.clone(),
+        );
         match latest.get(&key) {
             Some(kept) if kept.event.time >= entry.event.time => {}
             _ => {

@@ -9,14 +9,13 @@
 //! The live worker updates it; the HTTP API reads it through the shared
 //! handle ([`SharedIndex`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use weir_event::Event;
 
 use crate::live;
-use crate::stage::Time;
 
 /// One (host, service) as last seen.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,17 +28,21 @@ pub struct IndexEntry {
     pub expires: f64,
 }
 
-/// A partition's index.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// A partition's index: host → service → entry, so that updating an
+/// entry allocates nothing; expiry by a sweep at most once a second of
+/// event time (Riemann sweeps every `expired-interval`, 10 s by default).
+#[derive(Debug, Default)]
 pub struct PartitionIndex {
-    entries: HashMap<String, IndexEntry>,
-    /// `(deadline, key)`: expiry of live entries, removal of expired ones.
-    deadlines: BTreeSet<(Time, String)>,
+    entries: HashMap<String, HashMap<String, IndexEntry>>,
+    /// Entries held.
+    count: usize,
+    /// No entry expires (or is dropped) before this.
+    earliest: f64,
+    /// The event time of the last sweep.
+    swept: f64,
     /// The ttl of events that carry none.
-    #[serde(skip)]
     default_ttl: f64,
     /// Most entries kept; new keys beyond it are not indexed.
-    #[serde(skip)]
     max_entries: usize,
 }
 
@@ -51,13 +54,25 @@ pub fn lock(index: &SharedIndex) -> std::sync::MutexGuard<'_, PartitionIndex> {
     index.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn key_of(event: &Event) -> String {
-    format!(
-        "{}\u{1f}{}",
-        event.host,
-        event.service.as_deref().unwrap_or("")
-    )
+/// Copies `from` into `to`, reusing `to`'s allocations.
+fn assign(to: &mut Event, from: &Event) {
+    to.state.clone_from(&from.state);
+    to.time = from.time;
+    to.description.clone_from(&from.description);
+    to.tags.clone_from(&from.tags);
+    if to.meta != from.meta {
+        to.meta.clone_from(&from.meta);
+    }
+    to.metric = from.metric;
+    to.ttl = from.ttl;
+    to.kind.clone_from(&from.kind);
+    if to.extra != from.extra {
+        to.extra.clone_from(&from.extra);
+    }
 }
+
+/// How often (event time) the index looks for expired entries at most.
+const SWEEP_SECS: f64 = 1.0;
 
 impl PartitionIndex {
     /// An empty index; events without a ttl live `default_ttl` seconds.
@@ -65,84 +80,106 @@ impl PartitionIndex {
         PartitionIndex {
             default_ttl,
             max_entries,
+            earliest: f64::INFINITY,
+            swept: f64::NEG_INFINITY,
             ..PartitionIndex::default()
         }
     }
 
     /// Entries held.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.count
     }
 
     /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.count == 0
     }
 
     /// Records `event` of application `uid` as its (host, service)'s latest.
     pub fn update(&mut self, uid: &str, event: &Event) {
-        let key = key_of(event);
+        let service = event.service.as_deref().unwrap_or("");
         let expires = event.time + event.ttl.unwrap_or(self.default_ttl);
-        match self.entries.get_mut(&key) {
-            Some(entry) => {
-                if entry.event.time > event.time {
-                    return;
-                }
-                self.deadlines.remove(&(Time(entry.expires), key.clone()));
-                entry.event = event.clone();
-                entry.expires = expires;
-                if entry.uid != uid {
-                    entry.uid = uid.to_owned();
-                }
+        self.earliest = self.earliest.min(expires);
+        if let Some(entry) = self
+            .entries
+            .get_mut(event.host.as_str())
+            .and_then(|services| services.get_mut(service))
+        {
+            if entry.event.time > event.time {
+                return;
             }
-            None => {
-                if self.entries.len() >= self.max_entries {
-                    crate::metrics::INDEX_FULL.inc();
-                    return;
-                }
-                let entry = IndexEntry {
-                    uid: uid.to_owned(),
-                    event: event.clone(),
-                    expires,
-                };
-                self.entries.insert(key.clone(), entry);
+            assign(&mut entry.event, event);
+            entry.expires = expires;
+            if entry.uid != uid {
+                entry.uid = uid.to_owned();
             }
+            return;
         }
-        self.deadlines.insert((Time(expires), key));
+        if self.count >= self.max_entries {
+            crate::metrics::INDEX_FULL.inc();
+            return;
+        }
+        let entry = IndexEntry {
+            uid: uid.to_owned(),
+            event: event.clone(),
+            expires,
+        };
+        self.insert(entry);
     }
 
-    /// Expires entries whose deadline passed by `now` (publishing them
-    /// to live listeners) and drops those expired for a ttl.
-    pub fn advance(&mut self, now: f64) {
-        while let Some((deadline, _)) = self.deadlines.first() {
-            if deadline.0 > now {
-                break;
-            }
-            let Some((deadline, key)) = self.deadlines.pop_first() else {
-                break;
-            };
-            let Some(entry) = self.entries.get_mut(&key) else {
-                continue;
-            };
-            if entry.event.state.as_deref() == Some("expired") {
-                self.entries.remove(&key);
-                continue;
-            }
-            let ttl = entry.expires - entry.event.time;
-            entry.event.state = Some("expired".into());
-            entry.event.time = deadline.0;
-            entry.expires = deadline.0 + ttl.max(1.0);
-            live::publish_expired(&entry.uid, &entry.event);
-            self.deadlines.insert((Time(entry.expires), key));
+    fn insert(&mut self, entry: IndexEntry) {
+        let service = entry.event.service.clone().unwrap_or_default();
+        self.earliest = self.earliest.min(entry.expires);
+        let services = self.entries.entry(entry.event.host.clone()).or_default();
+        if services.insert(service, entry).is_none() {
+            self.count += 1;
         }
+    }
+
+    /// Expires entries whose time passed by `now` (publishing them to
+    /// live listeners) and drops those expired for a ttl.
+    pub fn advance(&mut self, now: f64) {
+        if now < self.earliest || now < self.swept + SWEEP_SECS {
+            return;
+        }
+        self.swept = now;
+        let mut earliest = f64::INFINITY;
+        let mut dropped = 0;
+        self.entries.retain(|_, services| {
+            services.retain(|_, entry| {
+                if entry.expires > now {
+                    earliest = earliest.min(entry.expires);
+                    return true;
+                }
+                if entry.event.state.as_deref() == Some("expired") {
+                    dropped += 1;
+                    return false;
+                }
+                let ttl = entry.expires - entry.event.time;
+                entry.event.state = Some("expired".into());
+                entry.event.time = entry.expires;
+                entry.expires += ttl.max(SWEEP_SECS);
+                earliest = earliest.min(entry.expires);
+                live::publish_expired(&entry.uid, &entry.event);
+                true
+            });
+            !services.is_empty()
+        });
+        self.count -= dropped;
+        self.earliest = earliest;
+    }
+
+    /// Every entry, in no order.
+    fn all(&self) -> impl Iterator<Item = &IndexEntry> {
+        self.entries.values().flat_map(HashMap::values)
     }
 
     /// The entries `keep` accepts, at most `limit`, sorted by uid, host
     /// and service.
     pub fn query(&self, keep: impl Fn(&Event) -> bool, limit: usize) -> Vec<IndexEntry> {
         let mut found: Vec<IndexEntry> = self
-            .entries
-            .values()
+            .all()
             .filter(|entry| keep(&entry.event))
             .cloned()
             .collect();
@@ -159,10 +196,32 @@ impl PartitionIndex {
 
     /// Replaces the entries with `saved`'s (a checkpoint's), keeping this
     /// index's settings.
-    pub fn restore(&mut self, saved: PartitionIndex) {
-        self.entries = saved.entries;
-        self.deadlines = saved.deadlines;
+    pub fn restore(&mut self, saved: SavedIndex) {
+        self.entries.clear();
+        self.count = 0;
+        self.earliest = f64::INFINITY;
+        for entry in saved.entries {
+            self.insert(entry);
+        }
     }
+
+    /// The entries, for a checkpoint.
+    pub fn save(&self) -> serde_json::Value {
+        #[derive(Serialize)]
+        struct Saving<'a> {
+            entries: Vec<&'a IndexEntry>,
+        }
+        serde_json::to_value(Saving {
+            entries: self.all().collect(),
+        })
+        .unwrap_or_default()
+    }
+}
+
+/// A checkpointed index ([`PartitionIndex::save`]).
+#[derive(Debug, Deserialize)]
+pub struct SavedIndex {
+    entries: Vec<IndexEntry>,
 }
 
 #[cfg(test)]
@@ -188,7 +247,9 @@ mod tests {
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].event.time, 12.0);
         assert_eq!(all[0].event.state, None);
+        // Swept at most once a second of event time: due at 17, seen by 17.9.
         index.advance(17.0);
+        index.advance(17.9);
         let a = &index.query(|e| e.host == "a", 100)[0];
         assert_eq!(a.event.state.as_deref(), Some("expired"));
         assert_eq!(a.event.time, 17.0);
@@ -207,8 +268,7 @@ mod tests {
             index.update("app", &event(host, "cpu", 1.0, None));
         }
         assert_eq!(index.len(), 2);
-        let saved: PartitionIndex =
-            serde_json::from_value(serde_json::to_value(&index).unwrap()).unwrap();
+        let saved: SavedIndex = serde_json::from_value(index.save()).unwrap();
         let mut restored = PartitionIndex::new(60.0, 2);
         restored.restore(saved);
         assert_eq!(restored.query(|_| true, 10), index.query(|_| true, 10));

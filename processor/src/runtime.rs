@@ -24,7 +24,7 @@ use weir_event::{Entry, ResultRecord};
 use weir_log::{Log, LogError, Membership, Owner, Record, Topics};
 
 use crate::checkpoint::{CatchUp, Checkpoint, CheckpointError, CheckpointStore, SharedCheckpoints};
-use crate::index::{self, IndexEntry, PartitionIndex, SharedIndex};
+use crate::index::{self, IndexEntry, PartitionIndex, SavedIndex, SharedIndex};
 use crate::live;
 use crate::metrics::{
     CATCH_UP_LAG, CHECKPOINT_BYTES, CHECKPOINT_SECONDS, EVENTS, LAG, OWNED, OWNED_COUNT,
@@ -426,7 +426,7 @@ impl Processor {
             .state
             .as_object_mut()
             .and_then(|state| state.remove(INDEX_KEY))
-            .and_then(|saved| serde_json::from_value::<PartitionIndex>(saved).ok());
+            .and_then(|saved| serde_json::from_value::<SavedIndex>(saved).ok());
         // The reactors whose state the checkpoint holds run live from it;
         // the others (added, or their pipeline changed) catch up in a lane.
         let (known, fresh): (Vec<Reactor>, Vec<Reactor>) = self
@@ -492,7 +492,7 @@ impl Processor {
         }
         let mut state = engine.save();
         if let Some(state) = state.as_object_mut() {
-            let saved = serde_json::to_value(&*index::lock(index)).unwrap_or_default();
+            let saved = index::lock(index).save();
             state.insert(INDEX_KEY.into(), saved);
         }
         let checkpoint = Checkpoint {
@@ -643,7 +643,7 @@ impl Processor {
 }
 
 /// A restored partition: its engine, next offset, catch-up lane and index.
-type Restored<'a> = (Engine, u64, Option<Lane<'a>>, Option<PartitionIndex>);
+type Restored<'a> = (Engine, u64, Option<Lane<'a>>, Option<SavedIndex>);
 
 /// The key of the partition's index in its checkpointed state.
 const INDEX_KEY: &str = "index";
