@@ -95,3 +95,45 @@ fn the_dashboard_charts_only_exported_metrics() {
         );
     }
 }
+
+/// Grafana's provisioning, parsed: the dashboard JSON is valid, every
+/// panel queries a provisioned datasource with a weir metric, the
+/// datasources point at the compose services, and the dashboards
+/// provider reads the directory docker-compose.yml mounts.
+#[test]
+fn grafana_provisioning_fits_the_compose_file() {
+    let datasources = read("deploy/grafana/provisioning/datasources/datasources.yml");
+    let uids: BTreeSet<String> = regex::Regex::new(r"(?m)^\s+uid: (\S+)$")
+        .unwrap()
+        .captures_iter(&datasources)
+        .map(|c| c[1].to_owned())
+        .collect();
+    assert_eq!(
+        uids,
+        BTreeSet::from(["prometheus".to_owned(), "graphite".to_owned()])
+    );
+    let compose = read("docker-compose.yml");
+    for url in ["http://prometheus:9090", "http://graphite:80"] {
+        assert!(datasources.contains(url), "{url}");
+        let service = url.trim_start_matches("http://").split(':').next().unwrap();
+        assert!(compose.contains(&format!("\n  {service}:\n")), "{service} is no compose service");
+    }
+    let providers = read("deploy/grafana/provisioning/dashboards/dashboards.yml");
+    assert!(providers.contains("path: /var/lib/grafana/dashboards"));
+    assert!(compose.contains("./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro"));
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/dashboards/weir.json")).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 8);
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap();
+        let source = panel["datasource"]["uid"].as_str().unwrap();
+        assert!(uids.contains(source), "{title}: datasource {source}");
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title}");
+        for target in targets {
+            let expr = target["expr"].as_str().unwrap_or_default();
+            assert!(!metric_names(expr).is_empty(), "{title}: {expr}");
+        }
+    }
+}
