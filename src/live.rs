@@ -8,7 +8,8 @@
 //!   of results (of reactor `R`), index expiries and, with `events`, raw
 //!   events; each has an id, and a feed that reconnects with
 //!   `Last-Event-ID` resumes after it;
-//! - `GET /api/live/ws?…`: the same as WebSocket text messages;
+//! - `GET /api/live/ws?…&after=ID`: the same as WebSocket text messages,
+//!   resuming after message `ID`;
 //! - `GET /api/stats`: counters the dashboard's charts are drawn from;
 //! - `GET /`: the dashboard (one page, no external asset).
 //!
@@ -59,6 +60,8 @@ pub struct LiveQuery {
     /// Only this node's own index (`/api/index`; how peers are asked).
     #[serde(default)]
     local: bool,
+    /// Resume after this message id (a WebSocket's `Last-Event-ID`).
+    after: Option<u64>,
 }
 
 /// What a feed sends.
@@ -301,7 +304,8 @@ async fn sse(Query(query): Query<LiveQuery>, headers: HeaderMap) -> Response {
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
+        .and_then(|v| v.parse().ok())
+        .or(query.after);
     let feed = match Feed::new(&query, after) {
         Ok(feed) => feed,
         Err(bad) => return bad.into_response(),
@@ -324,7 +328,7 @@ async fn sse(Query(query): Query<LiveQuery>, headers: HeaderMap) -> Response {
 }
 
 async fn websocket(Query(query): Query<LiveQuery>, upgrade: WebSocketUpgrade) -> Response {
-    let feed = match Feed::new(&query, None) {
+    let feed = match Feed::new(&query, query.after) {
         Ok(feed) => feed,
         Err(bad) => return bad.into_response(),
     };

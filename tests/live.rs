@@ -164,6 +164,18 @@ fn the_live_feeds_filter_drop_a_slow_listener_and_resume_after_a_reconnect() {
         metrics.push(data["metric"].as_f64().unwrap());
     }
     assert_eq!(metrics, (1001..1011).map(f64::from).collect::<Vec<_>>());
+    // A WebSocket resumes the same way, with `after=ID`.
+    let (mut again, _) = tungstenite::connect(format!(
+        "ws://{http}/api/live/ws?reactor=all&after={}",
+        first_id.unwrap()
+    ))
+    .unwrap();
+    let text = again.read().unwrap().into_text().unwrap();
+    let message: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(message["data"]["metric"], 1001.0);
+    let _ = again.close(None);
+    let _ = again.flush();
+    drop(again);
 
     // A listener that stops reading: the pipeline goes on (every result
     // is written while it stalls), and it is dropped with the count.
