@@ -139,6 +139,11 @@ impl ClientAuth {
     /// A client whose requests carry the token, if there is one, and
     /// trust the CA file, if given.
     pub fn client(&self) -> anyhow::Result<reqwest::blocking::Client> {
+        Ok(self.builder()?.build()?)
+    }
+
+    /// [`ClientAuth::client`]'s builder, for more settings.
+    pub fn builder(&self) -> anyhow::Result<reqwest::blocking::ClientBuilder> {
         let config = AdminConfig {
             token_file: self.token_file.clone(),
             ..AdminConfig::default()
@@ -160,7 +165,7 @@ impl ClientAuth {
                 builder = builder.add_root_certificate(certificate);
             }
         }
-        Ok(builder.build()?)
+        Ok(builder)
     }
 }
 
@@ -270,6 +275,8 @@ pub struct Admin {
     pub read_token: Option<Token>,
     /// [`AdminConfig::index_peers`].
     pub index_peers: Vec<String>,
+    /// `POST /admin/backtest`, where the service reads the events topic.
+    pub backtests: Option<crate::backtest::Backtests>,
 }
 
 /// The admin routes, behind the token when one is set: `GET
@@ -307,6 +314,9 @@ pub fn routes(admin: Admin) -> Router {
     }
     if let Some(handle) = admin.registry {
         router = router.merge(crate::registry::routes(handle));
+    }
+    if let Some(backtests) = admin.backtests {
+        router = router.merge(crate::backtest::routes(backtests));
     }
     router = router.merge(crate::live::routes(crate::live::IndexSources {
         status: admin.status.clone(),

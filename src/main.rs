@@ -7,6 +7,7 @@
 //! `topics` (partition counts, and growing them live).
 
 mod admin;
+mod backtest;
 mod bench;
 mod config;
 mod eval;
@@ -76,6 +77,9 @@ enum Command {
     Topics(topics::TopicsArgs),
     /// Show or change the service registry of a running weir.
     Registry(registry::RegistryArgs),
+    /// How often would a pipeline have fired? Runs it over the history
+    /// in a running weir, writing and sending nothing.
+    Backtest(backtest::BacktestArgs),
 }
 
 fn main() -> ExitCode {
@@ -115,6 +119,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::replay(args),
         Command::Topics(args) => topics::topics(args),
         Command::Registry(args) => registry::registry(args),
+        Command::Backtest(args) => backtest::run_cli(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

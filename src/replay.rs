@@ -37,9 +37,19 @@ pub struct ReplayArgs {
     follow: bool,
 }
 
-fn epoch_ms(text: &str) -> anyhow::Result<u64> {
-    let time = humantime::parse_rfc3339_weak(text)
-        .with_context(|| format!("{text:?} is not an RFC 3339 time like 2026-11-01T00:00:00Z"))?;
+/// Milliseconds since the epoch of an RFC 3339 time, or of a time
+/// relative to now (`-7d`, `-90m`).
+pub fn epoch_ms(text: &str) -> anyhow::Result<u64> {
+    let time = match text.strip_prefix('-') {
+        Some(ago) => {
+            let ago = humantime::parse_duration(ago)
+                .with_context(|| format!("{text:?} is not a time ago like -7d"))?;
+            std::time::SystemTime::now() - ago
+        }
+        None => humantime::parse_rfc3339_weak(text).with_context(|| {
+            format!("{text:?} is not an RFC 3339 time like 2026-11-01T00:00:00Z, nor -7d")
+        })?,
+    };
     Ok(time
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64))

@@ -186,6 +186,12 @@ pub fn run(args: ServiceArgs, roles: Roles) -> anyhow::Result<()> {
         token: config.admin.token()?,
         read_token: config.admin.read_token()?,
         index_peers: config.admin.index_peers.clone(),
+        backtests: roles.process.then(|| crate::backtest::Backtests {
+            log: log.clone(),
+            topics: topics.clone(),
+            reactors: config.reactor.clone(),
+            config: config.processor.clone(),
+        }),
     };
     // The admin routes go on their own listener, or beside the others.
     let shared_admin = config.admin.listen.is_none().then_some(&admin);

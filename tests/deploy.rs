@@ -116,7 +116,10 @@ fn grafana_provisioning_fits_the_compose_file() {
     for url in ["http://prometheus:9090", "http://graphite:80"] {
         assert!(datasources.contains(url), "{url}");
         let service = url.trim_start_matches("http://").split(':').next().unwrap();
-        assert!(compose.contains(&format!("\n  {service}:\n")), "{service} is no compose service");
+        assert!(
+            compose.contains(&format!("\n  {service}:\n")),
+            "{service} is no compose service"
+        );
     }
     let providers = read("deploy/grafana/provisioning/dashboards/dashboards.yml");
     assert!(providers.contains("path: /var/lib/grafana/dashboards"));

@@ -8,6 +8,7 @@
 //! - [`runtime`] drives one worker per partition over the log, with
 //!   [`checkpoint`] state in sled.
 
+pub mod backtest;
 pub mod checkpoint;
 pub mod eval;
 pub mod index;

@@ -187,6 +187,8 @@ pub struct Engine {
     moves: VecDeque<String>,
     /// Hand-offs processed since [`Engine::take_handovers`].
     handovers: Vec<Handover>,
+    /// Whether it counts in the processor's metrics (a backtest does not).
+    counted: bool,
 }
 
 /// Move ids an engine remembers.
@@ -223,7 +225,15 @@ impl Engine {
             retired: Map::new(),
             moves: VecDeque::new(),
             handovers: Vec::new(),
+            counted: true,
         }
+    }
+
+    /// The same engine, not counting in the processor's metrics (what a
+    /// backtest runs must not look like live results).
+    pub fn uncounted(mut self) -> Engine {
+        self.counted = false;
+        self
     }
 
     /// The event-time clock (−∞ before the first entry).
@@ -242,7 +252,7 @@ impl Engine {
             Entry::Moved(moved) => return self.take_in(moved),
             Entry::Event(event) => event,
         };
-        if event.time < self.clock - self.lateness {
+        if event.time < self.clock - self.lateness && self.counted {
             // Late events are processed at the current clock (timers never
             // run backwards); the metric makes them visible.
             LATE_EVENTS.inc();
@@ -255,11 +265,25 @@ impl Engine {
         };
         for reactor in others {
             reactor.chain.event(event.clone(), now, &mut emitted);
-            Self::collect(reactor, self.partition, offset, &mut emitted, out);
+            Self::collect(
+                reactor,
+                self.partition,
+                offset,
+                &mut emitted,
+                out,
+                self.counted,
+            );
         }
         // The last reactor takes the event itself: no copy in the common case.
         last.chain.event(event, now, &mut emitted);
-        Self::collect(last, self.partition, offset, &mut emitted, out);
+        Self::collect(
+            last,
+            self.partition,
+            offset,
+            &mut emitted,
+            out,
+            self.counted,
+        );
     }
 
     /// Takes the state every reactor keeps for the hosts of an application
@@ -363,7 +387,14 @@ impl Engine {
                 reactor.chain.tick(deadline, &mut fired);
                 previous = deadline;
             }
-            Self::collect(reactor, self.partition, offset, &mut fired, out);
+            Self::collect(
+                reactor,
+                self.partition,
+                offset,
+                &mut fired,
+                out,
+                self.counted,
+            );
         }
     }
 
@@ -375,13 +406,16 @@ impl Engine {
         offset: u64,
         emitted: &mut Vec<Event>,
         out: &mut Vec<ResultRecord>,
+        counted: bool,
     ) {
         if emitted.is_empty() {
             return;
         }
-        crate::metrics::EMITS
-            .with_label_values(&[&reactor.name])
-            .inc_by(emitted.len() as u64);
+        if counted {
+            crate::metrics::EMITS
+                .with_label_values(&[&reactor.name])
+                .inc_by(emitted.len() as u64);
+        }
         let first_seq = out
             .iter()
             .rev()

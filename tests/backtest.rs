@@ -1,0 +1,121 @@
+//! `weir backtest` against a running `weir run`: exact counts on 100,000
+//! known events, and nothing written or sent.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{bin, deliveries, results, wait_until, Weir, LISTENERS};
+use serde_json::{json, Value};
+
+const EVENTS: u64 = 100_000;
+const HOSTS: u64 = 20;
+
+/// Event `i`: host `h{i % 20}`, a metric spread over 0..=100.
+fn metric(i: u64) -> f64 {
+    ((i * 37) % 101) as f64
+}
+
+fn backtest(http: std::net::SocketAddr, args: &[&str]) -> Value {
+    let output = Command::new(bin())
+        .arg("backtest")
+        .args(args)
+        .args(["--json", "--target", &http.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn a_backtest_counts_exactly_what_the_pipeline_would_have_emitted_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = format!(
+        "[log]\npartitions = 4\n{LISTENERS}\n\
+         [[reactor]]\nname = \"alerts\"\npipeline = 'where metric > 95 | notify log'\n"
+    );
+    let weir = Weir::start(&config, &data);
+    let client = reqwest::blocking::Client::new();
+    for chunk in 0..10 {
+        let body: String = (chunk * EVENTS / 10..(chunk + 1) * EVENTS / 10)
+            .map(|i| format!("{}\n", json!({"host": format!("h{}", i % HOSTS), "service": "cpu", "metric": metric(i)})))
+            .collect();
+        let response = client
+            .post(format!("http://{}/events", weir.http))
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 202);
+    }
+    let over = |bound: f64| (0..EVENTS).filter(|&i| metric(i) > bound).count() as u64;
+    wait_until(Duration::from_secs(60), "the live alerts", || {
+        results(&data).len() as u64 == over(95.0)
+    });
+    wait_until(Duration::from_secs(30), "their deliveries", || {
+        deliveries(&data).len() as u64 == over(95.0)
+    });
+    let (written, sent) = (results(&data).len(), deliveries(&data).len());
+
+    // The direct computation: per host, in order, avg = 0.5·x + 0.5·avg.
+    let mut averages: HashMap<u64, f64> = HashMap::new();
+    let mut ewma_over = 0;
+    for i in 0..EVENTS {
+        let x = metric(i);
+        let average = match averages.get(&(i % HOSTS)) {
+            None => x,
+            Some(previous) => 0.5 * x + (1.0 - 0.5) * previous,
+        };
+        averages.insert(i % HOSTS, average);
+        ewma_over += u64::from(average > 80.0);
+    }
+
+    let report = backtest(weir.http, &["--pipeline", "where metric > 90 | notify log"]);
+    let tally = &report["reactors"]["backtest"];
+    assert_eq!(tally["results"], over(90.0));
+    assert_eq!(tally["notifications"], over(90.0));
+    assert_eq!(tally["keys"], HOSTS);
+    assert!(report["entries"].as_u64().unwrap() >= EVENTS);
+    let report = backtest(
+        weir.http,
+        &["--pipeline", "by host | ewma alpha=0.5 | over 80"],
+    );
+    assert_eq!(report["reactors"]["backtest"]["results"], ewma_over);
+    assert!(ewma_over > 0);
+    let report = backtest(weir.http, &["--reactor", "alerts", "--from", "-1h"]);
+    assert_eq!(report["reactors"]["alerts"]["results"], over(95.0));
+    let future = backtest(
+        weir.http,
+        &["--reactor", "alerts", "--from", "2999-01-01T00:00:00Z"],
+    );
+    assert!(future["reactors"].as_object().unwrap().is_empty());
+
+    // Nothing was written or sent, and the live metrics do not count it.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        (results(&data).len(), deliveries(&data).len()),
+        (written, sent)
+    );
+    assert_eq!(
+        weir.metric_sum("weir_processor_emits_total"),
+        over(95.0) as f64
+    );
+    let bad = Command::new(bin())
+        .args([
+            "backtest",
+            "--pipeline",
+            "where metric >",
+            "--target",
+            &weir.http.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("400"));
+}
