@@ -335,3 +335,70 @@ fn three_ingest_nodes_on_kafka_converge_on_one_view() {
         || view(restarted.addr("http")) == before,
     );
 }
+
+/// A host removed from the registry is decommissioned, not expired: its
+/// state is dropped in every reactor, with one `decommissioned` result.
+#[test]
+fn a_host_removed_from_the_registry_is_decommissioned_not_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("registry.json");
+    std::fs::write(&seed, r#"{"hosts": {"shop": ["web-1", "web-2"]}}"#).unwrap();
+    let config = format!(
+        "[log]\npartitions = 2\n[processor]\ncheckpoint_interval_ms = 100\n\
+         [router]\nregistry_file = {:?}\n{LISTENERS}\n\
+         [[reactor]]\nname = \"beats\"\npipeline = 'where service = \"beat\" | by host | expire 2s'\n",
+        seed.display().to_string()
+    );
+    let data = dir.path().join("data");
+    let weir = Weir::start(&config, &data);
+    let state_bytes = || -> usize {
+        let partitions: Value = reqwest::blocking::get(format!("http://{}/admin/state", weir.http))
+            .unwrap()
+            .json()
+            .unwrap();
+        partitions
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|p| p["reactor_bytes"].as_object().unwrap().values())
+            .map(|b| b.as_u64().unwrap() as usize)
+            .sum()
+    };
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(weir.tcp).unwrap();
+        for host in ["web-1", "web-2"] {
+            writeln!(stream, r#"{{"host":"{host}","service":"beat"}}"#).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let with_both = state_bytes();
+    let (status, body) = change(
+        reqwest::Method::DELETE,
+        weir.http,
+        "/admin/registry/hosts/web-2",
+        Value::Null,
+    );
+    assert_eq!(status, 200, "{body}");
+    wait_until(
+        Duration::from_secs(10),
+        "the decommission and the expiry",
+        || {
+            let all = results(&data);
+            all.iter().any(|r| r["state"] == "decommissioned")
+                && all.iter().any(|r| r["state"] == "expired")
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let all = results(&data);
+    let of = |host: &str, state: &str| {
+        all.iter()
+            .filter(|r| r["host"] == host && r["state"] == state)
+            .count()
+    };
+    assert_eq!(of("web-2", "decommissioned"), 1, "{all:?}");
+    assert_eq!(of("web-2", "expired"), 0, "{all:?}");
+    assert_eq!(of("web-1", "expired"), 1, "{all:?}");
+    assert_eq!(of("web-1", "decommissioned"), 0);
+    assert!(state_bytes() < with_both, "web-2's state is gone");
+}

@@ -15,7 +15,9 @@ mod record;
 
 use decode::{check_line, Checked};
 pub use decode::{decode_line, decode_value, DecodeOptions, Reason, Rejection, TtlUnit};
-pub use record::{Entry, Handoff, Moved, Moving, Placement, ResultId, ResultRecord, RESULT_KEYS};
+pub use record::{
+    Decommission, Entry, Handoff, Moved, Moving, Placement, ResultId, ResultRecord, RESULT_KEYS,
+};
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Deserializer, Serialize};

@@ -18,14 +18,21 @@ const TICK_PREFIX: &[u8] = b"{\"tick\":";
 const HANDOFF_PREFIX: &[u8] = b"{\"handoff\":";
 /// Prefix of a moved-state record's value.
 const MOVED_PREFIX: &[u8] = b"{\"moved\":";
+/// Prefix of a decommission record's value.
+const DECOMMISSION_PREFIX: &[u8] = b"{\"decommission\":";
 
 /// Whether an ingested line looks like a control record (a tick, a
 /// hand-off, moved state): such a line is stored re-encoded, as an event,
 /// so a client can never inject one.
 fn looks_like_control(line: &[u8]) -> bool {
-    [TICK_PREFIX, HANDOFF_PREFIX, MOVED_PREFIX]
-        .iter()
-        .any(|prefix| line.starts_with(prefix))
+    [
+        TICK_PREFIX,
+        HANDOFF_PREFIX,
+        MOVED_PREFIX,
+        DECOMMISSION_PREFIX,
+    ]
+    .iter()
+    .any(|prefix| line.starts_with(prefix))
 }
 
 /// One record of `weir.events`.
@@ -44,6 +51,17 @@ pub enum Entry {
     Handoff(Handoff),
     /// State of an application's hosts, moved here from another partition.
     Moved(Moved),
+    /// A host removed from the registry: its state is dropped, once.
+    Decommission(Decommission),
+}
+
+/// A host taken out of the registry on purpose: the reactors drop what
+/// they keep for it and say so once, instead of expiring it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decommission {
+    /// The host.
+    pub host: String,
 }
 
 /// An application leaving its partition (`weir registry move`).
@@ -139,6 +157,7 @@ impl Entry {
             Entry::Tick(time) => format!("{{\"tick\":{time}}}").into_bytes(),
             Entry::Handoff(handoff) => wrapped("handoff", handoff),
             Entry::Moved(moved) => wrapped("moved", moved),
+            Entry::Decommission(decommission) => wrapped("decommission", decommission),
         }
     }
 
@@ -183,6 +202,9 @@ impl Entry {
         }
         if let Some(rest) = value.strip_prefix(MOVED_PREFIX) {
             return unwrapped(rest, "moved-state record").map(Entry::Moved);
+        }
+        if let Some(rest) = value.strip_prefix(DECOMMISSION_PREFIX) {
+            return unwrapped(rest, "decommission record").map(Entry::Decommission);
         }
         decode_line(value, &DecodeOptions::default(), 0.0).map(Entry::Event)
     }
@@ -349,6 +371,10 @@ mod tests {
             reactors,
         });
         assert_eq!(Entry::decode(&moved.encode()).unwrap(), moved);
+        let gone = Entry::Decommission(Decommission {
+            host: "db-9".into(),
+        });
+        assert_eq!(Entry::decode(&gone.encode()).unwrap(), gone);
     }
 
     #[test]
@@ -357,6 +383,7 @@ mod tests {
         for line in [
             &br#"{"handoff":{"id":"x","uid":"u","hosts":[],"to":0},"host":"h"}"#[..],
             br#"{"moved":{},"host":"h"}"#,
+            br#"{"decommission":{"host":"x"},"host":"h"}"#,
             br#"{"tick":5,"host":"h"}"#,
         ] {
             let (host, value) = Entry::from_line(line, options, 0.0).unwrap();

@@ -170,6 +170,13 @@ impl PartitionIndex {
         self.earliest = earliest;
     }
 
+    /// Drops every entry of `host` (decommissioned).
+    pub fn remove_host(&mut self, host: &str) {
+        if let Some(services) = self.entries.remove(host) {
+            self.count -= services.len();
+        }
+    }
+
     /// Every entry, in no order.
     fn all(&self) -> impl Iterator<Item = &IndexEntry> {
         self.entries.values().flat_map(HashMap::values)

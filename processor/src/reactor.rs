@@ -250,6 +250,7 @@ impl Engine {
             }
             Entry::Handoff(handoff) => return self.hand_off(handoff),
             Entry::Moved(moved) => return self.take_in(moved),
+            Entry::Decommission(gone) => return self.decommission(offset, &gone.host, out),
             Entry::Event(event) => event,
         };
         if event.time < self.clock - self.lateness && self.counted {
@@ -320,6 +321,40 @@ impl Engine {
             handoff,
             moved: Some(moved),
         });
+    }
+
+    /// Drops what every reactor keeps for `host` (removed from the
+    /// registry) and emits one `decommissioned` result from each reactor
+    /// that kept something, instead of the expiry it would have had.
+    fn decommission(&mut self, offset: u64, host: &str, out: &mut Vec<ResultRecord>) {
+        let hosts = HashSet::from([host.to_owned()]);
+        let time = if self.clock.is_finite() {
+            self.clock
+        } else {
+            0.0
+        };
+        for reactor in &mut self.reactors {
+            if reactor.chain.take_hosts(&hosts).is_null() {
+                continue;
+            }
+            let mut event = Event::new(host, time);
+            event.state = Some("decommissioned".into());
+            event.description = Some("removed from the registry: its state was dropped".into());
+            let mut emitted = vec![event];
+            Self::collect(
+                reactor,
+                self.partition,
+                offset,
+                &mut emitted,
+                out,
+                self.counted,
+            );
+        }
+        tracing::info!(
+            partition = self.partition,
+            host,
+            "host decommissioned: its state dropped"
+        );
     }
 
     /// Adds state moved here from another partition, once per move.

@@ -923,14 +923,22 @@ impl<'a> Output<'a> {
             }
             match Entry::decode(&record.value) {
                 Ok(entry) => {
-                    if let Entry::Event(event) = &entry {
-                        let uid = String::from_utf8_lossy(&record.key);
-                        if let Some(index) = index.as_mut() {
-                            index.update(&uid, event);
+                    match &entry {
+                        Entry::Event(event) => {
+                            let uid = String::from_utf8_lossy(&record.key);
+                            if let Some(index) = index.as_mut() {
+                                index.update(&uid, event);
+                            }
+                            if raw {
+                                live::publish_event(&uid, event);
+                            }
                         }
-                        if raw {
-                            live::publish_event(&uid, event);
+                        Entry::Decommission(gone) => {
+                            if let Some(index) = index.as_mut() {
+                                index.remove_host(&gone.host);
+                            }
                         }
+                        _ => {}
                     }
                     engine.process(record.offset, entry, &mut self.results);
                 }

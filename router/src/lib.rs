@@ -489,6 +489,23 @@ const REGISTRY_WAIT: Duration = Duration::from_secs(5);
 /// what has not arrived is applied at the next tick.
 const FOLLOW_WAIT: Duration = Duration::from_millis(200);
 
+/// Appends a decommission marker for every host `records` remove from
+/// the registry, to the partition its application is on (`registry`
+/// before the records apply): the reactors there drop its state.
+fn decommission(
+    log: &dyn Log,
+    topics: &Topics,
+    registry: &Registry,
+    records: &[OwnedProduce],
+) -> Result<(), LogError> {
+    for (host, partition) in registry.removed_hosts(records) {
+        let marker = Entry::Decommission(weir_event::Decommission { host: host.clone() }).encode();
+        log.append(&topics.events, partition, &[(host.as_bytes(), &marker[..])])?;
+        tracing::info!(%host, partition, "host removed from the registry: decommission marker appended");
+    }
+    Ok(())
+}
+
 /// Appends registry `records` (none: nothing); the offset after them.
 fn append_registry(
     log: &dyn Log,
@@ -823,8 +840,10 @@ impl Router {
             if records.is_empty() {
                 continue;
             }
-            match append_registry(log.as_ref(), &topic, &records) {
-                Ok(_) => {
+            let appended = append_registry(log.as_ref(), &topic, &records)
+                .and_then(|_| decommission(log.as_ref(), &self.topics, &self.registry, &records));
+            match appended {
+                Ok(()) => {
                     tracing::info!(source = %update.name, records = records.len(), "registry source applied");
                     self.registry.apply_own(&records);
                     follow(&mut self.registry);
@@ -869,6 +888,7 @@ impl Router {
             }
         };
         let appended = append_registry(self.log.as_ref(), &self.topics.registry, &records)?;
+        decommission(self.log.as_ref(), &self.topics, &self.registry, &records)?;
         // Applied here at once, so the routing thread never waits for a
         // slow broker to deliver them back; following the topic applies
         // them again in log order with everyone else's (the same result).

@@ -456,6 +456,21 @@ impl Registry {
         )
     }
 
+    /// The hosts `records` remove from the registry, each with the
+    /// partition its application is on now (before the records apply):
+    /// where their decommission markers go.
+    pub fn removed_hosts(&self, records: &[OwnedProduce]) -> Vec<(String, u32)> {
+        records
+            .iter()
+            .filter(|(_, value)| value.is_empty())
+            .filter_map(|(key, _)| {
+                let host = std::str::from_utf8(key).ok()?.strip_prefix(HOST_KEY)?;
+                let partition = self.placement(self.uid(host))?;
+                Some((host.to_owned(), partition))
+            })
+            .collect()
+    }
+
     /// The partition `uid` is placed on, if it is.
     pub fn placement(&self, uid: &str) -> Option<u32> {
         self.partitions.get(uid).map(|p| p.partition)
