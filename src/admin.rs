@@ -276,7 +276,7 @@ pub struct Admin {
     /// [`AdminConfig::index_peers`].
     pub index_peers: Vec<String>,
     /// `POST /admin/backtest`, where the service reads the events topic.
-    pub backtests: Option<crate::backtest::Backtests>,
+    pub backtests: Option<crate::backtest::History>,
 }
 
 /// The admin routes, behind the token when one is set: `GET

@@ -40,9 +40,10 @@ struct BacktestRequest {
     to: Option<String>,
 }
 
-/// What the backtest route needs: the log and the config's reactors.
+/// What the history routes (backtest, explain) need: the log, the
+/// config's reactors and where deliveries are recorded.
 #[derive(Clone)]
-pub struct Backtests {
+pub struct History {
     /// The log.
     pub log: Arc<dyn Log>,
     /// Topic names.
@@ -51,16 +52,22 @@ pub struct Backtests {
     pub reactors: Vec<ReactorConfig>,
     /// Processor settings (lateness, clock bound, read size).
     pub config: ProcessorConfig,
+    /// The notifier's delivery logs, where this service runs it.
+    pub deliveries: Option<std::path::PathBuf>,
 }
 
-/// `POST /admin/backtest`.
-pub fn routes(backtests: Backtests) -> Router {
+/// `POST /admin/backtest` and `GET /admin/explain/ID`.
+pub fn routes(history: History) -> Router {
     Router::new()
         .route("/admin/backtest", post(run))
-        .with_state(backtests)
+        .route(
+            "/admin/explain/{id}",
+            axum::routing::get(crate::explain::explain_route),
+        )
+        .with_state(history)
 }
 
-impl Backtests {
+impl History {
     /// The reactor and window a request asks for.
     fn understand(
         &self,
@@ -93,7 +100,7 @@ impl Backtests {
     }
 }
 
-async fn run(State(backtests): State<Backtests>, bytes: Bytes) -> Response {
+async fn run(State(backtests): State<History>, bytes: Bytes) -> Response {
     let request: BacktestRequest = match serde_json::from_slice(&bytes) {
         Ok(request) => request,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("body: {e}\n")).into_response(),

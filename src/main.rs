@@ -11,6 +11,7 @@ mod backtest;
 mod bench;
 mod config;
 mod eval;
+mod explain;
 mod live;
 mod registry;
 mod replay;
@@ -80,6 +81,9 @@ enum Command {
     /// How often would a pipeline have fired? Runs it over the history
     /// in a running weir, writing and sending nothing.
     Backtest(backtest::BacktestArgs),
+    /// Why did this result fire? The trigger, the state before, the
+    /// host's recent inputs and the deliveries of one result id.
+    Explain(explain::ExplainArgs),
 }
 
 fn main() -> ExitCode {
@@ -120,6 +124,7 @@ fn main() -> ExitCode {
         Command::Topics(args) => topics::topics(args),
         Command::Registry(args) => registry::registry(args),
         Command::Backtest(args) => backtest::run_cli(args),
+        Command::Explain(args) => explain::run_cli(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

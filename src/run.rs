@@ -186,11 +186,18 @@ pub fn run(args: ServiceArgs, roles: Roles) -> anyhow::Result<()> {
         token: config.admin.token()?,
         read_token: config.admin.read_token()?,
         index_peers: config.admin.index_peers.clone(),
-        backtests: roles.process.then(|| crate::backtest::Backtests {
+        backtests: roles.process.then(|| crate::backtest::History {
             log: log.clone(),
             topics: topics.clone(),
             reactors: config.reactor.clone(),
             config: config.processor.clone(),
+            deliveries: roles.store.then(|| {
+                config
+                    .notify
+                    .dir
+                    .clone()
+                    .unwrap_or_else(|| data_dir.join("notifications"))
+            }),
         }),
     };
     // The admin routes go on their own listener, or beside the others.

@@ -119,3 +119,102 @@ fn a_backtest_counts_exactly_what_the_pipeline_would_have_emitted_and_writes_not
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("400"));
 }
+
+fn explain(http: std::net::SocketAddr, id: &str) -> Value {
+    let output = Command::new(bin())
+        .args(["explain", id, "--json", "--target", &http.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// The result as sent, without what a replay cannot know.
+fn sent(result: &Value) -> Value {
+    let mut result = result.clone();
+    result.as_object_mut().unwrap().remove("id");
+    result
+}
+
+#[test]
+fn explain_shows_the_trigger_the_state_before_and_the_window_of_a_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = format!(
+        "[log]\npartitions = 2\n{LISTENERS}\n\
+         [[reactor]]\nname = \"window\"\npipeline = 'where service = \"load\" | by host | sma 3 | over 50'\n\
+         [[reactor]]\nname = \"beats\"\npipeline = 'where service = \"beat\" | by host | expire 2s | notify log'\n"
+    );
+    let weir = Weir::start(&config, &data);
+    let client = reqwest::blocking::Client::new();
+    let post = |lines: &[Value]| {
+        let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let response = client
+            .post(format!("http://{}/events", weir.http))
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 202);
+    };
+    for metric in [10, 20, 90, 90, 90] {
+        post(&[json!({"host": "a", "service": "load", "metric": metric})]);
+    }
+    post(&[json!({"host": "b", "service": "beat"})]);
+    wait_until(
+        Duration::from_secs(30),
+        "two window results and an expiry",
+        || {
+            let all = results(&data);
+            all.iter().filter(|r| r["reactor"] == "window").count() == 2
+                && all.iter().any(|r| r["reactor"] == "beats")
+        },
+    );
+    wait_until(Duration::from_secs(10), "the expiry delivered", || {
+        !deliveries(&data).is_empty()
+    });
+    let all = results(&data);
+
+    // The window: the first result is the second 90 (mean of 20, 90, 90).
+    let window = all.iter().find(|r| r["reactor"] == "window").unwrap();
+    let why = explain(weir.http, window["id"].as_str().unwrap());
+    assert_eq!(why["trigger"]["entry"]["metric"], 90.0);
+    assert_eq!(sent(&why["result"]), sent(window));
+    let before: Vec<f64> = why["recent_inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["entry"]["metric"].as_f64().unwrap())
+        .collect();
+    assert_eq!(before, [10.0, 20.0, 90.0]);
+    let state = why["state_before"].to_string();
+    assert!(state.contains("\"key\":\"a\""), "{state}");
+    assert!(state.contains("20.0") && state.contains("90.0"), "{state}");
+
+    // The expiry: fired by a later entry, its state the last heartbeat.
+    let expiry = all.iter().find(|r| r["reactor"] == "beats").unwrap();
+    let why = explain(weir.http, expiry["id"].as_str().unwrap());
+    assert_eq!(sent(&why["result"]), sent(expiry));
+    assert_eq!(why["result"]["state"], "expired");
+    let state = why["state_before"].to_string();
+    assert!(state.contains("\"key\":\"b\""), "{state}");
+    assert_eq!(why["recent_inputs"].as_array().unwrap().len(), 1);
+    let delivered = why["deliveries"].as_array().unwrap();
+    assert!(!delivered.is_empty(), "{why}");
+    assert_eq!(delivered[0]["id"], expiry["id"]);
+
+    let unknown = Command::new(bin())
+        .args([
+            "explain",
+            "nope@0123456789abcdef:0:0:0",
+            "--target",
+            &weir.http.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no reactor"));
+}

@@ -11,6 +11,7 @@
 pub mod backtest;
 pub mod checkpoint;
 pub mod eval;
+pub mod explain;
 pub mod index;
 pub mod lang;
 pub mod live;
