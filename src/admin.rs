@@ -293,7 +293,8 @@ pub fn routes(admin: Admin) -> Router {
     let mut router = Router::new()
         .route("/admin/topics", get(topic_counts))
         .route("/admin/topics/grow", post(grow_topics))
-        .with_state((admin.log.clone(), admin.topics.clone()));
+        .with_state((admin.log.clone(), admin.topics.clone()))
+        .merge(crate::drops::routes());
     if let Some(status) = admin.status.clone() {
         let forget = status.clone();
         router = router

@@ -152,6 +152,9 @@ impl Feed {
                     Ok(message) => message,
                     Err(RecvError::Lagged(missed)) => {
                         weir_processor::metrics::LIVE_DROPPED.inc_by(missed);
+                        weir_log::drops::dropped("live", "fell_behind", missed, || {
+                            format!("a listener fell {missed} messages behind and was disconnected")
+                        });
                         tracing::info!(missed, "a live listener fell behind; disconnecting it");
                         self.ended = true;
                         return Some(Next::Dropped(missed));

@@ -10,6 +10,7 @@ mod admin;
 mod backtest;
 mod bench;
 mod config;
+mod drops;
 mod eval;
 mod explain;
 mod live;
@@ -84,6 +85,8 @@ enum Command {
     /// Why did this result fire? The trigger, the state before, the
     /// host's recent inputs and the deliveries of one result id.
     Explain(explain::ExplainArgs),
+    /// What stopped short, where and why, with examples.
+    Drops(drops::DropsArgs),
 }
 
 fn main() -> ExitCode {
@@ -125,6 +128,7 @@ fn main() -> ExitCode {
         Command::Registry(args) => registry::registry(args),
         Command::Backtest(args) => backtest::run_cli(args),
         Command::Explain(args) => explain::run_cli(args),
+        Command::Drops(args) => drops::run_cli(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

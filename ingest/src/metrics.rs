@@ -95,5 +95,11 @@ pub fn reject(protocol: &str, rejection: &Rejection) {
     REJECTED
         .with_label_values(&[protocol, rejection.reason.as_str()])
         .inc();
+    weir_log::drops::dropped(
+        &format!("ingest:{protocol}"),
+        rejection.reason.as_str(),
+        1,
+        || rejection.detail.clone(),
+    );
     tracing::debug!(protocol, reason = rejection.reason.as_str(), detail = %rejection.detail, "rejected line");
 }

@@ -9,6 +9,7 @@
 //! see `segment.rs` for the format and the crash-recovery rule.
 
 pub mod backoff;
+pub mod drops;
 mod embedded;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

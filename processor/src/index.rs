@@ -118,6 +118,12 @@ impl PartitionIndex {
         }
         if self.count >= self.max_entries {
             crate::metrics::INDEX_FULL.inc();
+            weir_log::drops::dropped("index", "full", 1, || {
+                format!(
+                    "{} {service}: the partition's index holds {} entries",
+                    event.host, self.count
+                )
+            });
             return;
         }
         let entry = IndexEntry {

@@ -369,12 +369,21 @@ impl Engine {
             };
             if let Err(error) = reactor.chain.put_hosts(state) {
                 crate::metrics::MOVED_STATE_DROPPED.inc();
+                weir_log::drops::dropped("processor", "moved_state", 1, || {
+                    format!("{} state of {}: {error}", reactor.name, moved.uid)
+                });
                 tracing::warn!(partition = self.partition, reactor = %reactor.name, uid = %moved.uid, %error,
                     "moved state does not fit the reactor; dropped");
             }
         }
         if !moved.reactors.is_empty() {
             crate::metrics::MOVED_STATE_DROPPED.inc_by(moved.reactors.len() as u64);
+            weir_log::drops::dropped(
+                "processor",
+                "moved_state",
+                moved.reactors.len() as u64,
+                || format!("state of {} for reactors not running here", moved.uid),
+            );
             tracing::warn!(partition = self.partition, uid = %moved.uid, reactors = ?moved.reactors.keys().collect::<Vec<_>>(),
                 "moved state of reactors not running here; dropped");
         }

@@ -944,6 +944,12 @@ impl<'a> Output<'a> {
                 }
                 Err(error) => {
                     UNDECODABLE.inc();
+                    weir_log::drops::dropped("processor", "undecodable", 1, || {
+                        format!(
+                            "partition {} offset {}: {error}",
+                            self.partition, record.offset
+                        )
+                    });
                     tracing::warn!(partition = self.partition, offset = record.offset, %error, "skipping undecodable record");
                 }
             }

@@ -490,6 +490,9 @@ impl Notifier {
     ) -> Result<(), StorageError> {
         let channel = n.channel().to_owned();
         NOTIFICATIONS_FAILED.with_label_values(&[&channel]).inc();
+        weir_log::drops::dropped("notify", "failed", 1, || {
+            format!("{} over {channel} after {attempts} attempts: {error}", n.id)
+        });
         tracing::warn!(id = %n.id, channel, attempts, %error, "notification not delivered");
         self.record(&Delivery {
             id: &n.id,
@@ -627,6 +630,9 @@ impl ResultHandler for Notifier {
             NOTIFICATIONS_SUPPRESSED
                 .with_label_values(&[&channel])
                 .inc();
+            weir_log::drops::dropped("notify", "too_old", 1, || {
+                format!("{} over {channel}: older than max_age_secs", n.id)
+            });
             return self.record(&Delivery {
                 id: &n.id,
                 channel: &channel,

@@ -197,6 +197,9 @@ impl DeadLetters {
     pub fn reject(&mut self, record: &[u8], reason: &str) {
         tracing::warn!(sink = %self.sink, reason, "record rejected; kept as a dead letter");
         DEAD_LETTERS.with_label_values(&[&self.sink]).inc();
+        weir_log::drops::dropped(&format!("sink:{}", self.sink), "dead_letter", 1, || {
+            format!("{reason}: {}", String::from_utf8_lossy(record))
+        });
         let record = serde_json::from_slice::<Value>(record)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(record).into_owned()));
         let line = serde_json::json!({"sink": self.sink, "reason": reason, "record": record});
@@ -290,6 +293,9 @@ impl ResultHandler for Routed {
         };
         if !self.route.accepts(&record.event) {
             SKIPPED.with_label_values(&[&self.name]).inc();
+            weir_log::drops::dropped(&format!("sink:{}", self.name), "filtered", 1, || {
+                String::from_utf8_lossy(raw).into_owned()
+            });
             return Ok(());
         }
         match self.sink.handle(raw, record) {

@@ -196,7 +196,12 @@ impl RecordSink for VictoriaSink {
     fn handle(&mut self, raw: &[u8], record: ResultRecord) -> Result<(), StorageError> {
         match encode_line(&self.config, &record) {
             Some(line) => self.lines.push((line, raw.to_vec())),
-            None => SKIPPED.with_label_values(&[&self.name]).inc(),
+            None => {
+                SKIPPED.with_label_values(&[&self.name]).inc();
+                weir_log::drops::dropped(&format!("sink:{}", self.name), "no_metric", 1, || {
+                    format!("{} has no metric", record.id)
+                });
+            }
         }
         Ok(())
     }

@@ -64,6 +64,9 @@ impl RecordSink for PartitionWriter {
     fn handle(&mut self, _raw: &[u8], record: ResultRecord) -> Result<(), StorageError> {
         let Some(metric) = record.event.metric else {
             SKIPPED.with_label_values(&[&self.sink]).inc();
+            weir_log::drops::dropped(&format!("sink:{}", self.sink), "no_metric", 1, || {
+                format!("{} has no metric", record.id)
+            });
             return Ok(());
         };
         let path = self

@@ -404,6 +404,13 @@ impl Pool {
             DESTINATION_DROPPED
                 .with_label_values(&from.labels())
                 .inc_by(lines.len() as u64);
+            let first = String::from_utf8_lossy(&lines[0].text).into_owned();
+            weir_log::drops::dropped(
+                &format!("sink:{}", self.sink),
+                "destination_removed",
+                lines.len() as u64,
+                || format!("{}: {first}", from.address),
+            );
             for line in lines {
                 line.pending.settle();
             }
