@@ -353,6 +353,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn docs_reactors_has_a_heading_for_every_stage() {
+        let docs = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/REACTORS.md"),
+        )
+        .unwrap();
+        let headings: Vec<&str> = docs.lines().filter(|l| l.starts_with("###")).collect();
+        for name in STAGE_NAMES {
+            let named = headings.iter().any(|heading| {
+                heading
+                    .split(|c: char| c.is_whitespace() || matches!(c, ',' | '(' | ')' | '`'))
+                    .any(|word| word == *name)
+            });
+            assert!(named, "docs/REACTORS.md has no heading for stage {name}");
+        }
+    }
+
+    #[test]
     fn every_listed_stage_name_is_built() {
         for name in STAGE_NAMES {
             let spec = StageSpec {
