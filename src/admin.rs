@@ -135,6 +135,17 @@ pub fn admin_url(target: &str, path: &str) -> String {
     }
 }
 
+/// Sends an admin request to `target` and returns the answer's text;
+/// an answer that is not a success is an error naming the target, the
+/// status and what the service said.
+pub fn ask(target: &str, request: reqwest::blocking::RequestBuilder) -> anyhow::Result<String> {
+    let response = request.send().with_context(|| format!("asking {target}"))?;
+    let status = response.status();
+    let text = response.text().unwrap_or_default();
+    anyhow::ensure!(status.is_success(), "{target}: {status}: {}", text.trim());
+    Ok(text)
+}
+
 impl ClientAuth {
     /// A client whose requests carry the token, if there is one, and
     /// trust the CA file, if given.
@@ -323,6 +334,7 @@ pub fn routes(admin: Admin) -> Router {
         status: admin.status.clone(),
         peers: admin.index_peers.clone(),
         token: admin.token.clone(),
+        client: reqwest::Client::new(),
     }));
     if !admin.graphite.is_empty() {
         let sinks = Router::new()

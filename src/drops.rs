@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use clap::Args;
 use weir_log::drops::{report, Drops};
 
-use crate::admin::{admin_url, ClientAuth};
+use crate::admin::{admin_url, ask, ClientAuth};
 
 /// `GET /admin/drops`.
 pub fn routes() -> Router {
@@ -30,20 +30,11 @@ pub struct DropsArgs {
 
 /// Runs `weir drops`.
 pub fn run_cli(args: DropsArgs) -> anyhow::Result<()> {
-    let response = args
+    let request = args
         .auth
         .client()?
-        .get(admin_url(&args.target, "/admin/drops"))
-        .send()
-        .with_context(|| format!("asking {}", args.target))?;
-    let status = response.status();
-    let text = response.text().unwrap_or_default();
-    anyhow::ensure!(
-        status.is_success(),
-        "{}: {status}: {}",
-        args.target,
-        text.trim()
-    );
+        .get(admin_url(&args.target, "/admin/drops"));
+    let text = ask(&args.target, request)?;
     let drops: Vec<Drops> = serde_json::from_str(&text).context("reading the drops")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&drops)?);

@@ -17,7 +17,7 @@ use serde_json::Value;
 use weir_event::ResultId;
 use weir_processor::explain::explain;
 
-use crate::admin::{admin_url, ClientAuth};
+use crate::admin::{admin_url, ask, ClientAuth};
 use crate::backtest::History;
 
 /// `GET /admin/explain/ID`.
@@ -101,18 +101,7 @@ pub fn run_cli(args: ExplainArgs) -> anyhow::Result<()> {
         "/admin/explain/{}",
         crate::registry::encode(&id.to_string())
     );
-    let response = client
-        .get(admin_url(&args.target, &path))
-        .send()
-        .with_context(|| format!("asking {}", args.target))?;
-    let status = response.status();
-    let text = response.text().unwrap_or_default();
-    anyhow::ensure!(
-        status.is_success(),
-        "{}: {status}: {}",
-        args.target,
-        text.trim()
-    );
+    let text = ask(&args.target, client.get(admin_url(&args.target, &path)))?;
     let answer: Value = serde_json::from_str(&text).context("reading the explanation")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);

@@ -197,6 +197,9 @@ pub struct IndexSources {
     pub peers: Vec<String>,
     /// The token to present to them.
     pub token: Option<crate::admin::Token>,
+    /// One client for every peer query (its connections and trust roots
+    /// are reused).
+    pub client: reqwest::Client,
 }
 
 /// The live routes.
@@ -240,8 +243,16 @@ async fn index(State(sources): State<IndexSources>, Query(query): Query<LiveQuer
     };
     let mut errors = Vec::new();
     if !query.local {
-        for peer in &sources.peers {
-            match ask_peer(peer, &query, limit, sources.token.as_ref()).await {
+        // Every peer at once: a slow or dead one costs its timeout once.
+        let answers = futures::future::join_all(
+            sources
+                .peers
+                .iter()
+                .map(|peer| ask_peer(&sources, peer, &query, limit)),
+        )
+        .await;
+        for (peer, answer) in sources.peers.iter().zip(answers) {
+            match answer {
                 Ok(more) => entries.extend(more),
                 Err(error) => {
                     tracing::warn!(%peer, %error, "index peer did not answer");
@@ -256,19 +267,20 @@ async fn index(State(sources): State<IndexSources>, Query(query): Query<LiveQuer
 
 /// The entries of one peer's own index.
 async fn ask_peer(
+    sources: &IndexSources,
     peer: &str,
     query: &LiveQuery,
     limit: usize,
-    token: Option<&crate::admin::Token>,
 ) -> Result<Vec<IndexEntry>, String> {
-    let mut request = reqwest::Client::new()
+    let mut request = sources
+        .client
         .get(format!("{}/api/index", peer.trim_end_matches('/')))
         .query(&[("local", "true"), ("limit", &limit.to_string())])
         .timeout(Duration::from_secs(5));
     if let Some(filter) = &query.filter {
         request = request.query(&[("where", filter)]);
     }
-    if let Some(token) = token {
+    if let Some(token) = &sources.token {
         request = request.bearer_auth(token.expose());
     }
     let response = request.send().await.map_err(|e| e.to_string())?;

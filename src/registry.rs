@@ -248,17 +248,7 @@ pub fn registry(args: RegistryArgs) -> anyhow::Result<()> {
                 partition: *partition,
             }),
     };
-    let response = request
-        .send()
-        .with_context(|| format!("asking {}", args.target))?;
-    let status = response.status();
-    let text = response.text().unwrap_or_default();
-    anyhow::ensure!(
-        status.is_success(),
-        "{}: {status}: {}",
-        args.target,
-        text.trim()
-    );
+    let text = crate::admin::ask(&args.target, request)?;
     if let RegistryCommand::Move {
         uid,
         partition,

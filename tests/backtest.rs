@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, deliveries, results, wait_until, Weir, LISTENERS};
+use common::{bin, deliveries, results, wait_until, weir_json, Weir, LISTENERS};
 use serde_json::{json, Value};
 
 const EVENTS: u64 = 100_000;
@@ -19,18 +19,7 @@ fn metric(i: u64) -> f64 {
 }
 
 fn backtest(http: std::net::SocketAddr, args: &[&str]) -> Value {
-    let output = Command::new(bin())
-        .arg("backtest")
-        .args(args)
-        .args(["--json", "--target", &http.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    weir_json(&[&["backtest"], args].concat(), http)
 }
 
 #[test]
@@ -121,16 +110,7 @@ fn a_backtest_counts_exactly_what_the_pipeline_would_have_emitted_and_writes_not
 }
 
 fn explain(http: std::net::SocketAddr, id: &str) -> Value {
-    let output = Command::new(bin())
-        .args(["explain", id, "--json", "--target", &http.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    weir_json(&["explain", id], http)
 }
 
 /// The result as sent, without what a replay cannot know.

@@ -9,20 +9,11 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{bin, wait_until, Weir, LISTENERS};
+use common::{bin, wait_until, weir_json, Weir, LISTENERS};
 use serde_json::{json, Value};
 
 fn drops(weir: &Weir) -> Vec<Value> {
-    let output = Command::new(bin())
-        .args(["drops", "--json", "--target", &weir.http.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    serde_json::from_value(weir_json(&["drops"], weir.http)).unwrap()
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use weir_event::{Entry, ResultRecord};
+use weir_event::ResultRecord;
 use weir_log::{Log, Topics};
 
 use crate::reactor::{Engine, Reactor, ReactorConfig};
@@ -234,10 +234,7 @@ fn run_partition(
             {
                 continue;
             }
-            if record.timestamp_ms > 0 {
-                engine.limit_clock(record.timestamp_ms as f64 / 1000.0 + config.max_future_secs);
-            }
-            if let Ok(entry) = Entry::decode(&record.value) {
+            if let Ok(entry) = engine.entry_of(record, config.max_future_secs) {
                 engine.process(record.offset, entry, &mut results);
             }
             // A hand-off in the history moves nothing here.

@@ -146,10 +146,7 @@ pub fn explain(
         let Some(last) = batch.last() else { break };
         next = last.offset + 1;
         for record in &batch {
-            if record.timestamp_ms > 0 {
-                engine.limit_clock(record.timestamp_ms as f64 / 1000.0 + config.max_future_secs);
-            }
-            let Ok(entry) = Entry::decode(&record.value) else {
+            let Ok(entry) = engine.entry_of(record, config.max_future_secs) else {
                 continue;
             };
             if record.offset == id.offset {

@@ -58,8 +58,6 @@ pub struct Message {
     pub reactor: Option<String>,
     /// Whether the result is a notification.
     pub notify: bool,
-    /// The application, for an event or an expiry.
-    pub uid: Option<String>,
     /// The event (of the result), for filters.
     pub event: Event,
     /// The JSON sent to listeners.
@@ -91,25 +89,18 @@ fn now_secs() -> u64 {
 }
 
 /// Whether anything is to be published (a listener now or lately).
-fn active() -> bool {
+/// It takes the hub's lock: ask once per batch, not per result.
+pub fn listening() -> bool {
     HUB.sender.receiver_count() > 0
         || now_secs() < HUB.last_listener.load(Ordering::Relaxed) + LINGER_SECS
 }
 
-fn publish(
-    kind: Kind,
-    reactor: Option<String>,
-    notify: bool,
-    uid: Option<&str>,
-    event: Event,
-    json: String,
-) {
+fn publish(kind: Kind, reactor: Option<String>, notify: bool, event: Event, json: String) {
     let message = Arc::new(Message {
         seq: HUB.seq.fetch_add(1, Ordering::Relaxed) + 1,
         kind,
         reactor,
         notify,
-        uid: uid.map(str::to_owned),
         event,
         json,
     });
@@ -124,18 +115,15 @@ fn publish(
     let _ = HUB.sender.send(message);
 }
 
-/// Publishes a result (`encoded` is its record's JSON).
+/// Publishes a result (`encoded` is its record's JSON); the caller
+/// asked [`listening`] for its batch.
 pub fn publish_result(result: &ResultRecord, encoded: &[u8]) {
-    if !active() {
-        return;
-    }
     let json = String::from_utf8_lossy(encoded).into_owned();
     let reactor = Some(result.id.reactor.clone());
     publish(
         Kind::Result,
         reactor,
         result.notify.is_some(),
-        None,
         result.event.clone(),
         json,
     );
@@ -149,16 +137,16 @@ pub fn wants_events() -> bool {
 /// Publishes a raw event of application `uid`.
 pub fn publish_event(uid: &str, event: &Event) {
     let json = event_json(uid, event);
-    publish(Kind::Event, None, false, Some(uid), event.clone(), json);
+    publish(Kind::Event, None, false, event.clone(), json);
 }
 
 /// Publishes an index entry that expired.
 pub fn publish_expired(uid: &str, event: &Event) {
-    if !active() {
+    if !listening() {
         return;
     }
     let json = event_json(uid, event);
-    publish(Kind::Expired, None, false, Some(uid), event.clone(), json);
+    publish(Kind::Expired, None, false, event.clone(), json);
 }
 
 /// An event's JSON with its application's uid.

@@ -402,6 +402,21 @@ impl Engine {
         std::mem::take(&mut self.handovers)
     }
 
+    /// Reads a `weir.events` record: bounds the clock by its append time
+    /// plus `max_future` (the log keeps append times, so a replay, a
+    /// backtest or an explanation computes the same clock as live
+    /// processing did) and decodes its entry.
+    pub fn entry_of(
+        &mut self,
+        record: &weir_log::Record,
+        max_future: f64,
+    ) -> Result<Entry, weir_event::Rejection> {
+        if record.timestamp_ms > 0 {
+            self.limit_clock(record.timestamp_ms as f64 / 1000.0 + max_future);
+        }
+        Entry::decode(&record.value)
+    }
+
     /// Keeps the clock at or below `limit` from the next entry on: the
     /// runtime bounds it by each entry's append time, so an event stamped
     /// far ahead moves the clock no further than that.

@@ -916,12 +916,7 @@ impl<'a> Output<'a> {
         let mut index = self.index.as_ref().map(index::lock);
         let raw = self.live && live::wants_events();
         for record in batch {
-            // The bound follows the entry's append time, which the log
-            // keeps: a replay computes the same clock.
-            if record.timestamp_ms > 0 {
-                engine.limit_clock(record.timestamp_ms as f64 / 1000.0 + max_future);
-            }
-            match Entry::decode(&record.value) {
+            match engine.entry_of(record, max_future) {
                 Ok(entry) => {
                     match &entry {
                         Entry::Event(event) => {
@@ -961,7 +956,7 @@ impl<'a> Output<'a> {
         drop(index);
         if !self.results.is_empty() {
             self.encoded.clear();
-            let live = self.live;
+            let live = self.live && live::listening();
             self.encoded.extend(self.results.drain(..).map(|r| {
                 let value = r.encode();
                 if live {

@@ -52,6 +52,21 @@ pub fn weir_send(to: &str, host: &str, service: &str, extra: &[&str]) {
     assert!(status.success(), "weir send --to {to} --host {host}");
 }
 
+/// `weir ARGS --json --target TARGET`, which must succeed: what it printed, as JSON.
+pub fn weir_json(args: &[&str], target: SocketAddr) -> Value {
+    let output = Command::new(bin())
+        .args(args)
+        .args(["--json", "--target", &target.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "weir {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 /// Runs `weir ARGS` with `input` on standard input.
 pub fn weir_with_input(args: &[&str], input: &[u8]) -> std::process::Output {
     use std::io::Write;
