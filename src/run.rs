@@ -143,7 +143,7 @@ pub fn run(args: ServiceArgs, roles: Roles) -> anyhow::Result<()> {
         );
     }
     for reactor in &reactors {
-        if let Some(topic) = reactor.forward_topic() {
+        for topic in reactor.forward_topics() {
             log.create_topic(topic, config.log.partitions, false)?;
         }
     }

@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use weir_event::{Entry, Event, Handoff, Moved, ResultId, ResultRecord};
 
-use crate::lang::{self, Literal, ParseError, StageSpec};
+use crate::lang::{self, ParseError};
 use crate::metrics::LATE_EVENTS;
-use crate::stage::{Chain, Stage, StateError};
+use crate::stage::{Chain, SideResult, Stage, StateError};
+use crate::stages::output::Output;
 
 /// A reactor as written in the config (`[[reactor]]`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -32,26 +33,16 @@ pub struct ReactorError {
     pub error: ParseError,
 }
 
-/// Where a reactor's results go.
-#[derive(Debug, Clone, PartialEq)]
-enum Output {
-    /// Plain results (`emit`, implicit).
-    Emit,
-    /// Notification records: `{"channel": …, options…}`.
-    Notify(Value),
-    /// Forwarded records: `{"topic": …}` or `{"tcp": …}`.
-    Forward(Value),
-}
-
-/// Channels the notifier delivers.
-const CHANNELS: &[&str] = &["log", "email", "webhook"];
-
 /// A built reactor.
 pub struct Reactor {
     name: String,
     version: String,
     chain: Chain,
     output: Output,
+    /// The topics it forwards to (side branches included).
+    topics: Vec<String>,
+    /// Whether its pipeline has side branches.
+    has_side: bool,
 }
 
 /// FNV-1a over the pipeline text: a version that is stable across builds.
@@ -62,70 +53,6 @@ fn version_of(pipeline: &str) -> String {
     format!("{hash:016x}")
 }
 
-fn forward_of(spec: &StageSpec) -> Result<Output, ParseError> {
-    spec.only_named(&["topic", "tcp"])?;
-    let target = match (spec.named("topic"), spec.named("tcp")) {
-        (Some(topic), None) => {
-            let topic = topic.as_text().unwrap_or_default();
-            let valid = !topic.is_empty()
-                && topic
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-            if !valid {
-                return Err(spec.error(format!("topic must be [A-Za-z0-9._-]+, found {topic:?}")));
-            }
-            serde_json::json!({ "topic": topic })
-        }
-        (None, Some(address)) => {
-            let address = address.as_text().unwrap_or_default();
-            if !address.contains(':') {
-                return Err(spec.error(format!("tcp needs HOST:PORT, found {address:?}")));
-            }
-            serde_json::json!({ "tcp": address })
-        }
-        _ => return Err(spec.error("needs exactly one of topic=\"NAME\" or tcp=\"HOST:PORT\"")),
-    };
-    Ok(Output::Forward(target))
-}
-
-fn output_of(spec: &StageSpec) -> Result<Output, ParseError> {
-    if spec.name == "forward" {
-        return forward_of(spec);
-    }
-    if spec.name == "emit" {
-        if !spec.args.is_empty() {
-            return Err(spec.error("takes no arguments"));
-        }
-        return Ok(Output::Emit);
-    }
-    let channel = match spec.positional(0) {
-        Some(Literal::Word(w)) if CHANNELS.contains(&w.as_str()) => w.clone(),
-        other => {
-            let found = other.map_or("nothing".to_owned(), |o| o.to_string());
-            let channels = CHANNELS.join(", ");
-            return Err(spec.error(format!("needs a channel ({channels}), found {found}")));
-        }
-    };
-    let required = match channel.as_str() {
-        "email" => Some("to"),
-        "webhook" => Some("url"),
-        _ => None,
-    };
-    if let Some(key) = required {
-        if spec.named(key).and_then(Literal::as_text).is_none() {
-            return Err(spec.error(format!("{channel} needs {key}=\"…\"")));
-        }
-    }
-    let mut options = Map::new();
-    options.insert("channel".into(), Value::String(channel));
-    for arg in &spec.args {
-        if let lang::Arg::Named(key, value) = arg {
-            options.insert(key.clone(), value.to_json());
-        }
-    }
-    Ok(Output::Notify(Value::Object(options)))
-}
-
 impl Reactor {
     /// Parses and builds a reactor.
     pub fn build(config: &ReactorConfig) -> Result<Reactor, ReactorError> {
@@ -133,29 +60,22 @@ impl Reactor {
             reactor: config.name.clone(),
             error,
         };
-        let mut specs = lang::parse(&config.pipeline).map_err(wrap)?;
-        let output = match specs.last() {
-            Some(last) if matches!(last.name.as_str(), "emit" | "notify" | "forward") => {
-                let output = output_of(last).map_err(wrap)?;
-                specs.pop();
-                output
-            }
-            _ => Output::Emit,
-        };
+        let specs = lang::parse(&config.pipeline).map_err(wrap)?;
+        let (stages, output) = Output::split(&specs).map_err(wrap)?;
+        let chain = Chain::build(stages).map_err(wrap)?;
         Ok(Reactor {
             name: config.name.clone(),
             version: version_of(&config.pipeline),
-            chain: Chain::build(&specs).map_err(wrap)?,
+            has_side: chain.has_side(),
+            chain,
             output,
+            topics: Output::topics(&specs),
         })
     }
 
-    /// The topic this reactor forwards to, if any (it must exist).
-    pub fn forward_topic(&self) -> Option<&str> {
-        match &self.output {
-            Output::Forward(target) => target["topic"].as_str(),
-            _ => None,
-        }
+    /// The topics this reactor forwards to (they must exist).
+    pub fn forward_topics(&self) -> &[String] {
+        &self.topics
     }
 
     /// The reactor's name in the config.
@@ -457,23 +377,28 @@ impl Engine {
         }
     }
 
-    /// Turns a reactor's emitted events into result records with ids
-    /// numbered after the ones this input offset already produced.
+    /// Turns a reactor's emitted events, then what its side branches
+    /// produced, into result records with ids numbered after the ones
+    /// this input offset already produced.
     fn collect(
-        reactor: &Reactor,
+        reactor: &mut Reactor,
         partition: u32,
         offset: u64,
         emitted: &mut Vec<Event>,
         out: &mut Vec<ResultRecord>,
         counted: bool,
     ) {
-        if emitted.is_empty() {
+        let mut side = Vec::new();
+        if reactor.has_side {
+            reactor.chain.take_side(&mut side);
+        }
+        if emitted.is_empty() && side.is_empty() {
             return;
         }
         if counted {
             crate::metrics::EMITS
                 .with_label_values(&[&reactor.name])
-                .inc_by(emitted.len() as u64);
+                .inc_by((emitted.len() + side.len()) as u64);
         }
         let first_seq = out
             .iter()
@@ -481,7 +406,11 @@ impl Engine {
             .take_while(|r| r.id.offset == offset)
             .filter(|r| r.id.reactor == reactor.name)
             .count() as u32;
-        for (i, event) in emitted.drain(..).enumerate() {
+        let main = emitted.drain(..).map(|event| SideResult {
+            output: reactor.output.clone(),
+            event,
+        });
+        for (i, result) in main.chain(side).enumerate() {
             out.push(ResultRecord {
                 id: ResultId {
                     reactor: reactor.name.clone(),
@@ -490,15 +419,9 @@ impl Engine {
                     offset,
                     seq: first_seq + i as u32,
                 },
-                notify: match &reactor.output {
-                    Output::Notify(options) => Some(options.clone()),
-                    _ => None,
-                },
-                forward: match &reactor.output {
-                    Output::Forward(target) => Some(target.clone()),
-                    _ => None,
-                },
-                event,
+                notify: result.output.notify(),
+                forward: result.output.forward(),
+                event: result.event,
             });
         }
     }

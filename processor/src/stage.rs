@@ -5,7 +5,8 @@
 //! the wall clock: a stage reports its next deadline and is ticked once the
 //! clock reaches it. State is saved and loaded as JSON for checkpoints.
 //!
-//! Adding a stage is one file in `stages/` plus one line in [`build`].
+//! Adding a stage is one file in `stages/` that declares it (a
+//! [`StageDef`] in its `STAGES`) plus one line in `stages/mod.rs`.
 
 use std::collections::HashSet;
 
@@ -14,6 +15,7 @@ use weir_event::Event;
 
 use crate::lang::{suggest, ParseError, StageSpec};
 use crate::stages;
+use crate::stages::output::Output;
 
 /// One step of a reactor pipeline.
 pub trait Stage: Send {
@@ -50,6 +52,33 @@ pub trait Stage: Send {
     fn put_hosts(&mut self, _state: Value) -> Result<(), StateError> {
         Ok(())
     }
+
+    /// Whether it has side branches: nested pipelines whose results go
+    /// to an output of their own rather than on down the pipeline.
+    fn has_side(&self) -> bool {
+        false
+    }
+
+    /// Moves what its side branches produced since the last call to
+    /// `side`, in order.
+    fn take_side(&mut self, _side: &mut Vec<SideResult>) {}
+}
+
+/// A result of a side branch, with where it goes.
+#[derive(Debug)]
+pub struct SideResult {
+    /// The branch's output.
+    pub output: Output,
+    /// The result.
+    pub event: Event,
+}
+
+/// Moves `events` to `side`, each bound for `output`.
+pub fn to_side(output: &Output, events: &mut Vec<Event>, side: &mut Vec<SideResult>) {
+    side.extend(events.drain(..).map(|event| SideResult {
+        output: output.clone(),
+        event,
+    }));
 }
 
 /// A checkpointed state that does not fit the stage.
@@ -63,127 +92,78 @@ impl From<serde_json::Error> for StateError {
     }
 }
 
-/// Stage names, for suggestions in errors.
-pub const STAGE_NAMES: &[&str] = &[
-    "where",
-    "over",
-    "under",
-    "within",
-    "expire",
-    "index",
-    "count",
-    "rate",
-    "percentiles",
-    "ewma",
-    "sma",
-    "wma",
-    "window-sum",
-    "window-max",
-    "window-min",
-    "moving-event-window",
-    "moving-time-window",
-    "fixed-event-window",
-    "fixed-time-window",
-    "rollup",
-    "coalesce",
-    "combine",
-    "sum",
-    "mean",
-    "change",
-    "changed",
-    "stable",
-    "by",
-    "around",
-    "split",
-    "throttle",
-    "set",
-    "map",
-    "default",
-    "scale",
-    "tag",
-    "meta",
-    "tagged",
-    "has-meta",
-    "any-meta",
-    "all-meta",
-    "over-meta",
-    "under-meta",
-    "emit",
-    "notify",
-    "forward",
-];
+/// The `key=value` options a stage takes.
+pub enum Options {
+    /// Only these; any other is refused with a list of these.
+    Only(&'static [&'static str]),
+    /// Any key: the options are the stage's own `FIELD=VALUE` pairs
+    /// (`set`, `default`, `meta`) or free options (`notify`).
+    Any,
+}
+
+/// A stage's declaration, one per name: each file in `stages/` lists its
+/// stages in a `STAGES` constant and `stages/mod.rs` registers the file
+/// with one line. Suggestions for unknown names, option errors and the
+/// documentation check all come from these.
+pub struct StageDef {
+    /// The name it is written with in a pipeline.
+    pub name: &'static str,
+    /// The options it takes.
+    pub options: Options,
+    /// What it does, in one line.
+    pub doc: &'static str,
+    /// Builds it from its spec (options already checked) and the rest of
+    /// the pipeline after it.
+    pub build: fn(&StageSpec, &[StageSpec]) -> Result<Built, ParseError>,
+}
+
+/// A built stage, and how many stages of the rest of the pipeline it took
+/// over (`by` without a nested pipeline takes them all).
+pub struct Built {
+    /// The stage.
+    pub stage: Box<dyn Stage>,
+    /// Stages of the rest it consumed.
+    pub consumed: usize,
+}
+
+impl Built {
+    /// A stage that consumes nothing after it.
+    pub fn one(stage: impl Stage + 'static) -> Result<Built, ParseError> {
+        Ok(Built {
+            stage: Box::new(stage),
+            consumed: 0,
+        })
+    }
+}
+
+/// Every registered stage.
+pub fn registered() -> impl Iterator<Item = &'static StageDef> {
+    stages::ALL.iter().flat_map(|defs| defs.iter())
+}
+
+/// The declaration of stage `name`, if there is one.
+pub fn find(name: &str) -> Option<&'static StageDef> {
+    registered().find(|def| def.name == name)
+}
 
 /// Builds one stage from its spec. `rest` is the remainder of the
 /// pipeline, which `by` takes as its per-key pipeline when it has no
-/// nested one; the returned count says how many of `rest` it consumed.
-pub fn build(spec: &StageSpec, rest: &[StageSpec]) -> Result<(Box<dyn Stage>, usize), ParseError> {
-    use stages::combine::Combine;
-    use stages::moving::Moving;
-    let stage: Box<dyn Stage> = match spec.name.as_str() {
-        "where" => Box::new(stages::filter::Where::from_spec(spec)?),
-        "tagged" | "has-meta" | "any-meta" | "all-meta" | "over-meta" | "under-meta" => {
-            Box::new(stages::filter::Where::named(spec)?)
-        }
-        "over" => Box::new(stages::threshold::Threshold::over(spec)?),
-        "under" => Box::new(stages::threshold::Threshold::under(spec)?),
-        "within" => Box::new(stages::threshold::Threshold::within(spec)?),
-        "expire" => Box::new(stages::expire::Expire::from_spec(spec)?),
-        "count" => Box::new(stages::tumbling::Tumbling::count(spec)?),
-        "rate" => Box::new(stages::tumbling::Tumbling::rate(spec)?),
-        "percentiles" => Box::new(stages::tumbling::Tumbling::percentiles(spec)?),
-        "ewma" => Box::new(stages::ewma::Ewma::from_spec(spec)?),
-        "sma" => Box::new(Moving::from_spec(spec, Combine::Mean)?),
-        "wma" => Box::new(Moving::from_spec(spec, Combine::Weighted)?),
-        "window-sum" => Box::new(Moving::from_spec(spec, Combine::Sum)?),
-        "window-max" => Box::new(Moving::from_spec(spec, Combine::Max)?),
-        "window-min" => Box::new(Moving::from_spec(spec, Combine::Min)?),
-        "moving-event-window" | "moving-time-window" | "fixed-event-window" => {
-            Box::new(Moving::riemann(spec)?)
-        }
-        "fixed-time-window" => Box::new(stages::tumbling::Tumbling::combined(spec)?),
-        "combine" => Box::new(stages::combine::CombineStage::from_spec(spec)?),
-        "rollup" => Box::new(stages::rollup::Rollup::from_spec(spec)?),
-        "coalesce" => Box::new(stages::coalesce::Coalesce::from_spec(spec)?),
-        "index" => Box::new(stages::index::Index::from_spec(spec)?),
-        "sum" => Box::new(stages::running::Running::from_spec(spec, false)?),
-        "mean" => Box::new(stages::running::Running::from_spec(spec, true)?),
-        "change" => Box::new(stages::change::Change::any_change(spec)?),
-        "changed" => Box::new(stages::change::Change::changed(spec)?),
-        "stable" => Box::new(stages::stable::Stable::from_spec(spec)?),
-        "around" => Box::new(stages::fanout::Fanout::around(spec)?),
-        "split" => Box::new(stages::fanout::Fanout::split(spec)?),
-        "throttle" => Box::new(stages::throttle::Throttle::from_spec(spec)?),
-        "set" | "map" => Box::new(stages::modify::Modify::set(spec)?),
-        "default" => Box::new(stages::modify::Modify::default(spec)?),
-        "scale" => Box::new(stages::modify::Modify::scale(spec)?),
-        "tag" | "meta" if spec.nested().is_some() => {
-            let nested = spec.nested().unwrap_or_default();
-            Box::new(stages::annotate::Annotate::from_spec(
-                spec,
-                nested,
-                spec.name == "tag",
-            )?)
-        }
-        "tag" => Box::new(stages::modify::Modify::tag(spec)?),
-        "meta" => Box::new(stages::modify::Modify::meta(spec)?),
-        "by" => {
-            let (by, consumed) = stages::by::By::from_spec(spec, rest)?;
-            return Ok((Box::new(by), consumed));
-        }
-        "emit" | "notify" | "forward" => {
-            return Err(spec.error("must be the last stage of the pipeline"));
-        }
-        other => {
-            let hint = suggest(other, STAGE_NAMES)
-                .map(|s| format!(", did you mean \"{s}\"?"))
-                .unwrap_or_default();
-            return Err(ParseError::new(
-                spec.column,
-                format!("unknown stage \"{other}\"{hint}"),
-            ));
-        }
+/// nested one.
+pub fn build(spec: &StageSpec, rest: &[StageSpec]) -> Result<Built, ParseError> {
+    let Some(def) = find(&spec.name) else {
+        let names: Vec<&str> = registered().map(|def| def.name).collect();
+        let hint = suggest(&spec.name, &names)
+            .map(|s| format!(", did you mean \"{s}\"?"))
+            .unwrap_or_default();
+        return Err(ParseError::new(
+            spec.column,
+            format!("unknown stage \"{}\"{hint}", spec.name),
+        ));
     };
-    Ok((stage, 0))
+    if let Options::Only(allowed) = def.options {
+        spec.only_named(allowed)?;
+    }
+    (def.build)(spec, rest)
 }
 
 /// Stages run in sequence: each one's output is the next one's input.
@@ -192,6 +172,8 @@ pub struct Chain {
     /// One reusable output buffer per stage, so passing an event along
     /// the chain allocates nothing once the buffers have grown.
     buffers: Vec<Vec<Event>>,
+    /// The stages with side branches.
+    with_side: Vec<usize>,
 }
 
 impl Chain {
@@ -200,12 +182,19 @@ impl Chain {
         let mut stages = Vec::new();
         let mut i = 0;
         while i < specs.len() {
-            let (stage, consumed) = build(&specs[i], &specs[i + 1..])?;
-            stages.push(stage);
-            i += 1 + consumed;
+            let built = build(&specs[i], &specs[i + 1..])?;
+            stages.push(built.stage);
+            i += 1 + built.consumed;
         }
         let buffers = stages.iter().map(|_| Vec::new()).collect();
-        Ok(Chain { stages, buffers })
+        let with_side = (0..stages.len())
+            .filter(|&i| stages[i].has_side())
+            .collect();
+        Ok(Chain {
+            stages,
+            buffers,
+            with_side,
+        })
     }
 
     /// Feeds `event` into stage `at` and what it emits on down the chain;
@@ -299,6 +288,16 @@ impl Stage for Chain {
             ))),
         }
     }
+
+    fn has_side(&self) -> bool {
+        !self.with_side.is_empty()
+    }
+
+    fn take_side(&mut self, side: &mut Vec<SideResult>) {
+        for &i in &self.with_side {
+            self.stages[i].take_side(side);
+        }
+    }
 }
 
 /// Implements [`Stage::save`] and [`Stage::load`] for a stage whose whole
@@ -359,28 +358,50 @@ mod tests {
         )
         .unwrap();
         let headings: Vec<&str> = docs.lines().filter(|l| l.starts_with("###")).collect();
-        for name in STAGE_NAMES {
+        for name in registered().map(|def| def.name) {
             let named = headings.iter().any(|heading| {
                 heading
                     .split(|c: char| c.is_whitespace() || matches!(c, ',' | '(' | ')' | '`'))
-                    .any(|word| word == *name)
+                    .any(|word| word == name)
             });
             assert!(named, "docs/REACTORS.md has no heading for stage {name}");
         }
     }
 
     #[test]
-    fn every_listed_stage_name_is_built() {
-        for name in STAGE_NAMES {
-            let spec = StageSpec {
-                name: (*name).to_owned(),
-                column: 1,
-                args: Vec::new(),
-                predicate: None,
-            };
-            if let Err(error) = build(&spec, &[]) {
-                assert!(!error.message.contains("unknown stage"), "{name}: {error}");
-            }
+    fn stage_names_are_unique_and_documented_in_one_line() {
+        let mut names = HashSet::new();
+        for def in registered() {
+            assert!(
+                names.insert(def.name),
+                "stage {} registered twice",
+                def.name
+            );
+            assert!(
+                !def.doc.is_empty() && !def.doc.contains('\n'),
+                "{}: one line of doc",
+                def.name
+            );
         }
+    }
+
+    #[test]
+    fn unknown_stages_and_options_are_named_from_the_declarations() {
+        let error = crate::lang::parse("thrtle 1 per 5m")
+            .map(|specs| Chain::build(&specs).err().unwrap())
+            .unwrap();
+        assert!(
+            error.message.contains("did you mean \"throttle\""),
+            "{error}"
+        );
+        let error = Chain::build(&crate::lang::parse("ewma alpa=0.5").unwrap())
+            .err()
+            .unwrap();
+        assert!(
+            error
+                .message
+                .contains("unknown option \"alpa\" (options: alpha)"),
+            "{error}"
+        );
     }
 }

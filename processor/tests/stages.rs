@@ -367,7 +367,7 @@ fn stable_holds_flaps_and_releases_lasting_states() {
 }
 
 #[test]
-fn split_takes_the_first_matching_branch_and_around_takes_all() {
+fn split_takes_the_first_matching_branch_and_around_tees() {
     let input = json!([{"host":"a","metric":95,"time":0},{"host":"a","metric":75,"time":1},{"host":"a","metric":5,"time":2}]);
     let pipeline = r#"split (where metric > 90 | set state="critical") (where metric > 70 | set state="warning") (set state="ok")"#;
     let states: Vec<_> = run(pipeline, input.clone(), None)
@@ -378,8 +378,11 @@ fn split_takes_the_first_matching_branch_and_around_takes_all() {
         states,
         vec![json!("critical"), json!("warning"), json!("ok")]
     );
+    // around passes each event on, then its branches' results follow
+    // (emitted, as they name no output): 95 → 95 | 95; 75 → 75 | 75, 750;
+    // 5 → 5 | 50.
     let around = metrics("around (over 50) (under 80 | scale 10)", input, None);
-    assert_eq!(around, vec![95.0, 75.0, 750.0, 50.0]);
+    assert_eq!(around, vec![95.0, 95.0, 75.0, 75.0, 750.0, 5.0, 50.0]);
 }
 
 #[test]
@@ -455,13 +458,19 @@ fn riemann_windows_combine_their_events() {
         {"host":"a","metric":1,"time":0},{"host":"a","metric":2,"time":1},{"host":"a","metric":3,"time":2},
         {"host":"a","time":3},{"host":"a","metric":4,"time":12}
     ]);
+    // Event windows hold events without a metric too (godot's
+    // eventWindow): [1, 2] → 3, [3, –] → 3, and [4] waits for its second.
     assert_eq!(
         metrics("fixed-event-window 2 combine=sum", input.clone(), None),
-        vec![3.0, 7.0]
+        vec![3.0, 3.0]
+    );
+    assert_eq!(
+        metrics("fixed-event-window 2 combine=count", input.clone(), None),
+        vec![2.0, 2.0]
     );
     assert_eq!(
         metrics("moving-event-window 2 combine=max", input.clone(), None),
-        vec![1.0, 2.0, 3.0, 4.0]
+        vec![1.0, 2.0, 3.0, 3.0, 4.0]
     );
     // At time 12 the window (2, 12] holds only the last event.
     assert_eq!(
@@ -592,8 +601,8 @@ fn nested_meta_and_tag_keep_the_events_own_metric() {
     assert_eq!(
         out,
         vec![
-            json!({"host":"a","time":0.0,"tags":["total:10"],"meta":{"avg":10.0},"metric":10.0}),
-            json!({"host":"a","time":1.0,"tags":["total:30"],"meta":{"avg":15.0},"metric":20.0})
+            json!({"host":"a","time":0.0,"tags":["total:10"],"meta":{"avg":10.0,"variance":0.0,"stdDev":0.0},"metric":10.0}),
+            json!({"host":"a","time":1.0,"tags":["total:30"],"meta":{"avg":15.0,"variance":25.0,"stdDev":5.0},"metric":20.0})
         ]
     );
 }

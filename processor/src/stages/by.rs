@@ -1,10 +1,18 @@
-//! `by FIELD [FIELD…] [idle=D] [(PIPELINE)]`: fans out per key. Each
-//! distinct value of the fields gets its own copy of the pipeline — the
-//! nested one, or else the rest of the enclosing pipeline — and the copies'
-//! outputs are recombined in key order. A key with no event for `idle`
-//! (default 1h) and no pending timer is evicted with its state, so a
-//! departed host does not hold memory forever (godot and Riemann never
-//! free them).
+//! `by FIELD [FIELD…] [idle=D] [recombine=false] [each=true] [(PIPELINE)]`:
+//! fans out per key. Each distinct value of the fields gets its own copy
+//! of the pipeline — the nested one, or else the rest of the enclosing
+//! pipeline — and the copies' outputs are recombined (Riemann's `by`,
+//! godot's `recombine: true`). Several fields make one composite key
+//! (Riemann); `each=true` fans out on each field separately, so an event
+//! goes into the copy of its host and into the copy of its service
+//! (godot's `by([…])`). `recombine=false` (godot's default) passes every
+//! event on unchanged and makes the copies a side branch: their results
+//! go to the nested pipeline's own output (`notify …`, `forward …`,
+//! `emit`); so does a nested pipeline that ends in an output.
+//!
+//! A key with no event for `idle` (default 1h) and no pending timer is
+//! evicted with its state, so a departed host does not hold memory
+//! forever (godot and Riemann never free them).
 //!
 //! When an application moves to another partition, the children keyed
 //! by its hosts move with it (whole, with their timers); a `by` not keyed
@@ -18,7 +26,26 @@ use weir_event::Event;
 
 use crate::lang::{Literal, ParseError, StageSpec};
 use crate::predicate::Field;
-use crate::stage::{Chain, Stage, StateError, Time};
+use crate::stage::{
+    to_side, Built, Chain, Options, SideResult, Stage, StageDef, StateError, Time,
+};
+use crate::stages::output::Output;
+
+/// The stages this file declares.
+pub const STAGES: &[StageDef] = &[
+    StageDef {
+        name: "by",
+        options: Options::Only(&["idle", "recombine", "each"]),
+        doc: "A copy of the pipeline per value of the fields.",
+        build: |spec, rest| {
+            let (by, consumed) = By::from_spec(spec, rest)?;
+            Ok(Built {
+                stage: Box::new(by),
+                consumed,
+            })
+        },
+    },
+];
 
 const DEFAULT_IDLE_SECS: f64 = 3600.0;
 
@@ -28,6 +55,17 @@ pub struct By {
     /// Which of `fields` is `host`, if any: the children a move takes.
     host_field: Option<usize>,
     template: Vec<StageSpec>,
+    /// Each field fans out on its own (keys `INDEX \u{1e} VALUE`).
+    each: bool,
+    /// Every event passes on (`recombine=false`).
+    pass_through: bool,
+    /// Where the copies' results go when they do not flow on.
+    side: Option<Output>,
+    /// Whether the copies have side branches of their own.
+    template_has_side: bool,
+    /// What a copy emitted, before it goes to `side`.
+    emitted: Vec<Event>,
+    side_results: Vec<SideResult>,
     idle: f64,
     /// Hashed (SipHash: hosts are outside input); nothing iterates it in
     /// an order that shows: timers are ordered by `timers`, and saved state
@@ -53,7 +91,6 @@ struct Child {
 impl By {
     /// Builds `by …`; returns how many stages of `rest` it takes over.
     pub fn from_spec(spec: &StageSpec, rest: &[StageSpec]) -> Result<(By, usize), ParseError> {
-        spec.only_named(&["idle"])?;
         let mut fields = Vec::new();
         let mut i = 0;
         while let Some(literal) = spec.positional(i) {
@@ -72,16 +109,36 @@ impl By {
         if fields.is_empty() {
             return Err(spec.error("needs at least one field, e.g. by host"));
         }
-        let (template, consumed) = match spec.nested() {
-            Some(nested) => (nested.to_vec(), 0),
-            None => (rest.to_vec(), rest.len()),
+        let recombine = flag(spec, "recombine", true)?;
+        let (template, side, consumed) = match spec.nested() {
+            Some(nested) => {
+                let (stages, output) = Output::split_named(nested)?;
+                let side = if recombine {
+                    output
+                } else {
+                    Some(output.unwrap_or(Output::Emit))
+                };
+                (stages.to_vec(), side, 0)
+            }
+            None if recombine => (rest.to_vec(), None, rest.len()),
+            None => {
+                return Err(spec.error(
+                    "recombine=false needs a nested pipeline: by host recombine=false (…)",
+                ))
+            }
         };
         // Build once now so that every later copy is known to build.
-        Chain::build(&template)?;
+        let template_has_side = Chain::build(&template)?.has_side();
         let by = By {
             host_field: fields.iter().position(|f| matches!(f, Field::Host)),
             fields,
             template,
+            each: flag(spec, "each", false)?,
+            pass_through: !recombine,
+            side,
+            template_has_side,
+            emitted: Vec::new(),
+            side_results: Vec::new(),
             idle: spec.duration("idle", None)?.unwrap_or(DEFAULT_IDLE_SECS),
             children: HashMap::new(),
             timers: BTreeSet::new(),
@@ -174,12 +231,53 @@ impl By {
         let Some(at) = self.host_field else {
             return false;
         };
-        let host = if self.fields.len() == 1 {
+        let host = if self.each {
+            key.split_once('\u{1e}')
+                .filter(|(field, _)| *field == at.to_string())
+                .map(|(_, host)| host)
+        } else if self.fields.len() == 1 {
             Some(key)
         } else {
             key.split('\u{1f}').nth(at)
         };
         host.is_some_and(|h| hosts.contains(h))
+    }
+
+    /// Runs `event` through the copy of `key`, made when missing; what it
+    /// emits goes to `out`, or to `emitted` when the copies are a side
+    /// branch.
+    fn dispatch(&mut self, key: Cow<'_, str>, event: Event, now: f64, out: &mut Vec<Event>) {
+        let sink = if self.side.is_some() {
+            &mut self.emitted
+        } else {
+            out
+        };
+        match self.children.get_mut(key.as_ref()) {
+            Some(child) => Self::feed(&mut self.timers, child, event, now, sink),
+            None => {
+                let key = key.into_owned();
+                let mut child = Child {
+                    key: key.clone(),
+                    chain: Chain::build(&self.template)
+                        .expect("the template was built in from_spec"),
+                    last_seen: now,
+                    deadline: None,
+                };
+                Self::feed(&mut self.timers, &mut child, event, now, sink);
+                self.children.insert(key, child);
+            }
+        }
+    }
+
+    /// Sends what the copies emitted to the side output, and collects
+    /// their own side branches' results.
+    fn collect_side(&mut self, key: &str) {
+        if let Some(output) = &self.side {
+            to_side(output, &mut self.emitted, &mut self.side_results);
+        }
+        if let Some(child) = self.children.get_mut(key) {
+            child.chain.take_side(&mut self.side_results);
+        }
     }
 
     /// Drops children idle for `idle` with nothing pending.
@@ -191,18 +289,58 @@ impl By {
     }
 }
 
+/// A `true`/`false` option, `default` when absent.
+fn flag(spec: &StageSpec, key: &str, default: bool) -> Result<bool, ParseError> {
+    match spec.named(key).map(|l| l.as_text()) {
+        None => Ok(default),
+        Some(Some("true")) => Ok(true),
+        Some(Some("false")) => Ok(false),
+        Some(_) => Err(spec.error(format!("{key} must be true or false"))),
+    }
+}
+
 impl Stage for By {
     fn event(&mut self, event: Event, now: f64, out: &mut Vec<Event>) {
-        let key = self.key(&event);
-        if let Some(child) = self.children.get_mut(key.as_ref()) {
-            Self::feed(&mut self.timers, child, event, now, out);
+        let has_side = self.has_side();
+        if self.each {
+            for i in 0..self.fields.len() {
+                let key = format!("{i}\u{1e}{}", self.fields[i].key(&event));
+                self.dispatch(Cow::Borrowed(&key), event.clone(), now, out);
+                if has_side {
+                    self.collect_side(&key);
+                }
+            }
+        } else if self.pass_through || has_side {
+            let key = self.key(&event).into_owned();
+            self.dispatch(Cow::Borrowed(&key), event.clone(), now, out);
+            self.collect_side(&key);
         } else {
-            let key = key.into_owned();
-            let mut child = self.new_child(key.clone(), now);
-            Self::feed(&mut self.timers, &mut child, event, now, out);
-            self.children.insert(key, child);
+            // The common case: no copy of the event, no key allocated for
+            // a key seen before.
+            let key = self.key(&event);
+            if let Some(child) = self.children.get_mut(key.as_ref()) {
+                Self::feed(&mut self.timers, child, event, now, out);
+            } else {
+                let key = key.into_owned();
+                let mut child = self.new_child(key.clone(), now);
+                Self::feed(&mut self.timers, &mut child, event, now, out);
+                self.children.insert(key, child);
+            }
+            self.next_sweep.get_or_insert(now + self.idle);
+            return;
+        }
+        if self.pass_through {
+            out.push(event);
         }
         self.next_sweep.get_or_insert(now + self.idle);
+    }
+
+    fn has_side(&self) -> bool {
+        self.side.is_some() || self.template_has_side
+    }
+
+    fn take_side(&mut self, side: &mut Vec<SideResult>) {
+        side.append(&mut self.side_results);
     }
 
     fn deadline(&self) -> Option<f64> {
@@ -225,8 +363,16 @@ impl Stage for By {
                 continue;
             };
             child.deadline = None;
-            child.chain.tick(now, out);
+            let sink = if self.side.is_some() {
+                &mut self.emitted
+            } else {
+                &mut *out
+            };
+            child.chain.tick(now, sink);
             Self::reschedule(&mut self.timers, child);
+            if self.side.is_some() || self.template_has_side {
+                self.collect_side(&key);
+            }
         }
         if self.next_sweep.is_some_and(|s| s <= now) {
             self.sweep(now);

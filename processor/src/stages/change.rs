@@ -12,7 +12,23 @@ use weir_event::Event;
 
 use crate::lang::{ParseError, StageSpec};
 use crate::predicate::Field;
-use crate::stage::{json_state, Stage};
+use crate::stage::{Built, Options, StageDef, json_state, Stage};
+
+/// The stages this file declares.
+pub const STAGES: &[StageDef] = &[
+    StageDef {
+        name: "change",
+        options: Options::Only(&["from", "to"]),
+        doc: "Events whose FIELD differs from the previous event's (godot).",
+        build: |spec, _| Built::one(Change::any_change(spec)?),
+    },
+    StageDef {
+        name: "changed",
+        options: Options::Only(&["init"]),
+        doc: "Events whose FIELD (default state) changed, the first one too unless it equals init (Riemann).",
+        build: |spec, _| Built::one(Change::changed(spec)?),
+    },
+];
 
 /// Emits events whose field changed.
 pub struct Change {
@@ -53,7 +69,6 @@ fn field(spec: &StageSpec, default: Option<Field>) -> Result<Field, ParseError> 
 impl Change {
     /// Builds godot's `change FIELD [from= to=]`.
     pub fn any_change(spec: &StageSpec) -> Result<Change, ParseError> {
-        spec.only_named(&["from", "to"])?;
         let transition = match (text(spec, "from")?, text(spec, "to")?) {
             (Some(from), Some(to)) => Some((from, to)),
             (None, None) => None,
@@ -70,7 +85,6 @@ impl Change {
 
     /// Builds Riemann's `changed [FIELD] [init=V]`.
     pub fn changed(spec: &StageSpec) -> Result<Change, ParseError> {
-        spec.only_named(&["init"])?;
         Ok(Change {
             field: field(spec, Some(Field::State))?,
             transition: None,

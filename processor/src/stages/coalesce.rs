@@ -15,7 +15,17 @@ use weir_event::Event;
 
 use super::combine::Combine;
 use crate::lang::{ParseError, StageSpec};
-use crate::stage::{json_state, Stage};
+use crate::stage::{Built, Options, StageDef, json_state, Stage};
+
+/// The stages this file declares.
+pub const STAGES: &[StageDef] = &[
+    StageDef {
+        name: "coalesce",
+        options: Options::Only(&["combine"]),
+        doc: "The latest event of every (host, service), folded or as a digest (godot).",
+        build: |spec, _| Built::one(Coalesce::from_spec(spec)?),
+    },
+];
 
 /// The latest event per (host, service), combined or as a digest.
 pub struct Coalesce {
@@ -25,14 +35,30 @@ pub struct Coalesce {
 
 #[derive(Default, Serialize, Deserialize)]
 struct CoalesceState {
-    /// `host \u{1f} service` → its latest event.
-    latest: BTreeMap<String, Event>,
+    /// The latest event of each (host, service), in the order the pairs
+    /// were first seen (godot's order, which `first` and `last` see).
+    #[serde(deserialize_with = "latest_in_order")]
+    latest: Vec<Event>,
+}
+
+/// Reads `latest` as saved now (a list) or by checkpoints written before
+/// the first-seen order (a map by key, taken in key order).
+fn latest_in_order<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Event>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Saved {
+        InOrder(Vec<Event>),
+        ByKey(BTreeMap<String, Event>),
+    }
+    Ok(match Saved::deserialize(d)? {
+        Saved::InOrder(events) => events,
+        Saved::ByKey(by_key) => by_key.into_values().collect(),
+    })
 }
 
 impl Coalesce {
     /// Builds `coalesce [combine=F]`.
     pub fn from_spec(spec: &StageSpec) -> Result<Coalesce, ParseError> {
-        spec.only_named(&["combine"])?;
         Ok(Coalesce {
             combine: Combine::option(spec)?,
             state: CoalesceState::default(),
@@ -42,16 +68,16 @@ impl Coalesce {
 
 impl Stage for Coalesce {
     fn event(&mut self, mut event: Event, now: f64, out: &mut Vec<Event>) {
-        let key = format!(
-            "{}\u{1f}{}",
-            event.host,
-            event.service.as_deref().unwrap_or("")
-        );
-        self.state.latest.insert(key, event.clone());
-        self.state
-            .latest
-            .retain(|_, e| e.ttl.is_none_or(|ttl| e.time + ttl >= now));
-        let latest = self.state.latest.values();
+        let latest = &mut self.state.latest;
+        match latest
+            .iter_mut()
+            .find(|e| e.host == event.host && e.service == event.service)
+        {
+            Some(seen) => *seen = event.clone(),
+            None => latest.push(event.clone()),
+        }
+        latest.retain(|e| e.ttl.is_none_or(|ttl| e.time + ttl >= now));
+        let latest = self.state.latest.iter();
         match self.combine {
             Some(combine) => {
                 let metrics: Vec<f64> = latest.filter_map(|e| e.metric).collect();

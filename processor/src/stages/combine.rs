@@ -5,13 +5,25 @@
 //! digest (`rollup`, `coalesce` without `combine=`), whose events are in
 //! `meta.events`. The combined event is the group's last event with
 //! `metric` = the fold over the group's metrics (events without a metric
-//! do not count, except for `count`, which counts every event).
+//! do not count, except for `count`, which counts every event; the `sum`
+//! of no metric is 0, as godot's sum starts from 0, the other folds of
+//! none leave the event without a metric).
 
 use serde_json::Value;
 use weir_event::Event;
 
 use crate::lang::{Literal, ParseError, StageSpec};
-use crate::stage::Stage;
+use crate::stage::{Built, Options, Stage, StageDef};
+
+/// The stages this file declares.
+pub const STAGES: &[StageDef] = &[
+    StageDef {
+        name: "combine",
+        options: Options::Only(&[]),
+        doc: "Folds a digest's meta.events into its metric (godot).",
+        build: |spec, _| Built::one(CombineStage::from_spec(spec)?),
+    },
+];
 
 /// A fold of metrics.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,29 +80,25 @@ impl Combine {
     /// Folds `metrics` (oldest first); `events` counts events with or
     /// without a metric. `None` when there is nothing to fold.
     pub fn apply(self, metrics: &[f64], events: usize) -> Option<f64> {
-        if self == Combine::Count {
-            return (events > 0).then_some(events as f64);
-        }
-        if metrics.is_empty() {
-            return None;
-        }
         let n = metrics.len() as f64;
-        Some(match self {
-            Combine::Sum => metrics.iter().sum(),
-            Combine::Mean => metrics.iter().sum::<f64>() / n,
+        match self {
+            Combine::Count => (events > 0).then_some(events as f64),
+            Combine::Sum => Some(metrics.iter().sum()),
+            _ if metrics.is_empty() => None,
+            Combine::Mean => Some(metrics.iter().sum::<f64>() / n),
             Combine::Weighted => {
                 let weighted: f64 = metrics
                     .iter()
                     .enumerate()
                     .map(|(i, m)| (i + 1) as f64 * m)
                     .sum();
-                weighted / (n * (n + 1.0) / 2.0)
+                Some(weighted / (n * (n + 1.0) / 2.0))
             }
-            Combine::Min => metrics.iter().copied().fold(f64::INFINITY, f64::min),
-            Combine::Max => metrics.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-            Combine::First => metrics[0],
-            Combine::Last | Combine::Count => metrics[metrics.len() - 1],
-        })
+            Combine::Min => Some(metrics.iter().copied().fold(f64::INFINITY, f64::min)),
+            Combine::Max => Some(metrics.iter().copied().fold(f64::NEG_INFINITY, f64::max)),
+            Combine::First => Some(metrics[0]),
+            Combine::Last => Some(metrics[metrics.len() - 1]),
+        }
     }
 }
 
@@ -103,7 +111,6 @@ pub struct CombineStage {
 impl CombineStage {
     /// Builds `combine F`.
     pub fn from_spec(spec: &StageSpec) -> Result<CombineStage, ParseError> {
-        spec.only_named(&[])?;
         let literal = spec
             .positional(0)
             .ok_or_else(|| spec.error(format!("needs a fold (one of {NAMES})")))?;

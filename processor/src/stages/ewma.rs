@@ -14,7 +14,17 @@ use serde::{Deserialize, Serialize};
 use weir_event::Event;
 
 use crate::lang::{Literal, ParseError, StageSpec};
-use crate::stage::{json_state, Stage};
+use crate::stage::{Built, Options, StageDef, json_state, Stage};
+
+/// The stages this file declares.
+pub const STAGES: &[StageDef] = &[
+    StageDef {
+        name: "ewma",
+        options: Options::Only(&["alpha"]),
+        doc: "Exponentially weighted moving average of the metric.",
+        build: |spec, _| Built::one(Ewma::from_spec(spec)?),
+    },
+];
 
 /// How much a new value weighs.
 #[derive(Debug, Clone, Copy)]
@@ -38,7 +48,6 @@ struct EwmaState {
 impl Ewma {
     /// Builds `ewma alpha=A`, `ewma N` or `ewma D`.
     pub fn from_spec(spec: &StageSpec) -> Result<Ewma, ParseError> {
-        spec.only_named(&["alpha"])?;
         let usage =
             "needs alpha=A (0 < A ≤ 1), a count of events (ewma 10) or a duration (ewma 5m)";
         let weight = match (spec.named("alpha"), spec.positional(0)) {

@@ -8,7 +8,17 @@ use serde::{Deserialize, Serialize};
 use weir_event::Event;
 
 use crate::lang::{ParseError, StageSpec};
-use crate::stage::{json_state, Stage};
+use crate::stage::{Built, Options, StageDef, json_state, Stage};
+
+/// The stages this file declares.
+pub const STAGES: &[StageDef] = &[
+    StageDef {
+        name: "expire",
+        options: Options::Only(&["ttl"]),
+        doc: "Emits the last event with state \"expired\" once its TTL passes without a newer one.",
+        build: |spec, _| Built::one(Expire::from_spec(spec)?),
+    },
+];
 
 /// Default validity of an event that has no `ttl` (seconds).
 const DEFAULT_TTL_SECS: f64 = 300.0;
@@ -28,7 +38,6 @@ struct ExpireState {
 impl Expire {
     /// Builds `expire 60s` or `expire` (per-event ttl).
     pub fn from_spec(spec: &StageSpec) -> Result<Expire, ParseError> {
-        spec.only_named(&["ttl"])?;
         Ok(Expire {
             ttl: spec.duration("ttl", Some(0))?,
             state: ExpireState::default(),

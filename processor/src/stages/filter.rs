@@ -4,7 +4,53 @@ use weir_event::Event;
 
 use crate::lang::{Arg, Literal, Op, ParseError, StageSpec};
 use crate::predicate::{Field, Predicate};
-use crate::stage::Stage;
+use crate::stage::{Built, Options, Stage, StageDef};
+
+/// The stages this file declares.
+pub const STAGES: &[StageDef] = &[
+    StageDef {
+        name: "where",
+        options: Options::Any,
+        doc: "Passes the events that satisfy a predicate.",
+        build: |spec, _| Built::one(Where::from_spec(spec)?),
+    },
+    StageDef {
+        name: "tagged",
+        options: Options::Only(&[]),
+        doc: "Passes events with any (or all) of the tags (godot).",
+        build: |spec, _| Built::one(Where::named(spec)?),
+    },
+    StageDef {
+        name: "has-meta",
+        options: Options::Only(&[]),
+        doc: "Passes events whose meta has any (or all) of the keys (godot).",
+        build: |spec, _| Built::one(Where::named(spec)?),
+    },
+    StageDef {
+        name: "any-meta",
+        options: Options::Only(&[]),
+        doc: "Passes events whose meta has any of the keys (godot).",
+        build: |spec, _| Built::one(Where::named(spec)?),
+    },
+    StageDef {
+        name: "all-meta",
+        options: Options::Only(&[]),
+        doc: "Passes events whose meta has all of the keys (godot).",
+        build: |spec, _| Built::one(Where::named(spec)?),
+    },
+    StageDef {
+        name: "over-meta",
+        options: Options::Only(&[]),
+        doc: "Passes events whose meta.KEY is above N (godot).",
+        build: |spec, _| Built::one(Where::named(spec)?),
+    },
+    StageDef {
+        name: "under-meta",
+        options: Options::Only(&[]),
+        doc: "Passes events whose meta.KEY is below N (godot).",
+        build: |spec, _| Built::one(Where::named(spec)?),
+    },
+];
 
 /// Passes events matching a predicate.
 pub struct Where {
@@ -41,7 +87,6 @@ impl Stage for Where {
 impl Where {
     /// Builds one of the named filters above.
     pub fn named(spec: &StageSpec) -> Result<Where, ParseError> {
-        spec.only_named(&[])?;
         let predicate = match spec.name.as_str() {
             "over-meta" | "under-meta" => {
                 let key = spec

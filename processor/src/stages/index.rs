@@ -11,7 +11,17 @@ use serde_json::Value;
 use weir_event::Event;
 
 use crate::lang::{ParseError, StageSpec};
-use crate::stage::{json_state, load_json, save_json, Stage, StateError, Time};
+use crate::stage::{Built, Options, StageDef, json_state, load_json, save_json, Stage, StateError, Time};
+
+/// The stages this file declares.
+pub const STAGES: &[StageDef] = &[
+    StageDef {
+        name: "index",
+        options: Options::Only(&[]),
+        doc: "The latest event of every (host, service); expired entries emitted (Riemann).",
+        build: |spec, _| Built::one(Index::from_spec(spec)?),
+    },
+];
 
 /// The latest event per (host, service), expiring by ttl.
 pub struct Index {

@@ -1,22 +1,41 @@
-//! One file per stage (or family of stages). Each has a constructor that
-//! validates its arguments and a [`crate::stage::Stage`] impl; semantics
-//! are documented on the module and in docs/REACTORS.md.
+//! One file per stage (or family of stages). Each declares its stages in
+//! a `STAGES` list of [`crate::stage::StageDef`] (name, options, one line
+//! of doc, constructor) and implements [`crate::stage::Stage`]; semantics
+//! are documented on the module and in docs/REACTORS.md. A file is
+//! registered by one line below.
 
+use crate::stage::StageDef;
+
+/// Declares the stage files and collects their `STAGES`.
+macro_rules! registry {
+    ($($module:ident,)*) => {
+        $(pub mod $module;)*
+
+        /// The `STAGES` of every stage file.
+        pub const ALL: &[&[StageDef]] = &[$($module::STAGES),*];
+    };
+}
+
+/// `tag T (…)` and `meta KEY (…)`, declared in `modify`.
 pub mod annotate;
-pub mod by;
-pub mod change;
-pub mod coalesce;
-pub mod combine;
-pub mod ewma;
-pub mod expire;
-pub mod fanout;
-pub mod filter;
-pub mod index;
-pub mod modify;
-pub mod moving;
-pub mod rollup;
-pub mod running;
-pub mod stable;
-pub mod threshold;
-pub mod throttle;
-pub mod tumbling;
+
+registry! {
+    by,
+    change,
+    coalesce,
+    combine,
+    ewma,
+    expire,
+    fanout,
+    filter,
+    index,
+    modify,
+    moving,
+    output,
+    rollup,
+    running,
+    stable,
+    threshold,
+    throttle,
+    tumbling,
+}

@@ -13,7 +13,56 @@ use weir_event::Event;
 
 use crate::lang::{Arg, Literal, ParseError, StageSpec};
 use crate::predicate::{Field, FieldValue};
-use crate::stage::Stage;
+use crate::stage::{Built, Options, Stage, StageDef};
+
+use super::annotate::Annotate;
+
+/// The stages this file declares (`tag` and `meta` with a nested
+/// pipeline are [`Annotate`]).
+pub const STAGES: &[StageDef] = &[
+    StageDef {
+        name: "set",
+        options: Options::Any,
+        doc: "Sets fields: set FIELD=VALUE ….",
+        build: |spec, _| Built::one(Modify::set(spec)?),
+    },
+    StageDef {
+        name: "map",
+        options: Options::Any,
+        doc: "godot's name for set.",
+        build: |spec, _| Built::one(Modify::set(spec)?),
+    },
+    StageDef {
+        name: "default",
+        options: Options::Any,
+        doc: "Sets fields the event does not have.",
+        build: |spec, _| Built::one(Modify::default(spec)?),
+    },
+    StageDef {
+        name: "scale",
+        options: Options::Only(&[]),
+        doc: "Multiplies the metric by F.",
+        build: |spec, _| Built::one(Modify::scale(spec)?),
+    },
+    StageDef {
+        name: "tag",
+        options: Options::Only(&[]),
+        doc: "Adds tags; tag T (PIPELINE) adds the tag T:METRIC of the nested pipeline (godot).",
+        build: |spec, _| match spec.nested() {
+            Some(nested) => Built::one(Annotate::from_spec(spec, nested, true)?),
+            None => Built::one(Modify::tag(spec)?),
+        },
+    },
+    StageDef {
+        name: "meta",
+        options: Options::Any,
+        doc: "Sets meta keys; meta KEY (PIPELINE) keeps the nested pipeline's metric in meta.KEY (godot).",
+        build: |spec, _| match spec.nested() {
+            Some(nested) => Built::one(Annotate::from_spec(spec, nested, false)?),
+            None => Built::one(Modify::meta(spec)?),
+        },
+    },
+];
 
 /// One field assignment.
 #[derive(Debug, Clone)]
@@ -125,7 +174,6 @@ impl Modify {
 
     /// Builds `scale F`.
     pub fn scale(spec: &StageSpec) -> Result<Modify, ParseError> {
-        spec.only_named(&[])?;
         let factor = spec
             .number("factor", Some(0))?
             .ok_or_else(|| spec.error("needs a factor, e.g. scale 0.001"))?;
@@ -136,7 +184,6 @@ impl Modify {
 
     /// Builds `tag T …`.
     pub fn tag(spec: &StageSpec) -> Result<Modify, ParseError> {
-        spec.only_named(&[])?;
         let mut tags = Vec::new();
         for arg in &spec.args {
             let items = match arg {

@@ -11,7 +11,17 @@ use serde_json::Value;
 use weir_event::Event;
 
 use crate::lang::{ParseError, StageSpec};
-use crate::stage::{json_state, Stage};
+use crate::stage::{Built, Options, StageDef, json_state, Stage};
+
+/// The stages this file declares.
+pub const STAGES: &[StageDef] = &[
+    StageDef {
+        name: "rollup",
+        options: Options::Only(&["interval", "limit"]),
+        doc: "One digest of the events of each window (godot).",
+        build: |spec, _| Built::one(Rollup::from_spec(spec)?),
+    },
+];
 
 const DEFAULT_LIMIT: usize = 100;
 
@@ -32,7 +42,6 @@ struct RollupState {
 impl Rollup {
     /// Builds `rollup 5m [limit=N]`.
     pub fn from_spec(spec: &StageSpec) -> Result<Rollup, ParseError> {
-        spec.only_named(&["interval", "limit"])?;
         let interval = spec
             .duration("interval", Some(0))?
             .ok_or_else(|| spec.error("needs an interval, e.g. rollup 5m"))?;

@@ -6,7 +6,23 @@ use serde::{Deserialize, Serialize};
 use weir_event::Event;
 
 use crate::lang::{ParseError, StageSpec};
-use crate::stage::{json_state, Stage};
+use crate::stage::{Built, Options, StageDef, json_state, Stage};
+
+/// The stages this file declares.
+pub const STAGES: &[StageDef] = &[
+    StageDef {
+        name: "sum",
+        options: Options::Only(&[]),
+        doc: "Running total of the metrics (godot).",
+        build: |spec, _| Built::one(Running::from_spec(spec, false)?),
+    },
+    StageDef {
+        name: "mean",
+        options: Options::Only(&[]),
+        doc: "Running mean of the metrics (godot).",
+        build: |spec, _| Built::one(Running::from_spec(spec, true)?),
+    },
+];
 
 /// A running sum or mean.
 pub struct Running {
@@ -23,7 +39,6 @@ struct RunningState {
 impl Running {
     /// Builds `sum` (`mean = false`) or `mean`.
     pub fn from_spec(spec: &StageSpec, mean: bool) -> Result<Running, ParseError> {
-        spec.only_named(&[])?;
         if !spec.args.is_empty() {
             return Err(spec.error("takes no arguments"));
         }

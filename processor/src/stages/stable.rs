@@ -9,7 +9,17 @@ use weir_event::Event;
 
 use crate::lang::{ParseError, StageSpec};
 use crate::predicate::Field;
-use crate::stage::{json_state, Stage};
+use crate::stage::{Built, Options, StageDef, json_state, Stage};
+
+/// The stages this file declares.
+pub const STAGES: &[StageDef] = &[
+    StageDef {
+        name: "stable",
+        options: Options::Only(&[]),
+        doc: "Events only once FIELD has kept its value for D (Riemann).",
+        build: |spec, _| Built::one(Stable::from_spec(spec)?),
+    },
+];
 
 /// Holds events until their value is stable.
 pub struct Stable {
@@ -29,7 +39,6 @@ struct StableState {
 impl Stable {
     /// Builds `stable 30s [FIELD]`.
     pub fn from_spec(spec: &StageSpec) -> Result<Stable, ParseError> {
-        spec.only_named(&[])?;
         let duration = spec
             .duration("duration", Some(0))?
             .ok_or_else(|| spec.error("needs a duration, e.g. stable 30s"))?;

@@ -5,7 +5,29 @@
 use weir_event::Event;
 
 use crate::lang::{ParseError, StageSpec};
-use crate::stage::Stage;
+use crate::stage::{Built, Options, Stage, StageDef};
+
+/// The stages this file declares.
+pub const STAGES: &[StageDef] = &[
+    StageDef {
+        name: "over",
+        options: Options::Only(&[]),
+        doc: "Passes events whose metric is above N.",
+        build: |spec, _| Built::one(Threshold::over(spec)?),
+    },
+    StageDef {
+        name: "under",
+        options: Options::Only(&[]),
+        doc: "Passes events whose metric is below N.",
+        build: |spec, _| Built::one(Threshold::under(spec)?),
+    },
+    StageDef {
+        name: "within",
+        options: Options::Only(&[]),
+        doc: "Passes events whose metric is within MIN..=MAX.",
+        build: |spec, _| Built::one(Threshold::within(spec)?),
+    },
+];
 
 /// A metric bound.
 pub struct Threshold {
@@ -45,7 +67,6 @@ impl Threshold {
     }
 
     fn bound(spec: &StageSpec, i: usize) -> Result<f64, ParseError> {
-        spec.only_named(&[])?;
         spec.number("bound", Some(i))?
             .ok_or_else(|| spec.error("needs a number, e.g. over 90 or within 10 20"))
     }

@@ -6,7 +6,17 @@ use serde::{Deserialize, Serialize};
 use weir_event::Event;
 
 use crate::lang::{Literal, ParseError, StageSpec};
-use crate::stage::{json_state, Stage};
+use crate::stage::{Built, Options, StageDef, json_state, Stage};
+
+/// The stages this file declares.
+pub const STAGES: &[StageDef] = &[
+    StageDef {
+        name: "throttle",
+        options: Options::Only(&["max", "interval"]),
+        doc: "At most N events per window of D.",
+        build: |spec, _| Built::one(Throttle::from_spec(spec)?),
+    },
+];
 
 /// Rate limit on events passing through.
 pub struct Throttle {
@@ -24,7 +34,6 @@ struct ThrottleState {
 impl Throttle {
     /// Builds `throttle 1 per 5m`.
     pub fn from_spec(spec: &StageSpec) -> Result<Throttle, ParseError> {
-        spec.only_named(&["max", "interval"])?;
         let max = spec
             .number("max", Some(0))?
             .filter(|m| *m >= 1.0 && m.fract() == 0.0)

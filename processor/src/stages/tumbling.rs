@@ -23,7 +23,35 @@ use weir_event::Event;
 
 use super::combine::Combine;
 use crate::lang::{Literal, ParseError, StageSpec};
-use crate::stage::{json_state, Stage};
+use crate::stage::{Built, Options, StageDef, json_state, Stage};
+
+/// The stages this file declares.
+pub const STAGES: &[StageDef] = &[
+    StageDef {
+        name: "count",
+        options: Options::Only(&["interval", "combine"]),
+        doc: "Number of events per tumbling window of event time.",
+        build: |spec, _| Built::one(Tumbling::count(spec)?),
+    },
+    StageDef {
+        name: "rate",
+        options: Options::Only(&["interval", "combine"]),
+        doc: "Sum of the metrics per second, per tumbling window.",
+        build: |spec, _| Built::one(Tumbling::rate(spec)?),
+    },
+    StageDef {
+        name: "percentiles",
+        options: Options::Only(&["interval", "combine"]),
+        doc: "One event per quantile of the metrics, per tumbling window.",
+        build: |spec, _| Built::one(Tumbling::percentiles(spec)?),
+    },
+    StageDef {
+        name: "fixed-time-window",
+        options: Options::Only(&["interval", "combine"]),
+        doc: "One event per tumbling window, its metrics folded by combine=F (Riemann).",
+        build: |spec, _| Built::one(Tumbling::combined(spec)?),
+    },
+];
 
 /// What a window folds its events into.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,7 +157,6 @@ impl Tumbling {
     }
 
     fn build(spec: &StageSpec, fold: Fold) -> Result<Tumbling, ParseError> {
-        spec.only_named(&["interval", "combine"])?;
         let interval = spec
             .duration("interval", Some(0))?
             .ok_or_else(|| spec.error("needs an interval, e.g. 10s"))?;
