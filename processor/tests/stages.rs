@@ -631,3 +631,290 @@ fn combine_folds_digests_from_rollup_and_coalesce() {
         "a plain event is a group of one"
     );
 }
+
+/// `(metric, notify channel, forward target)` of each result, in order.
+fn outputs(pipeline: &str, input: Value) -> Vec<(Option<f64>, Value, Value)> {
+    eval(pipeline, events(input), None)
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            let channel = r.notify.map_or(Value::Null, |n| n["channel"].clone());
+            (r.event.metric, channel, r.forward.unwrap_or(Value::Null))
+        })
+        .collect()
+}
+
+#[test]
+fn around_side_branches_notify_and_forward_while_events_go_on() {
+    let input = json!([
+        {"host":"a","metric":95,"time":0,"state":"critical"},
+        {"host":"a","metric":50,"time":1}
+    ]);
+    let pipeline = r#"around (over 90 | notify log) (where state = "critical" | forward topic="alerts") | sma 2"#;
+    let expected = vec![
+        // 95: the pipeline goes on (sma), then the branches' results.
+        (Some(95.0), Value::Null, Value::Null),
+        (Some(95.0), json!("log"), Value::Null),
+        (Some(95.0), Value::Null, json!({"topic": "alerts"})),
+        // 50: only the sma.
+        (Some(72.5), Value::Null, Value::Null),
+    ];
+    assert_eq!(outputs(pipeline, input.clone()), expected);
+    // Result ids are deterministic: numbered in that order per input.
+    let ids = |_| -> Vec<String> {
+        eval(pipeline, events(input.clone()), None)
+            .unwrap()
+            .iter()
+            .map(|r| format!("{}:{}", r.id.offset, r.id.seq))
+            .collect()
+    };
+    assert_eq!(ids(()), ["0:0", "0:1", "0:2", "1:0"]);
+    assert_eq!(ids(()), ids(()));
+    let reactor = Reactor::build(&ReactorConfig {
+        name: "x".into(),
+        pipeline: pipeline.into(),
+    })
+    .unwrap();
+    assert_eq!(reactor.forward_topics(), ["alerts"]);
+}
+
+#[test]
+fn by_without_recombine_passes_events_on_and_its_copies_notify() {
+    let input = json!([
+        {"host":"a","metric":95,"time":0},
+        {"host":"b","metric":10,"time":1},
+        {"host":"a","metric":97,"time":2}
+    ]);
+    // godot's by (recombine false): every event goes on to `sum`; each
+    // host's copy notifies on its own.
+    let out = outputs(
+        "by host recombine=false (over 90 | notify log) | sum",
+        input.clone(),
+    );
+    assert_eq!(
+        out,
+        vec![
+            (Some(95.0), Value::Null, Value::Null),
+            (Some(95.0), json!("log"), Value::Null),
+            (Some(105.0), Value::Null, Value::Null),
+            (Some(202.0), Value::Null, Value::Null),
+            (Some(97.0), json!("log"), Value::Null),
+        ]
+    );
+    // A nested pipeline that names an output is a side branch even when
+    // recombining: nothing flows on from it.
+    let out = outputs("by host (over 90 | notify log)", input);
+    assert_eq!(
+        out,
+        vec![
+            (Some(95.0), json!("log"), Value::Null),
+            (Some(97.0), json!("log"), Value::Null),
+        ]
+    );
+}
+
+#[test]
+fn by_each_fans_out_per_field_like_godot() {
+    let input = json!([
+        {"host":"a","service":"x","metric":1,"time":0},
+        {"host":"b","service":"x","metric":2,"time":1},
+        {"host":"a","service":"y","metric":4,"time":2}
+    ]);
+    // Composite key (Riemann): (a,x) 1, (b,x) 2, (a,y) 4.
+    assert_eq!(
+        metrics("by host service (sum)", input.clone(), None),
+        vec![1.0, 2.0, 4.0]
+    );
+    // Each field on its own (godot): host a 1, service x 1; host b 2,
+    // service x 3; host a 5, service y 4.
+    assert_eq!(
+        metrics("by host service each=true (sum)", input, None),
+        vec![1.0, 1.0, 2.0, 3.0, 5.0, 4.0]
+    );
+}
+
+#[test]
+fn side_branch_and_by_option_errors() {
+    assert_all_rejected(&[
+        "by host recombine=false",
+        "by host recombine=maybe (sum)",
+        "around (notify log | over 1)",
+        "around (over 1 | notify pager)",
+        "split (over 1 | notify log)",
+        "around ()",
+    ]);
+}
+
+#[test]
+fn sum_of_no_metric_is_zero_and_coalesce_keeps_first_seen_order() {
+    let input = json!([
+        {"host":"b","service":"s","metric":1,"time":0},
+        {"host":"a","service":"s","metric":2,"time":1},
+        {"host":"b","service":"s","metric":3,"time":2},
+        {"host":"c","service":"s","time":3}
+    ]);
+    // First seen: b, then a (key order would put a first).
+    assert_eq!(
+        metrics("coalesce combine=first", input.clone(), None),
+        vec![1.0, 1.0, 3.0, 3.0]
+    );
+    assert_eq!(
+        metrics("coalesce combine=last", input.clone(), None),
+        vec![1.0, 2.0, 2.0, 2.0]
+    );
+    // A rollup of events without a metric sums to 0 (godot's sum starts at 0).
+    let none = json!([{"host":"a","time":0},{"host":"a","time":1}]);
+    assert_eq!(
+        metrics("rollup 10s | combine sum", none.clone(), Some(20.0)),
+        vec![0.0]
+    );
+    let out = run("rollup 10s | combine max", none, Some(20.0));
+    assert_eq!(out[0].get("metric"), None, "max of nothing: {out:?}");
+}
+
+#[test]
+fn moving_averages_set_variance_and_standard_deviation() {
+    let input = json!([{"host":"a","metric":2,"time":0},{"host":"a","metric":4,"time":1},{"host":"a","metric":9,"time":2}]);
+    let out = run("sma 3", input, None);
+    // Window [2, 4, 9]: mean 5, variance ((9 + 1 + 16) / 3).
+    assert_eq!(out[2]["metric"], json!(5.0));
+    let variance: f64 = 26.0 / 3.0;
+    assert_eq!(out[2]["meta"]["variance"], json!(variance));
+    assert_eq!(out[2]["meta"]["stdDev"], json!(variance.sqrt()));
+    assert_eq!(out[0]["meta"], json!({"variance": 0.0, "stdDev": 0.0}));
+}
+
+#[test]
+fn riemann_ddt_runs_and_counter() {
+    // ddt: (20 − 10) / 2 = 5; the second event at t=2 has Δt = 0 (skipped,
+    // but it is the new previous); (5 − 25) / (7 − 2) = −4.
+    let input = json!([
+        {"host":"a","metric":10,"time":0},{"host":"a","metric":20,"time":2},
+        {"host":"a","metric":25,"time":2},{"host":"a","time":3},{"host":"a","metric":5,"time":7}
+    ]);
+    assert_eq!(metrics("ddt", input, None), vec![5.0, -4.0]);
+
+    // runs 3: the newest of every three equal states in a row.
+    let states = [
+        "ok", "ok", "ok", "critical", "critical", "critical", "critical", "ok",
+    ];
+    let input: Value = states
+        .iter()
+        .enumerate()
+        .map(|(i, s)| json!({"host":"a","state":s,"metric":i,"time":i}))
+        .collect();
+    assert_eq!(metrics("runs 3 state", input, None), vec![2.0, 5.0, 6.0]);
+
+    // counter 100: +5, a metric-less event passes unchanged, a reset to
+    // 10, +1.
+    let input = json!([
+        {"host":"a","metric":5,"time":0},{"host":"a","time":1},
+        {"host":"a","metric":10,"time":2,"tags":["reset"]},{"host":"a","metric":1,"time":3}
+    ]);
+    let out: Vec<Value> = run("counter 100", input, None)
+        .iter()
+        .map(|e| e["metric"].clone())
+        .collect();
+    assert_eq!(out, [json!(105.0), Value::Null, json!(10.0), json!(11.0)]);
+}
+
+#[test]
+fn riemann_fill_in_fills_silences_until_an_event_or_the_ttl() {
+    let input = json!([
+        {"host":"a","metric":5,"time":0},{"host":"a","metric":6,"time":5},
+        {"host":"a","metric":7,"time":40},
+        {"host":"a","metric":1,"time":50,"ttl":15}
+    ]);
+    let out: Vec<(f64, f64)> = run("fill-in 10s metric=0", input, Some(100.0))
+        .iter()
+        .map(|e| (e["time"].as_f64().unwrap(), e["metric"].as_f64().unwrap()))
+        .collect();
+    // Gaps of 10 s after t=5: fills at 15, 25, 35; the event at 40; a fill
+    // due at 50 comes before the event of that time (as an expiry does);
+    // that event's ttl ends at 65, so one fill at 60 and none at 70.
+    assert_eq!(
+        out,
+        [
+            (0.0, 5.0),
+            (5.0, 6.0),
+            (15.0, 0.0),
+            (25.0, 0.0),
+            (35.0, 0.0),
+            (40.0, 7.0),
+            (50.0, 0.0),
+            (50.0, 1.0),
+            (60.0, 0.0)
+        ]
+    );
+    // An expired event stops the filling.
+    let input = json!([{"host":"a","metric":5,"time":0},{"host":"a","state":"expired","time":5}]);
+    assert_eq!(run("fill-in 10s metric=0", input, Some(100.0)).len(), 2);
+}
+
+#[test]
+fn riemann_fold_interval_apdex_and_changed_state() {
+    let input = json!([
+        {"host":"a","metric":3,"time":0},{"host":"a","metric":9,"time":4},
+        {"host":"a","metric":1,"time":8},{"host":"a","metric":2,"time":12}
+    ]);
+    assert_eq!(
+        metrics("fold-interval 10s max", input, Some(30.0)),
+        vec![9.0, 2.0]
+    );
+
+    // Response times against T = 0.5 s: 0.2 and 0.5 satisfied, 1.0
+    // tolerated (≤ 4T), 3 frustrated, the expired event not counted:
+    // (2 + 0.5) / 4.
+    let input = json!([
+        {"host":"a","metric":0.2,"time":0},{"host":"a","metric":0.5,"time":1},
+        {"host":"a","metric":1.0,"time":2},{"host":"a","metric":3,"time":3},
+        {"host":"a","state":"expired","time":4}
+    ]);
+    assert_eq!(
+        metrics("apdex 10s satisfied=0.5", input, Some(30.0)),
+        vec![0.625]
+    );
+    // By state: 1 satisfied, 2 tolerated, 1 neither: (1 + 1) / 4.
+    let input = json!([
+        {"host":"a","state":"ok","time":0},{"host":"a","state":"warning","time":1},
+        {"host":"a","state":"warning","time":2},{"host":"a","state":"critical","time":3}
+    ]);
+    let pipeline = r#"apdex 10s satisfied='state = "ok"' tolerated='state = "warning"'"#;
+    assert_eq!(metrics(pipeline, input, Some(30.0)), vec![0.5]);
+
+    // changed-state: each (host, service) on its own, init ok.
+    let input = json!([
+        {"host":"a","service":"x","state":"ok","time":0},
+        {"host":"a","service":"x","state":"critical","time":1},
+        {"host":"b","service":"x","state":"critical","time":2},
+        {"host":"a","service":"x","state":"critical","time":3},
+        {"host":"b","service":"x","state":"ok","time":4},
+        {"host":"a","service":"y","state":"ok","time":5}
+    ]);
+    let changes: Vec<(Value, Value)> = run(r#"changed-state init="ok""#, input, None)
+        .iter()
+        .map(|e| (e["host"].clone(), e["state"].clone()))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            (json!("a"), json!("critical")),
+            (json!("b"), json!("critical")),
+            (json!("b"), json!("ok"))
+        ]
+    );
+    assert_all_rejected(&[
+        "ddt 5",
+        "runs",
+        "runs 0",
+        "fill-in",
+        "fill-in 10s metric=\"x\"",
+        "counter 1 2",
+        "fold-interval 10s",
+        "fold-interval 10s median",
+        "apdex 10s",
+        "apdex 10s satisfied='state = '",
+        "apdex 10s satisfied='state = \"ok\"'",
+        "changed-state state",
+    ]);
+}

@@ -3,14 +3,17 @@
 //! - `change FIELD [from=A to=B]` (godot): emits an event whose FIELD
 //!   differs from the previous event's; never the first event. With
 //!   `from` and `to`, only that transition.
-//! - `changed [FIELD] [init=V]` (Riemann's `changed-state`, FIELD defaults
-//!   to `state`): like `change`, but the first event is emitted too unless
+//! - `changed [FIELD] [init=V]` (Riemann's `changed`, FIELD defaults to
+//!   `state`): like `change`, but the first event is emitted too unless
 //!   its value equals `init`.
+//! - `changed-state [init=V]` (Riemann's `changed-state`): `changed state`
+//!   for each (host, service) on its own — `by host service (changed
+//!   state init=V)`.
 
 use serde::{Deserialize, Serialize};
 use weir_event::Event;
 
-use crate::lang::{ParseError, StageSpec};
+use crate::lang::{Arg, Literal, ParseError, StageSpec};
 use crate::predicate::Field;
 use crate::stage::{Built, Options, StageDef, json_state, Stage};
 
@@ -28,7 +31,34 @@ pub const STAGES: &[StageDef] = &[
         doc: "Events whose FIELD (default state) changed, the first one too unless it equals init (Riemann).",
         build: |spec, _| Built::one(Change::changed(spec)?),
     },
+    StageDef {
+        name: "changed-state",
+        options: Options::Only(&["init"]),
+        doc: "State changes of each (host, service), the first too unless it equals init (Riemann).",
+        build: |spec, _| changed_state(spec),
+    },
 ];
+
+/// Builds `changed-state [init=V]` as `by host service (changed state [init=V])`.
+fn changed_state(spec: &StageSpec) -> Result<Built, ParseError> {
+    if spec.positional(0).is_some() || spec.nested().is_some() {
+        return Err(spec.error("takes only init=V"));
+    }
+    let word = |w: &str| Arg::Positional(Literal::Word(w.to_owned()));
+    let changed = StageSpec {
+        name: "changed".into(),
+        args: std::iter::once(word("state"))
+            .chain(spec.args.iter().cloned())
+            .collect(),
+        ..spec.clone()
+    };
+    let by = StageSpec {
+        name: "by".into(),
+        args: vec![word("host"), word("service"), Arg::Nested(vec![changed])],
+        ..spec.clone()
+    };
+    crate::stage::build(&by, &[])
+}
 
 /// Emits events whose field changed.
 pub struct Change {

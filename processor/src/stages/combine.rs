@@ -61,7 +61,8 @@ impl Combine {
             .transpose()
     }
 
-    fn parse(spec: &StageSpec, literal: &Literal) -> Result<Combine, ParseError> {
+    /// Reads a fold name (`sum`, `mean`, …).
+    pub fn parse(spec: &StageSpec, literal: &Literal) -> Result<Combine, ParseError> {
         let name = literal.as_text().ok_or_else(|| {
             spec.error(format!("combine must be one of {NAMES}, found {literal}"))
         })?;

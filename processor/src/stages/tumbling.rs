@@ -12,17 +12,25 @@
 //!   exact up to [`EXACT_VALUES`] metrics in the window; beyond, from a
 //!   DDSketch (relative error ≤ 1 %, at most 2 × 2048 bins), so a window
 //!   holds bounded memory whatever the rate.
-//! - `fixed-time-window INTERVAL combine=F` (Riemann): `metric` = the
+//! - `fixed-time-window INTERVAL combine=F` (Riemann), or `fold-interval
+//!   INTERVAL F` (Riemann's `fold-interval-metric`): `metric` = the
 //!   window's metrics combined by F (see [`Combine`]).
+//! - `apdex INTERVAL satisfied=T [tolerated=U]` (Riemann's `apdex`):
+//!   `metric` = (satisfied + tolerated ÷ 2) ÷ events, the Apdex score.
+//!   T and U are predicates in quotes (`satisfied='state = "ok"'`) or a
+//!   response time: a number T means `metric <= T`, and U defaults to 4T
+//!   (the Apdex standard). Expired events do not count (as in Riemann).
 //!
-//! Events without a metric are ignored, except by `count` and `combine=count`.
+//! Events without a metric are ignored, except by `count`, `combine=count`
+//! and `apdex`.
 
 use serde::{Deserialize, Serialize};
 use sketches_ddsketch::{Config, DDSketch};
 use weir_event::Event;
 
 use super::combine::Combine;
-use crate::lang::{Literal, ParseError, StageSpec};
+use crate::lang::{Literal, Op, ParseError, StageSpec};
+use crate::predicate::{Field, Predicate};
 use crate::stage::{Built, Options, StageDef, json_state, Stage};
 
 /// The stages this file declares.
@@ -51,15 +59,32 @@ pub const STAGES: &[StageDef] = &[
         doc: "One event per tumbling window, its metrics folded by combine=F (Riemann).",
         build: |spec, _| Built::one(Tumbling::combined(spec)?),
     },
+    StageDef {
+        name: "fold-interval",
+        options: Options::Only(&["interval"]),
+        doc: "One event per tumbling window, its metrics folded by F (Riemann).",
+        build: |spec, _| Built::one(Tumbling::fold_interval(spec)?),
+    },
+    StageDef {
+        name: "apdex",
+        options: Options::Only(&["interval", "satisfied", "tolerated"]),
+        doc: "The Apdex score of each tumbling window (Riemann).",
+        build: |spec, _| Built::one(Tumbling::apdex(spec)?),
+    },
 ];
 
 /// What a window folds its events into.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 enum Fold {
     Count,
     Rate,
     Percentiles(Vec<f64>),
     Combine(Combine),
+    /// `sum` counts 1 per satisfied event and ½ per tolerated one.
+    Apdex {
+        satisfied: Predicate,
+        tolerated: Predicate,
+    },
 }
 
 /// A windowed fold of events.
@@ -136,6 +161,48 @@ impl Tumbling {
         Self::build(spec, Fold::Combine(combine))
     }
 
+    /// Builds `fold-interval INTERVAL F`.
+    pub fn fold_interval(spec: &StageSpec) -> Result<Tumbling, ParseError> {
+        let fold = spec
+            .positional(1)
+            .ok_or_else(|| spec.error("needs an interval and a fold, e.g. fold-interval 1m max"))?;
+        let combine = Combine::parse(spec, fold)?;
+        Self::build(spec, Fold::Combine(combine))
+    }
+
+    /// Builds `apdex INTERVAL satisfied=T [tolerated=U]`.
+    pub fn apdex(spec: &StageSpec) -> Result<Tumbling, ParseError> {
+        let criterion = |key: &str, literal: &Literal| match literal {
+            Literal::Number(t) | Literal::Duration(t) => {
+                Ok(Predicate::Numeric(Field::Metric, Op::Le, *t))
+            }
+            Literal::Str(text) => Predicate::parse(text).map_err(|e| {
+                spec.error(format!("{key}: {}", e.message))
+            }),
+            other => Err(spec.error(format!(
+                "{key} is a response time or a predicate in quotes, found {other}"
+            ))),
+        };
+        let satisfied = spec.named("satisfied").ok_or_else(|| {
+            spec.error("needs satisfied=T (a response time) or satisfied='PREDICATE'")
+        })?;
+        let tolerated = match (spec.named("tolerated"), satisfied) {
+            (Some(tolerated), _) => criterion("tolerated", tolerated)?,
+            (None, Literal::Number(t) | Literal::Duration(t)) => {
+                Predicate::Numeric(Field::Metric, Op::Le, 4.0 * t)
+            }
+            (None, _) => return Err(spec.error("needs tolerated=… with a predicate satisfied")),
+        };
+        let satisfied = criterion("satisfied", satisfied)?;
+        Self::build(
+            spec,
+            Fold::Apdex {
+                satisfied,
+                tolerated,
+            },
+        )
+    }
+
     /// Builds `percentiles INTERVAL [Q, …]` (default `[0.5, 0.95, 0.99]`).
     pub fn percentiles(spec: &StageSpec) -> Result<Tumbling, ParseError> {
         let quantiles = match spec.positional(1) {
@@ -182,6 +249,7 @@ impl Tumbling {
                 out.push(event);
             }
             Fold::Rate => out.push(at(self.state.sum / self.interval)),
+            Fold::Apdex { .. } => out.push(at(self.state.sum / self.state.count as f64)),
             Fold::Combine(combine) => {
                 if let Some(value) = combine.apply(&self.state.values, self.state.count as usize) {
                     out.push(at(value));
@@ -204,10 +272,25 @@ impl Tumbling {
 
 impl Stage for Tumbling {
     fn event(&mut self, event: Event, now: f64, _out: &mut Vec<Event>) {
-        let counts_all = matches!(self.fold, Fold::Count | Fold::Combine(Combine::Count));
-        if !counts_all && event.metric.is_none() {
-            return;
-        }
+        let score = match &self.fold {
+            Fold::Apdex { .. } if event.state.as_deref() == Some("expired") => return,
+            Fold::Apdex {
+                satisfied,
+                tolerated,
+            } => {
+                if satisfied.matches(&event) {
+                    1.0
+                } else if tolerated.matches(&event) {
+                    0.5
+                } else {
+                    0.0
+                }
+            }
+            Fold::Count | Fold::Combine(Combine::Count) => 0.0,
+            _ if event.metric.is_none() => return,
+            _ => 0.0,
+        };
+        self.state.sum += score;
         let end = match self.state.window_end {
             None => now + self.interval,
             // Skip the empty windows since the last one, keeping the grid.
@@ -218,7 +301,7 @@ impl Stage for Tumbling {
         };
         self.state.window_end = Some(end);
         self.state.count += 1;
-        if let Some(metric) = event.metric {
+        if let Some(metric) = event.metric.filter(|_| !matches!(self.fold, Fold::Apdex { .. })) {
             self.state.sum += metric;
             match self.fold {
                 Fold::Percentiles(_) if metric.is_finite() => {
