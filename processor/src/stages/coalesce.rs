@@ -1,10 +1,12 @@
 //! `coalesce [combine=F]` (godot's `coalesce`): keeps the latest event of
-//! every (host, service) and, on each event, emits that event with
-//! `metric` = F over the latest metrics of all of them — e.g. the total
-//! request rate over a fleet. Without `combine=` it emits a digest like
-//! godot's array: `meta.events` = the latest events, `metric` = how many
-//! (fold it later with `combine F`). An entry older than its own `ttl`
-//! (when it has one) is dropped, so a departed host stops counting.
+//! every (host, service), in the order the pairs were first seen, and on
+//! each event emits the latest event of the pair seen last (godot's
+//! `combine` copies its array's last event) with `metric` = F over the
+//! latest metrics of all of them — e.g. the total request rate over a
+//! fleet. Without `combine=` it emits a digest like godot's array:
+//! `meta.events` = the latest events, `metric` = how many (fold it later
+//! with `combine F`). An entry older than its own `ttl` (when it has one)
+//! is dropped, so a departed host stops counting.
 //! `where service = "requests/rate" | coalesce combine=sum | over 10000`
 
 use std::collections::BTreeMap;
@@ -67,7 +69,7 @@ impl Coalesce {
 }
 
 impl Stage for Coalesce {
-    fn event(&mut self, mut event: Event, now: f64, out: &mut Vec<Event>) {
+    fn event(&mut self, event: Event, now: f64, out: &mut Vec<Event>) {
         let latest = &mut self.state.latest;
         match latest
             .iter_mut()
@@ -77,6 +79,10 @@ impl Stage for Coalesce {
             None => latest.push(event.clone()),
         }
         latest.retain(|e| e.ttl.is_none_or(|ttl| e.time + ttl >= now));
+        // As godot's array, combined or not, ends in the last pair first
+        // seen, that event carries the result (the one just in when every
+        // other pair has expired).
+        let mut event = latest.last().cloned().unwrap_or(event);
         let latest = self.state.latest.iter();
         match self.combine {
             Some(combine) => {

@@ -84,7 +84,8 @@ impl Combine {
         let n = metrics.len() as f64;
         match self {
             Combine::Count => (events > 0).then_some(events as f64),
-            Combine::Sum => Some(metrics.iter().sum()),
+            // Not `Iterator::sum`, whose sum of nothing is −0.
+            Combine::Sum => Some(metrics.iter().fold(0.0, |total, m| total + m)),
             _ if metrics.is_empty() => None,
             Combine::Mean => Some(metrics.iter().sum::<f64>() / n),
             Combine::Weighted => {
@@ -103,8 +104,9 @@ impl Combine {
     }
 }
 
-/// `combine F`: folds a digest's `meta.events` into its metric (godot's
-/// `rollup(…).combine(fn)`); an event that is not a digest is a group of one.
+/// `combine F`: folds a digest's `meta.events` into the metric of its
+/// last event (godot's `rollup(…).combine(fn)`, which emits a copy of the
+/// array's last event); an event that is not a digest is a group of one.
 pub struct CombineStage {
     combine: Combine,
 }
@@ -124,10 +126,18 @@ impl CombineStage {
 impl Stage for CombineStage {
     fn event(&mut self, mut event: Event, _now: f64, out: &mut Vec<Event>) {
         let (metrics, count) = match event.meta.remove("events") {
-            Some(Value::Array(events)) => {
+            Some(Value::Array(mut events)) => {
                 let metrics: Vec<f64> =
                     events.iter().filter_map(|e| e["metric"].as_f64()).collect();
-                (metrics, events.len())
+                let count = events.len();
+                let last = events.pop().map(serde_json::from_value::<Event>);
+                if let Some(Ok(last)) = last {
+                    event = Event {
+                        time: event.time,
+                        ..last
+                    };
+                }
+                (metrics, count)
             }
             _ => (event.metric.into_iter().collect(), 1),
         };
