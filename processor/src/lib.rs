@@ -1,6 +1,7 @@
 //! The weir processor: reactors over the partitions of `weir.events`.
 //!
-//! - [`lang`] parses pipeline text; [`predicate`] compiles `where` predicates.
+//! - [`lang`] parses pipeline text; [`predicate`] compiles `where`
+//!   predicates (both from the `weir-lang` crate, which sinks share).
 //! - [`stage`] defines the [`stage::Stage`] trait and chains; each stage
 //!   lives in its own file under [`stages`].
 //! - [`reactor`] builds reactors and runs them per partition on event time
@@ -13,10 +14,8 @@ pub mod checkpoint;
 pub mod eval;
 pub mod explain;
 pub mod index;
-pub mod lang;
 pub mod live;
 pub mod metrics;
-pub mod predicate;
 pub mod reactor;
 pub mod runtime;
 pub mod stage;
@@ -27,3 +26,4 @@ pub use runtime::{
     PartitionStatus, Processor, ProcessorConfig, ProcessorError, ReplayProgress, ReplayWindow,
     Status,
 };
+pub use weir_lang::{lang, predicate};

@@ -18,8 +18,8 @@ use std::thread::JoinHandle;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use weir_event::{Event, ResultRecord};
-use weir_processor::lang::ParseError;
-use weir_processor::predicate::Predicate;
+use weir_lang::lang::ParseError;
+use weir_lang::predicate::Predicate;
 
 use crate::consumer::{spawn_consumers, ResultHandler, Source, StorageError};
 use crate::file::{FileSink, FileSinkConfig};
