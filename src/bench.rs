@@ -23,6 +23,7 @@
 
 use std::io::Write;
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,8 +65,15 @@ pub struct BenchArgs {
     /// report its rate (use a config whose reactors emit one result per event).
     #[arg(long, value_name = "NAME")]
     sink: Option<String>,
-    /// Measure this many times (with `--kafka-ceiling`: ceiling, then
-    /// pipeline, each round).
+    /// First measure godot 0.7.10's own server (from npm) with a counting
+    /// reactor, fed by the same generator, and report weir ÷ godot.
+    #[arg(long)]
+    godot: bool,
+    /// The node_modules holding godot, for `--godot`.
+    #[arg(long, default_value = "tests/godot/node_modules")]
+    godot_modules: PathBuf,
+    /// Measure this many times (with `--kafka-ceiling` or `--godot`: the
+    /// comparison, then weir, each round).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
 }
@@ -198,10 +206,22 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             }
             None => None,
         };
+        let godot = if args.godot {
+            let godot = godot(&args)?;
+            println!("godot     0.7.10 server, counting reactor: {godot:.0} events/s");
+            Some(godot)
+        } else {
+            None
+        };
         let end_to_end = pipeline(&args)?;
         if let Some(ceiling) = ceiling {
             let ratio = end_to_end / ceiling;
             println!("ratio     {:.0} % of the ceiling", ratio * 100.0);
+            ratios.push(ratio);
+        }
+        if let Some(godot) = godot {
+            let ratio = end_to_end / godot;
+            println!("ratio     weir {ratio:.2}× godot");
             ratios.push(ratio);
         }
     }
@@ -209,6 +229,68 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         println!("{summary}");
     }
     Ok(())
+}
+
+/// godot's server (`src/bench_godot.js`), killed when dropped.
+struct GodotServer(std::process::Child);
+
+impl Drop for GodotServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port free on loopback now.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Starts godot 0.7.10's server with a counting reactor, sends it the
+/// generator's events for `args.duration` over NDJSON, and waits until
+/// its reactor counted every one; its rate in events per second.
+fn godot(args: &BenchArgs) -> anyhow::Result<f64> {
+    if args.protocol != WireProtocol::Ndjson {
+        bail!("--godot compares over NDJSON, godot's protocol");
+    }
+    let modules = std::fs::canonicalize(&args.godot_modules).with_context(|| {
+        format!(
+            "godot's node_modules at {} (npm install --prefix tests/godot)",
+            args.godot_modules.display()
+        )
+    })?;
+    let (tcp, http) = (free_port()?, free_port()?);
+    let mut child = std::process::Command::new("node")
+        .args(["-e", include_str!("bench_godot.js")])
+        .env("NODE_PATH", &modules)
+        .env("GODOT_TCP_PORT", tcp.to_string())
+        .env("GODOT_HTTP_PORT", http.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting node (godot's server)")?;
+    let stdout = child.stdout.take();
+    let _server = GodotServer(child);
+    let mut line = String::new();
+    if let Some(stdout) = stdout {
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+    }
+    if line.trim() != "listening" {
+        bail!("godot's server did not start (see its output above)");
+    }
+    let count_url = format!("http://127.0.0.1:{http}/");
+    let counted = || -> anyhow::Result<u64> {
+        let text = reqwest::blocking::get(&count_url)
+            .and_then(|r| r.text())
+            .with_context(|| format!("asking godot's count at {count_url}"))?;
+        Ok(text.trim().parse()?)
+    };
+    let (total, started) = send(args, &format!("127.0.0.1:{tcp}"), "godot")?;
+    wait_for_count(&format!("godot counting {total} events"), total, counted)?;
+    let secs = started.elapsed().as_secs_f64();
+    println!("counted   {total} events in {secs:.2}s by godot's reactor");
+    Ok(total as f64 / secs)
 }
 
 /// The median of several rounds' ratios, with their range, as a report
@@ -253,12 +335,49 @@ fn pipeline(args: &BenchArgs) -> anyhow::Result<f64> {
         Some(series) => counter(&args.metrics, series)?,
         None => 0,
     };
+    let (total, started) = send(args, &args.target, "weir")?;
+    let what = format!("appending {total} events");
+    wait_for_count(&what, total, || {
+        Ok(appended(&args.metrics)?.saturating_sub(appended_before))
+    })?;
+    let appending_secs = started.elapsed().as_secs_f64();
+    println!(
+        "appended  {total} events in {appending_secs:.2}s: {:.0} events/s into the log ({:?})",
+        total as f64 / appending_secs,
+        args.protocol
+    );
+    let what = format!("processing {total} events");
+    wait_for_count(&what, total, || {
+        Ok(processed(&args.metrics)?.saturating_sub(before))
+    })?;
+    let processing_secs = started.elapsed().as_secs_f64();
+    let end_to_end = total as f64 / processing_secs;
+    println!(
+        "processed {total} events in {processing_secs:.2}s: {end_to_end:.0} events/s end to end"
+    );
+    if let (Some(name), Some(series)) = (&args.sink, &stored_series) {
+        let what = format!("storing {total} results into sink {name}");
+        wait_for_count(&what, total, || {
+            Ok(counter(&args.metrics, series)?.saturating_sub(stored_before))
+        })?;
+        let stored = started.elapsed().as_secs_f64();
+        println!(
+            "stored    {total} results in {stored:.2}s: {:.0} results/s into sink {name}",
+            total as f64 / stored
+        );
+    }
+    Ok(end_to_end)
+}
+
+/// Sends the generator's events to `target` (`name` in the report) over
+/// `args.connections` for `args.duration`; how many, and when it began.
+fn send(args: &BenchArgs, target: &str, name: &str) -> anyhow::Result<(u64, Instant)> {
     let sent = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut producers = Vec::new();
     for connection in 0..args.connections {
-        let mut sender = Sender::connect(&args.target, args.protocol)?;
+        let mut sender = Sender::connect(target, args.protocol)?;
         let (sent, stop) = (sent.clone(), stop.clone());
         let (hosts, protocol) = (args.hosts, args.protocol);
         let per_connection = args.rate.map(|r| r as f64 / args.connections as f64);
@@ -310,41 +429,10 @@ fn pipeline(args: &BenchArgs) -> anyhow::Result<f64> {
     bar.finish_and_clear();
     let total = sent.load(Ordering::Relaxed);
     println!(
-        "sent      {total} events in {send_secs:.2}s: {:.0} events/s",
+        "sent      {total} events in {send_secs:.2}s: {:.0} events/s to {name}",
         total as f64 / send_secs
     );
-
-    let what = format!("appending {total} events");
-    wait_for_count(&what, total, || {
-        Ok(appended(&args.metrics)?.saturating_sub(appended_before))
-    })?;
-    let appending_secs = started.elapsed().as_secs_f64();
-    println!(
-        "appended  {total} events in {appending_secs:.2}s: {:.0} events/s into the log ({:?})",
-        total as f64 / appending_secs,
-        args.protocol
-    );
-    let what = format!("processing {total} events");
-    wait_for_count(&what, total, || {
-        Ok(processed(&args.metrics)?.saturating_sub(before))
-    })?;
-    let processing_secs = started.elapsed().as_secs_f64();
-    let end_to_end = total as f64 / processing_secs;
-    println!(
-        "processed {total} events in {processing_secs:.2}s: {end_to_end:.0} events/s end to end"
-    );
-    if let (Some(name), Some(series)) = (&args.sink, &stored_series) {
-        let what = format!("storing {total} results into sink {name}");
-        wait_for_count(&what, total, || {
-            Ok(counter(&args.metrics, series)?.saturating_sub(stored_before))
-        })?;
-        let stored = started.elapsed().as_secs_f64();
-        println!(
-            "stored    {total} results in {stored:.2}s: {:.0} results/s into sink {name}",
-            total as f64 / stored
-        );
-    }
-    Ok(end_to_end)
+    Ok((total, started))
 }
 
 /// Shows `count()` rising to `total` on a progress bar; an error if it

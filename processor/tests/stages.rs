@@ -849,6 +849,14 @@ fn riemann_fill_in_fills_silences_until_an_event_or_the_ttl() {
     // An expired event stops the filling.
     let input = json!([{"host":"a","metric":5,"time":0},{"host":"a","state":"expired","time":5}]);
     assert_eq!(run("fill-in 10s metric=0", input, Some(100.0)).len(), 2);
+    // A clock that jumps a day ahead gets at most `max` fills (default
+    // 1000), not 8,640.
+    let input = json!([{"host":"a","metric":5,"time":0}]);
+    assert_eq!(
+        run("fill-in 10s", input.clone(), Some(86_400.0)).len(),
+        1 + 1000
+    );
+    assert_eq!(run("fill-in 10s max=3", input, Some(86_400.0)).len(), 1 + 3);
 }
 
 #[test]
@@ -909,6 +917,7 @@ fn riemann_fold_interval_apdex_and_changed_state() {
         "runs 0",
         "fill-in",
         "fill-in 10s metric=\"x\"",
+        "fill-in 10s max=0",
         "counter 1 2",
         "fold-interval 10s",
         "fold-interval 10s median",

@@ -1,11 +1,13 @@
-//! `fill-in D [FIELD=VALUE …]` (Riemann's `fill-in-last`): passes every
+//! `fill-in D [FIELD=VALUE …] [max=N]` (Riemann's `fill-in-last`): passes every
 //! event on; when D of event time passes without an event, emits a copy
 //! of the last event with the given fields set (e.g. `metric=0`) and
 //! `time` = the gap's end, and again every D until an event comes (a
 //! fill due at the time of an event comes before it, as an expiry does). An
 //! event whose state is `expired` stops the filling (as in Riemann); so
 //! does the last event's own `ttl` running out, where it has one, so a
-//! departed source is not filled in for ever.
+//! departed source is not filled in for ever; and at most `max` fills
+//! (default 1000) follow one event, so a clock that jumps a day ahead
+//! (a processor started after a long stop) does not flood the pipeline.
 //! `where service = "requests" | by host | fill-in 10s metric=0 | sma 6`
 
 use serde::{Deserialize, Serialize};
@@ -23,9 +25,13 @@ pub const STAGES: &[StageDef] = &[StageDef {
     build: |spec, _| Built::one(FillIn::from_spec(spec)?),
 }];
 
+/// Fills after one event, at most (`max=`).
+const DEFAULT_MAX_FILLS: u64 = 1000;
+
 /// Fills silences with copies of the last event.
 pub struct FillIn {
     interval: f64,
+    max: u64,
     /// What a fill changes in the copy (`None`: a plain copy).
     change: Option<Modify>,
     state: FillState,
@@ -38,6 +44,9 @@ struct FillState {
     next: Option<f64>,
     /// No fill at or after this (the last event's ttl).
     until: Option<f64>,
+    /// Fills since the last event.
+    #[serde(default)]
+    filled: u64,
 }
 
 impl FillIn {
@@ -49,11 +58,16 @@ impl FillIn {
         if spec.positional(1).is_some() || spec.nested().is_some() {
             return Err(spec.error("takes an interval and FIELD=VALUE pairs"));
         }
+        let max = match spec.number("max", None)? {
+            None => DEFAULT_MAX_FILLS,
+            Some(n) if n >= 1.0 && n.fract() == 0.0 => n as u64,
+            Some(n) => return Err(spec.error(format!("max must be a whole number ≥ 1, found {n}"))),
+        };
         let assignments = StageSpec {
             args: spec
                 .args
                 .iter()
-                .filter(|a| matches!(a, Arg::Named(..)))
+                .filter(|a| matches!(a, Arg::Named(key, _) if key != "max"))
                 .cloned()
                 .collect(),
             ..spec.clone()
@@ -65,6 +79,7 @@ impl FillIn {
         };
         Ok(FillIn {
             interval,
+            max,
             change,
             state: FillState::default(),
         })
@@ -76,6 +91,7 @@ impl Stage for FillIn {
         let expired = event.state.as_deref() == Some("expired");
         self.state.next = (!expired).then_some(now + self.interval);
         self.state.until = event.ttl.map(|ttl| event.time + ttl);
+        self.state.filled = 0;
         self.state.last = Some(event.clone());
         out.push(event);
     }
@@ -89,10 +105,11 @@ impl Stage for FillIn {
         else {
             return;
         };
-        if self.state.until.is_some_and(|until| due > until) {
+        if self.state.until.is_some_and(|until| due > until) || self.state.filled >= self.max {
             self.state.next = None;
             return;
         }
+        self.state.filled += 1;
         let mut fill = last.clone();
         fill.time = due;
         match &mut self.change {
