@@ -204,3 +204,56 @@ fn bench_measures_each_round_until_every_event_is_processed() {
     assert_eq!(processed.len(), 2, "{stdout}");
     assert!(processed.iter().all(|&n| n > 0.0), "{stdout}");
 }
+
+#[test]
+fn bench_godot_measures_godots_own_server_then_weir() {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        format!("{LISTENERS}\n[[reactor]]\nname = \"count\"\npipeline = 'by host | count 10s'\n");
+    let weir = Weir::start(&config, &dir.path().join("data"));
+    let modules = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/godot/node_modules");
+    let output = Command::new(bin())
+        .args(["bench", "--godot", "--godot-modules", modules])
+        .args(["--duration", "1s", "--rate", "3000", "--rounds", "2"])
+        .args(["--target", &weir.tcp.to_string()])
+        .args(["--metrics", &weir.http.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // godot's reactor counted every event sent to it (else the bench
+    // fails as stalled), then weir processed its own; a ratio per round
+    // and their median.
+    let counted: Vec<u64> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("counted   "))
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(counted.len(), 2, "{stdout}");
+    assert!(counted.iter().all(|&n| n > 0), "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ratio     weir ")).count(),
+        2,
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.starts_with("median    weir ")),
+        "{stdout}"
+    );
+    // A wrong node_modules is named.
+    let output = Command::new(bin())
+        .args(["bench", "--godot", "--godot-modules", "/nonexistent"])
+        .args(["--target", &weir.tcp.to_string()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("/nonexistent"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
