@@ -166,26 +166,30 @@ fn a_broker_that_does_not_answer_is_a_clear_error() {
     );
 }
 
-#[test]
-fn bench_measures_each_round_until_every_event_is_processed() {
-    let dir = tempfile::tempdir().unwrap();
+/// `weir run` with one counting reactor in `dir`.
+fn counting_weir(dir: &std::path::Path) -> Weir {
     let config =
         format!("{LISTENERS}\n[[reactor]]\nname = \"count\"\npipeline = 'by host | count 10s'\n");
-    let weir = Weir::start(&config, &dir.path().join("data"));
-    let output = Command::new(bin())
-        .args([
-            "bench",
-            "--duration",
-            "1s",
-            "--rate",
-            "3000",
-            "--rounds",
-            "2",
-        ])
+    Weir::start(&config, &dir.join("data"))
+}
+
+/// `weir bench` against `weir`: two rounds of 1 s at 3,000 events/s.
+fn bench(weir: &Weir, extra: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .arg("bench")
+        .args(extra)
+        .args(["--duration", "1s", "--rate", "3000", "--rounds", "2"])
         .args(["--target", &weir.tcp.to_string()])
         .args(["--metrics", &weir.http.to_string()])
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn bench_measures_each_round_until_every_event_is_processed() {
+    let dir = tempfile::tempdir().unwrap();
+    let weir = counting_weir(dir.path());
+    let output = bench(&weir, &[]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -208,17 +212,9 @@ fn bench_measures_each_round_until_every_event_is_processed() {
 #[test]
 fn bench_godot_measures_godots_own_server_then_weir() {
     let dir = tempfile::tempdir().unwrap();
-    let config =
-        format!("{LISTENERS}\n[[reactor]]\nname = \"count\"\npipeline = 'by host | count 10s'\n");
-    let weir = Weir::start(&config, &dir.path().join("data"));
+    let weir = counting_weir(dir.path());
     let modules = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/godot/node_modules");
-    let output = Command::new(bin())
-        .args(["bench", "--godot", "--godot-modules", modules])
-        .args(["--duration", "1s", "--rate", "3000", "--rounds", "2"])
-        .args(["--target", &weir.tcp.to_string()])
-        .args(["--metrics", &weir.http.to_string()])
-        .output()
-        .unwrap();
+    let output = bench(&weir, &["--godot", "--godot-modules", modules]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -236,7 +232,10 @@ fn bench_godot_measures_godots_own_server_then_weir() {
     assert_eq!(counted.len(), 2, "{stdout}");
     assert!(counted.iter().all(|&n| n > 0), "{stdout}");
     assert_eq!(
-        stdout.lines().filter(|l| l.starts_with("ratio     weir ")).count(),
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("ratio     weir "))
+            .count(),
         2,
         "{stdout}"
     );

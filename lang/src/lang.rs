@@ -202,6 +202,16 @@ impl StageSpec {
         }
     }
 
+    /// A whole number ≥ 1 given as `key=N` or at position `i` (a count or
+    /// a limit).
+    pub fn count(&self, key: &str, i: Option<usize>) -> Result<Option<usize>, ParseError> {
+        match self.number(key, i)? {
+            None => Ok(None),
+            Some(n) if n >= 1.0 && n.fract() == 0.0 => Ok(Some(n as usize)),
+            Some(n) => Err(self.error(format!("{key} must be a whole number ≥ 1, found {n}"))),
+        }
+    }
+
     /// A duration in seconds given as `key=D` or at position `i`.
     pub fn duration(&self, key: &str, i: Option<usize>) -> Result<Option<f64>, ParseError> {
         match self

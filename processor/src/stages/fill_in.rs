@@ -26,12 +26,12 @@ pub const STAGES: &[StageDef] = &[StageDef {
 }];
 
 /// Fills after one event, at most (`max=`).
-const DEFAULT_MAX_FILLS: u64 = 1000;
+const DEFAULT_MAX_FILLS: usize = 1000;
 
 /// Fills silences with copies of the last event.
 pub struct FillIn {
     interval: f64,
-    max: u64,
+    max: usize,
     /// What a fill changes in the copy (`None`: a plain copy).
     change: Option<Modify>,
     state: FillState,
@@ -46,7 +46,7 @@ struct FillState {
     until: Option<f64>,
     /// Fills since the last event.
     #[serde(default)]
-    filled: u64,
+    filled: usize,
 }
 
 impl FillIn {
@@ -58,11 +58,7 @@ impl FillIn {
         if spec.positional(1).is_some() || spec.nested().is_some() {
             return Err(spec.error("takes an interval and FIELD=VALUE pairs"));
         }
-        let max = match spec.number("max", None)? {
-            None => DEFAULT_MAX_FILLS,
-            Some(n) if n >= 1.0 && n.fract() == 0.0 => n as u64,
-            Some(n) => return Err(spec.error(format!("max must be a whole number ≥ 1, found {n}"))),
-        };
+        let max = spec.count("max", None)?.unwrap_or(DEFAULT_MAX_FILLS);
         let assignments = StageSpec {
             args: spec
                 .args

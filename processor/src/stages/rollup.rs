@@ -45,13 +45,7 @@ impl Rollup {
         let interval = spec
             .duration("interval", Some(0))?
             .ok_or_else(|| spec.error("needs an interval, e.g. rollup 5m"))?;
-        let limit = match spec.number("limit", None)? {
-            None => DEFAULT_LIMIT,
-            Some(n) if n >= 1.0 && n.fract() == 0.0 => n as usize,
-            Some(n) => {
-                return Err(spec.error(format!("limit must be a whole number ≥ 1, found {n}")))
-            }
-        };
+        let limit = spec.count("limit", None)?.unwrap_or(DEFAULT_LIMIT);
         Ok(Rollup {
             interval,
             limit,

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 use weir_event::Event;
 
-use crate::lang::{Literal, ParseError, StageSpec};
+use crate::lang::{ParseError, StageSpec};
 use crate::predicate::{Field, FieldValue};
 use crate::stage::{json_state, Built, Options, Stage, StageDef};
 
@@ -37,13 +37,9 @@ struct RunsState {
 impl Runs {
     /// Builds `runs N [FIELD]`.
     pub fn from_spec(spec: &StageSpec) -> Result<Runs, ParseError> {
-        let length = match spec.positional(0) {
-            Some(Literal::Number(n)) if *n >= 1.0 && n.fract() == 0.0 => *n as usize,
-            other => {
-                let found = other.map_or("nothing".to_owned(), |o| o.to_string());
-                return Err(spec.error(format!("needs a run length (1, 2, …), found {found}")));
-            }
-        };
+        let length = spec
+            .count("length", Some(0))?
+            .ok_or_else(|| spec.error("needs a run length, e.g. runs 3 state"))?;
         let field = match spec.positional(1) {
             None => Field::State,
             Some(name) => {
