@@ -51,6 +51,13 @@ pub struct Checkpoint {
     pub catch_up: Option<CatchUp>,
 }
 
+impl Checkpoint {
+    /// Its stored form (JSON), made once for every store it goes to.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
 /// How far new reactors got over the history: a catch-up interrupted by
 /// a rebalance or a crash resumes here instead of starting over.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -130,13 +137,22 @@ impl CheckpointStore {
         partition: u32,
         checkpoint: &Checkpoint,
     ) -> Result<usize, CheckpointError> {
-        let bytes = serde_json::to_vec(checkpoint).unwrap_or_default();
+        self.save_encoded(group, partition, &checkpoint.encode())
+    }
+
+    /// Stores a checkpoint already [encoded](Checkpoint::encode).
+    pub fn save_encoded(
+        &self,
+        group: &str,
+        partition: u32,
+        bytes: &[u8],
+    ) -> Result<usize, CheckpointError> {
         let store_err = |source| CheckpointError::Store {
             path: self.path.clone(),
             source,
         };
         self.db
-            .insert(Self::key(group, partition), bytes.as_slice())
+            .insert(Self::key(group, partition), bytes)
             .map_err(store_err)?;
         self.db.flush().map_err(store_err)?;
         Ok(bytes.len())
@@ -194,19 +210,30 @@ impl SharedCheckpoints<'_> {
         partition: u32,
         checkpoint: &Checkpoint,
     ) -> Result<(), LogError> {
+        self.save_encoded(group, partition, checkpoint.offset, &checkpoint.encode())
+    }
+
+    /// Appends a checkpoint already [encoded](Checkpoint::encode), of
+    /// input offset `offset`.
+    pub fn save_encoded(
+        &self,
+        group: &str,
+        partition: u32,
+        offset: u64,
+        value: &[u8],
+    ) -> Result<(), LogError> {
         let (target, key) = self.place(group, partition)?;
-        let value = serde_json::to_vec(checkpoint).unwrap_or_default();
         let limit = self.max_record_bytes.unwrap_or(usize::MAX);
         if value.len() + key.len() + CHUNK_OVERHEAD <= limit {
             self.log
-                .append(self.topic, target, &[(&key[..], &value[..])])?;
+                .append(self.topic, target, &[(&key[..], value)])?;
             return Ok(());
         }
         let room = limit.saturating_sub(CHUNK_OVERHEAD).max(1024);
         let at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let id = format!("{}-{at}", checkpoint.offset);
+        let id = format!("{offset}-{at}");
         let mut records: Vec<weir_log::OwnedProduce> = value
             .chunks(room)
             .enumerate()

@@ -125,14 +125,6 @@ pub struct Handover {
     pub moved: Option<Moved>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct EngineState {
-    clock: f64,
-    reactors: Map<String, Value>,
-    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
-    moves: VecDeque<String>,
-}
-
 impl Engine {
     /// An engine for `partition` with fresh state.
     pub fn new(partition: u32, reactors: Vec<Reactor>, lateness: f64) -> Engine {
@@ -435,41 +427,60 @@ impl Engine {
             .is_some_and(|reactors| reactors.contains_key(identity))
     }
 
-    /// The state of every reactor and the clock, for a checkpoint.
+    /// The state of every reactor and the clock, for a checkpoint:
+    /// `{"clock": …, "reactors": {"name@version": state}, "moves": […]}`
+    /// (built in place: the reactors' state, which can be large, is not
+    /// copied again).
     pub fn save(&self) -> Value {
         let mut reactors = self.retired.clone();
         reactors.extend(self.reactors.iter().map(|r| (r.identity(), r.chain.save())));
-        serde_json::to_value(EngineState {
-            clock: if self.clock.is_finite() {
-                self.clock
-            } else {
-                f64::MIN
-            },
-            reactors,
-            moves: self.moves.clone(),
-        })
-        .unwrap_or(Value::Null)
+        let clock = if self.clock.is_finite() {
+            self.clock
+        } else {
+            f64::MIN
+        };
+        let mut state = Map::new();
+        state.insert("clock".into(), Value::from(clock));
+        state.insert("reactors".into(), Value::Object(reactors));
+        if !self.moves.is_empty() {
+            let moves = self.moves.iter().map(|id| Value::from(id.as_str()));
+            state.insert("moves".into(), Value::Array(moves.collect()));
+        }
+        Value::Object(state)
     }
 
     /// Restores a checkpoint. A reactor whose `name@version` is absent (new
     /// or changed pipeline) starts fresh; the names of those are returned.
     /// State of versions no longer configured is kept, not run.
     pub fn load(&mut self, state: Value) -> Result<Vec<String>, StateError> {
-        let mut saved: EngineState = serde_json::from_value(state)?;
-        self.clock = if saved.clock == f64::MIN {
+        let Value::Object(mut state) = state else {
+            return Err(StateError("engine state: expected an object".into()));
+        };
+        let clock = state
+            .get("clock")
+            .and_then(Value::as_f64)
+            .ok_or_else(|| StateError("engine state: no clock".into()))?;
+        let Some(Value::Object(mut reactors)) = state.remove("reactors") else {
+            return Err(StateError("engine state: no reactors".into()));
+        };
+        let moves: VecDeque<String> = match state.remove("moves") {
+            Some(moves) => serde_json::from_value(moves)?,
+            None => VecDeque::new(),
+        };
+        self.clock = if clock == f64::MIN {
             f64::NEG_INFINITY
         } else {
-            saved.clock
+            clock
         };
-        self.moves = saved.moves;
+        self.moves = moves;
         let mut fresh = Vec::new();
         for reactor in &mut self.reactors {
-            match saved.reactors.remove(&reactor.identity()) {
+            match reactors.remove(&reactor.identity()) {
                 Some(state) => reactor.chain.load(state)?,
                 None => fresh.push(reactor.name.clone()),
             }
         }
-        self.retired = saved.reactors;
+        self.retired = reactors;
         Ok(fresh)
     }
 

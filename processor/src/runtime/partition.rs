@@ -193,9 +193,10 @@ impl Processor {
             }),
         };
         let group = &self.topics.reactors_group;
-        let size = self.store.save(group, partition, &checkpoint)?;
+        let bytes = checkpoint.encode();
+        let size = self.store.save_encoded(group, partition, &bytes)?;
         if self.share_checkpoints {
-            self.shared().save(group, partition, &checkpoint)?;
+            self.shared().save_encoded(group, partition, next, &bytes)?;
         }
         // Progress is reported only once the state it reflects is durable.
         let status = PartitionStatus {
@@ -210,7 +211,7 @@ impl Processor {
                 .map(|reactors| {
                     reactors
                         .iter()
-                        .map(|(id, state)| (id.clone(), state.to_string().len()))
+                        .map(|(id, state)| (id.clone(), json_len(state)))
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -335,3 +336,20 @@ pub(super) type Restored<'a> = (Engine, u64, Option<Lane<'a>>, Option<SavedIndex
 
 /// The key of the partition's index in its checkpointed state.
 pub(super) const INDEX_KEY: &str = "index";
+
+/// The length of `value` as JSON, counted without writing it out.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}

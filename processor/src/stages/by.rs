@@ -203,12 +203,13 @@ impl By {
     }
 
     /// A child from its saved `{"last_seen": …, "state": …}`.
-    fn restore_child(&self, key: &str, saved: &Value) -> Result<Child, StateError> {
+    /// (Taken by value: a checkpoint of many keys is not copied again.)
+    fn restore_child(&self, key: &str, mut saved: Value) -> Result<Child, StateError> {
         let last_seen = saved["last_seen"]
             .as_f64()
             .ok_or_else(|| StateError(format!("by: key {key:?} has no last_seen")))?;
         let mut child = self.new_child(key.to_owned(), last_seen);
-        child.chain.load(saved["state"].clone())?;
+        child.chain.load(saved["state"].take())?;
         Ok(child)
     }
 
@@ -391,15 +392,16 @@ impl Stage for By {
         json!({"children": children, "next_sweep": self.next_sweep})
     }
 
-    fn load(&mut self, state: Value) -> Result<(), StateError> {
+    fn load(&mut self, mut state: Value) -> Result<(), StateError> {
         self.children.clear();
         self.timers.clear();
-        let Value::Object(children) = state["children"].clone() else {
+        let Value::Object(children) = state["children"].take() else {
             return Err(StateError("by: expected an object of keys".into()));
         };
         self.next_sweep = state["next_sweep"].as_f64();
+        self.children.reserve(children.len());
         for (key, saved) in children {
-            let mut child = self.restore_child(&key, &saved)?;
+            let mut child = self.restore_child(&key, saved)?;
             Self::reschedule(&mut self.timers, &mut child);
             self.children.insert(key, child);
         }
@@ -454,7 +456,7 @@ impl Stage for By {
             return Err(StateError("by: moved state needs keys and nested".into()));
         };
         for (key, saved) in keys {
-            let child = self.restore_child(key, saved)?;
+            let child = self.restore_child(key, saved.clone())?;
             self.insert_child(child);
         }
         for (key, saved) in nested {
