@@ -225,8 +225,7 @@ impl SharedCheckpoints<'_> {
         let (target, key) = self.place(group, partition)?;
         let limit = self.max_record_bytes.unwrap_or(usize::MAX);
         if value.len() + key.len() + CHUNK_OVERHEAD <= limit {
-            self.log
-                .append(self.topic, target, &[(&key[..], value)])?;
+            self.log.append(self.topic, target, &[(&key[..], value)])?;
             return Ok(());
         }
         let room = limit.saturating_sub(CHUNK_OVERHEAD).max(1024);
