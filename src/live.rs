@@ -256,6 +256,9 @@ async fn index(State(sources): State<IndexSources>, Query(query): Query<LiveQuer
                 Ok(more) => entries.extend(more),
                 Err(error) => {
                     tracing::warn!(%peer, %error, "index peer did not answer");
+                    weir_processor::metrics::INDEX_PEER_ERRORS
+                        .with_label_values(&[peer])
+                        .inc();
                     errors.push(json!({"peer": peer, "error": error}));
                 }
             }

@@ -254,6 +254,52 @@ fn the_index_answers_queries_and_survives_a_sigkill() {
 }
 
 #[test]
+fn the_index_merges_its_peers_and_names_one_that_does_not_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("{FEED_CONFIG}{LISTENERS}");
+    let peer = Weir::start(&config, &dir.path().join("peer"));
+    // A port that was free a moment ago: nothing answers there.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dead = format!("http://{dead}");
+    let merging = format!(
+        "{config}\n[admin]\nindex_peers = [\"http://{}\", \"{dead}\"]\n",
+        peer.http
+    );
+    let node = Weir::start(&merging, &dir.path().join("node"));
+    let load = |host: &str| json!({"host": host, "service": "load", "metric": 1, "ttl": 3600});
+    post(peer.http, &[load("b0"), load("b1")]);
+    post(node.http, &[load("a0")]);
+    wait_until(Duration::from_secs(10), "both nodes indexed", || {
+        index(peer.http, "").len() == 2 && !index(node.http, "").is_empty()
+    });
+    let series = format!("weir_index_peer_errors_total{{peer=\"{dead}\"}}");
+    let failed_before = node.metric(&series);
+    let answer: Value = reqwest::blocking::get(format!("http://{}/api/index", node.http))
+        .unwrap()
+        .json()
+        .unwrap();
+    let hosts: Vec<&str> = answer["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"]["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, ["a0", "b0", "b1"], "{answer}");
+    let errors = answer["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{answer}");
+    assert_eq!(errors[0]["peer"], dead.as_str());
+    // Counted once per query it failed.
+    assert_eq!(node.metric(&series), failed_before + 1.0);
+    // The peer's own index is its own: asked with local=true by the node.
+    assert_eq!(index(peer.http, "").len(), 2);
+    node.stop();
+    peer.stop();
+}
+
+#[test]
 fn on_kafka_the_index_moves_with_its_partitions() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();

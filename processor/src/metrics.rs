@@ -28,6 +28,17 @@ pub static EMITS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// `/api/index` peers (`[admin] index_peers`) that did not answer, per
+/// peer (bounded by the config).
+pub static INDEX_PEER_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "weir_index_peer_errors_total",
+        "Index queries a peer did not answer",
+        &["peer"]
+    )
+    .expect("metric registers once")
+});
+
 /// Entries behind the end of the log, per partition.
 pub static LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
