@@ -49,6 +49,16 @@ pub struct PartitionIndex {
 /// The index as the worker and the HTTP API share it.
 pub type SharedIndex = Arc<Mutex<PartitionIndex>>;
 
+/// `entries` sorted by uid, host and service, at most `limit` of them
+/// (one partition's answer, or several merged).
+pub fn sorted(mut entries: Vec<IndexEntry>, limit: usize) -> Vec<IndexEntry> {
+    entries.sort_by(|a, b| {
+        (&a.uid, &a.event.host, &a.event.service).cmp(&(&b.uid, &b.event.host, &b.event.service))
+    });
+    entries.truncate(limit);
+    entries
+}
+
 /// Locks a shared index (a poisoned lock still holds a usable index).
 pub fn lock(index: &SharedIndex) -> std::sync::MutexGuard<'_, PartitionIndex> {
     index.lock().unwrap_or_else(|e| e.into_inner())
@@ -191,20 +201,12 @@ impl PartitionIndex {
     /// The entries `keep` accepts, at most `limit`, sorted by uid, host
     /// and service.
     pub fn query(&self, keep: impl Fn(&Event) -> bool, limit: usize) -> Vec<IndexEntry> {
-        let mut found: Vec<IndexEntry> = self
+        let found = self
             .all()
             .filter(|entry| keep(&entry.event))
             .cloned()
             .collect();
-        found.sort_by(|a, b| {
-            (&a.uid, &a.event.host, &a.event.service).cmp(&(
-                &b.uid,
-                &b.event.host,
-                &b.event.service,
-            ))
-        });
-        found.truncate(limit);
-        found
+        sorted(found, limit)
     }
 
     /// Replaces the entries with `saved`'s (a checkpoint's), keeping this

@@ -57,19 +57,11 @@ impl Status {
         limit: usize,
     ) -> Vec<IndexEntry> {
         let indexes: Vec<SharedIndex> = lock(&self.indexes).values().cloned().collect();
-        let mut found: Vec<IndexEntry> = indexes
+        let found = indexes
             .iter()
             .flat_map(|index| index::lock(index).query(&keep, limit))
             .collect();
-        found.sort_by(|a, b| {
-            (&a.uid, &a.event.host, &a.event.service).cmp(&(
-                &b.uid,
-                &b.event.host,
-                &b.event.service,
-            ))
-        });
-        found.truncate(limit);
-        found
+        index::sorted(found, limit)
     }
 }
 
