@@ -16,7 +16,8 @@ mod record;
 use decode::{check_line, Checked};
 pub use decode::{decode_line, decode_value, DecodeOptions, Reason, Rejection, TtlUnit};
 pub use record::{
-    Decommission, Entry, Handoff, Moved, Moving, Placement, ResultId, ResultRecord, RESULT_KEYS,
+    Decommission, Entry, Handoff, Moved, Moving, Placement, ResultHead, ResultId, ResultRecord,
+    RESULT_KEYS,
 };
 
 use serde::ser::{SerializeMap, Serializer};

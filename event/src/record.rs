@@ -4,11 +4,13 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::decode::{scan, Typed};
 use crate::{check_line, decode_line, Checked, DecodeOptions, Event, Rejection};
 
 /// Prefix of a tick record's value. An event always serializes `host`
@@ -215,10 +217,10 @@ impl Entry {
 /// Re-processing the same input yields the same ids, so sinks drop repeats.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ResultId {
-    /// The reactor's name.
-    pub reactor: String,
+    /// The reactor's name (shared: every result of a reactor carries it).
+    pub reactor: Arc<str>,
     /// Hash of the reactor's pipeline text (16 hex digits).
-    pub version: String,
+    pub version: Arc<str>,
     /// Input partition of `weir.events`.
     pub partition: u32,
     /// Input offset whose processing produced the result.
@@ -242,24 +244,34 @@ impl fmt::Display for ResultId {
 #[error("malformed result id {0:?}")]
 pub struct BadResultId(String);
 
+impl ResultId {
+    /// Splits an id's text into its series, `REACTOR@VERSION:PARTITION`
+    /// (the results of one reactor version from one input partition, in
+    /// order), and its place in that series: (input offset, sequence).
+    /// `None` for text that is not an id.
+    pub fn split(text: &str) -> Option<(&str, u64, u32)> {
+        // From the right: a reactor name may itself contain '@' or ':'.
+        let (rest, seq) = text.rsplit_once(':')?;
+        let (series, offset) = rest.rsplit_once(':')?;
+        let (name, partition) = series.rsplit_once(':')?;
+        name.rsplit_once('@')?;
+        partition.parse::<u32>().ok()?;
+        Some((series, offset.parse().ok()?, seq.parse().ok()?))
+    }
+}
+
 impl FromStr for ResultId {
     type Err = BadResultId;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let bad = || BadResultId(text.to_owned());
-        // Parse from the right: a reactor name may itself contain '@' or ':'.
-        let mut parts = text.rsplitn(4, ':');
-        let seq = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-        let offset = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-        let partition = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-        let (reactor, version) = parts
-            .next()
-            .and_then(|s| s.rsplit_once('@'))
-            .ok_or_else(bad)?;
+        let (series, offset, seq) = ResultId::split(text).ok_or_else(bad)?;
+        let (name, partition) = series.rsplit_once(':').ok_or_else(bad)?;
+        let (reactor, version) = name.rsplit_once('@').ok_or_else(bad)?;
         Ok(ResultId {
-            reactor: reactor.to_owned(),
-            version: version.to_owned(),
-            partition,
+            reactor: reactor.into(),
+            version: version.into(),
+            partition: partition.parse().map_err(|_| bad())?,
             offset,
             seq,
         })
@@ -287,17 +299,23 @@ pub struct ResultRecord {
 impl ResultRecord {
     /// Encodes the record as one JSON line (no newline).
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        // Most records are shorter: one allocation, no regrowth.
+        let mut bytes = Vec::with_capacity(256);
+        serde_json::to_writer(&mut bytes, self).unwrap_or_default();
+        bytes
     }
 
     /// Decodes a record written by [`ResultRecord::encode`].
     pub fn decode(value: &[u8]) -> Result<ResultRecord, Rejection> {
+        Self::decode_fast(value).unwrap_or_else(|| Self::decode_general(value))
+    }
+
+    /// Decodes any record through JSON values.
+    fn decode_general(value: &[u8]) -> Result<ResultRecord, Rejection> {
         let mut object: serde_json::Map<String, Value> = serde_json::from_slice(value)
             .map_err(|e| Rejection::new(crate::Reason::InvalidJson, e.to_string()))?;
         let id = match object.remove("id") {
-            Some(Value::String(id)) => id.parse().map_err(|e: BadResultId| {
-                Rejection::new(crate::Reason::InvalidField, e.to_string())
-            })?,
+            Some(Value::String(id)) => id.parse().map_err(bad_id)?,
             _ => {
                 return Err(Rejection::new(
                     crate::Reason::InvalidField,
@@ -317,23 +335,82 @@ impl ResultRecord {
         })
     }
 
-    /// Reads only the `id` of an encoded record, skipping everything else.
-    pub fn peek_id(value: &[u8]) -> Option<ResultId> {
+    /// Decodes the common shape (a plain result as [`ResultRecord::encode`]
+    /// writes it, with an event the line scanner reads) without building
+    /// JSON values; `None` for anything else, which takes the general path.
+    fn decode_fast(value: &[u8]) -> Option<Result<ResultRecord, Rejection>> {
+        let text = std::str::from_utf8(value).ok()?;
+        let (id, at) = scan::result_head(text)?;
+        let mut typed = Typed::default();
+        scan::scan_fields(text, at, &mut typed)?;
+        Some(id.parse().map_err(bad_id).and_then(|id| {
+            let event = typed.finish(&DecodeOptions::default(), 0.0)?;
+            Ok(ResultRecord {
+                id,
+                notify: None,
+                forward: None,
+                event,
+            })
+        }))
+    }
+
+    /// Reads the start of an encoded record without parsing the rest.
+    ///
+    /// [`ResultRecord::encode`] writes `id`, `reactor`, then `notify` and
+    /// `forward` when set, then the event: a record in that order tells
+    /// from its head whether it has either. A record in any other order
+    /// (not written by weir) may have both, and its id is read by a full
+    /// parse. `None`: the record has no string id.
+    pub fn peek(value: &[u8]) -> Option<ResultHead<'_>> {
+        let head = std::str::from_utf8(value).ok().and_then(scan::result_head);
+        if let Some((id, at)) = head {
+            let rest = &value[at..];
+            let may_notify = rest.starts_with(b",\"notify\":");
+            return Some(ResultHead {
+                id: Cow::Borrowed(id),
+                may_notify,
+                may_forward: may_notify || rest.starts_with(b",\"forward\":"),
+            });
+        }
         #[derive(Deserialize)]
         struct IdOnly<'a> {
             #[serde(borrow)]
             id: Cow<'a, str>,
         }
         let only: IdOnly = serde_json::from_slice(value).ok()?;
-        only.id.parse().ok()
+        Some(ResultHead {
+            id: only.id,
+            may_notify: true,
+            may_forward: true,
+        })
     }
+
+    /// Reads only the `id` of an encoded record, skipping everything else.
+    pub fn peek_id(value: &[u8]) -> Option<ResultId> {
+        Self::peek(value)?.id.parse().ok()
+    }
+}
+
+/// The start of an encoded [`ResultRecord`], from [`ResultRecord::peek`].
+#[derive(Debug, PartialEq)]
+pub struct ResultHead<'a> {
+    /// The record's id, unparsed ([`ResultId::split`] reads it).
+    pub id: Cow<'a, str>,
+    /// False when the record certainly has no `notify`.
+    pub may_notify: bool,
+    /// False when the record certainly has no `forward`.
+    pub may_forward: bool,
+}
+
+fn bad_id(error: BadResultId) -> Rejection {
+    Rejection::new(crate::Reason::InvalidField, error.to_string())
 }
 
 impl Serialize for ResultRecord {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("id", &self.id.to_string())?;
-        map.serialize_entry("reactor", &self.id.reactor)?;
+        map.serialize_entry("id", &format_args!("{}", self.id))?;
+        map.serialize_entry("reactor", &*self.id.reactor)?;
         if let Some(notify) = &self.notify {
             map.serialize_entry("notify", notify)?;
         }
@@ -476,6 +553,100 @@ mod tests {
             text,
             r#"{"id":"r@1:0:5:0","reactor":"r","host":"h","time":1.0,"zone":"eu"}"#
         );
+    }
+
+    /// Records that take the fast path, and ones that do not.
+    fn sample_records() -> Vec<ResultRecord> {
+        let mut plain = Event::new("web-1", 0.25);
+        plain.service = Some("cpu".into());
+        plain.state = Some("ok".into());
+        plain.tags = vec!["a".into(), "b".into()];
+        plain.ttl = Some(60.0);
+        let mut escaped = plain.clone();
+        escaped.description = Some("said \"hi\"\n".into());
+        let mut with_meta = plain.clone();
+        with_meta.meta.insert("k".into(), serde_json::json!(1));
+        let mut no_metric = Event::new("h", 1.0);
+        no_metric.metric = None;
+        [plain, escaped, with_meta, no_metric]
+            .into_iter()
+            .enumerate()
+            .flat_map(|(i, event)| {
+                let id: ResultId = format!("r:x@1:0:{i}:0").parse().unwrap();
+                [
+                    (None, None),
+                    (Some(serde_json::json!({"channel":"log"})), None),
+                    (None, Some(serde_json::json!({"topic":"t"}))),
+                ]
+                .map(|(notify, forward)| ResultRecord {
+                    id: id.clone(),
+                    notify,
+                    forward,
+                    event: event.clone(),
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_fast_decode_agrees_with_the_general_one() {
+        let mut fast = 0;
+        for record in sample_records() {
+            let bytes = record.encode();
+            if let Some(decoded) = ResultRecord::decode_fast(&bytes) {
+                fast += 1;
+                assert_eq!(decoded.unwrap(), record);
+            }
+            assert_eq!(ResultRecord::decode_general(&bytes).unwrap(), record);
+            assert_eq!(ResultRecord::decode(&bytes).unwrap(), record);
+        }
+        // The plain records without notify or forward, meta or escapes.
+        assert_eq!(fast, 2);
+        for bad in [
+            &br#"{"id":"r@1:0:5:0","reactor":"r",}"#[..],
+            br#"{"id":"r@1:0:5:0","reactor":"r","host":"h",}"#,
+            br#"{"id":"r@1:0:5:0","reactor":"r","host":"h"} x"#,
+            br#"{"id":"r@1:0:5:0","reactor":"r"}"#,
+            br#"{"id":"nonsense","reactor":"r","host":"h","time":1}"#,
+            br#"{"id":"r@1:0:5:0","reactor":"r","host":"","time":1}"#,
+        ] {
+            let general = ResultRecord::decode_general(bad).map_err(|e| e.to_string());
+            let fast = ResultRecord::decode_fast(bad).map(|r| r.map_err(|e| e.to_string()));
+            assert!(general.is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                fast.is_none_or(|fast| fast == general),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn peek_tells_from_the_head_what_a_record_cannot_carry() {
+        for record in sample_records() {
+            let bytes = record.encode();
+            let head = ResultRecord::peek(&bytes).unwrap();
+            assert_eq!(head.id, record.id.to_string());
+            assert_eq!(head.may_notify, record.notify.is_some());
+            assert!(head.may_forward >= record.forward.is_some());
+        }
+        // Another writer's order: anything may follow, the id still reads.
+        let other = br#"{"host":"h","id":"r@1:0:5:0","forward":{"topic":"t"}}"#;
+        let head = ResultRecord::peek(other).unwrap();
+        assert_eq!(
+            (head.id.as_ref(), head.may_notify, head.may_forward),
+            ("r@1:0:5:0", true, true)
+        );
+        assert_eq!(ResultRecord::peek(br#"{"host":"h"}"#), None);
+    }
+
+    #[test]
+    fn split_reads_an_ids_series_and_place() {
+        assert_eq!(ResultId::split("a:b@v:3:17:2"), Some(("a:b@v:3", 17, 2)));
+        for bad in ["a@v:x:1:2", "av:3:1:2", "a@v:3:1", "a@v:3:1:-2", ""] {
+            assert_eq!(ResultId::split(bad), None, "{bad}");
+            assert!(bad.parse::<ResultId>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -88,7 +88,10 @@ struct Tally {
 impl Tally {
     fn add(&mut self, results: &mut Vec<ResultRecord>) {
         for result in results.drain(..) {
-            let counts = self.reactors.entry(result.id.reactor).or_default();
+            let counts = self
+                .reactors
+                .entry(result.id.reactor.to_string())
+                .or_default();
             counts.results += 1;
             counts.notifications += u64::from(result.notify.is_some());
             let event = result.event;

@@ -108,7 +108,7 @@ pub fn explain(
     let missing = |why: String| ProcessorError::State(StateError(why));
     let reactor_config = reactors
         .iter()
-        .find(|r| r.name == id.reactor)
+        .find(|r| *r.name == *id.reactor)
         .ok_or_else(|| missing(format!("no reactor {:?} in the config", id.reactor)))?;
     let reactor = Reactor::build(reactor_config)?;
     if reactor.identity() != format!("{}@{}", id.reactor, id.version) {

@@ -119,7 +119,7 @@ fn publish(kind: Kind, reactor: Option<String>, notify: bool, event: Event, json
 /// asked [`listening`] for its batch.
 pub fn publish_result(result: &ResultRecord, encoded: &[u8]) {
     let json = String::from_utf8_lossy(encoded).into_owned();
-    let reactor = Some(result.id.reactor.clone());
+    let reactor = Some(result.id.reactor.to_string());
     publish(
         Kind::Result,
         reactor,

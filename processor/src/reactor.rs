@@ -3,6 +3,9 @@
 //! time.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+use prometheus::IntCounter;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -35,8 +38,10 @@ pub struct ReactorError {
 
 /// A built reactor.
 pub struct Reactor {
-    name: String,
-    version: String,
+    name: Arc<str>,
+    version: Arc<str>,
+    /// Its results, counted (`weir_processor_emits_total{reactor}`).
+    emits: IntCounter,
     chain: Chain,
     output: Output,
     /// The topics it forwards to (side branches included).
@@ -64,8 +69,9 @@ impl Reactor {
         let (stages, output) = Output::split(&specs).map_err(wrap)?;
         let chain = Chain::build(stages).map_err(wrap)?;
         Ok(Reactor {
-            name: config.name.clone(),
-            version: version_of(&config.pipeline),
+            name: config.name.as_str().into(),
+            version: version_of(&config.pipeline).into(),
+            emits: crate::metrics::EMITS.with_label_values(&[&config.name]),
             has_side: chain.has_side(),
             chain,
             output,
@@ -388,9 +394,7 @@ impl Engine {
             return;
         }
         if counted {
-            crate::metrics::EMITS
-                .with_label_values(&[&reactor.name])
-                .inc_by((emitted.len() + side.len()) as u64);
+            reactor.emits.inc_by((emitted.len() + side.len()) as u64);
         }
         let first_seq = out
             .iter()
@@ -477,7 +481,7 @@ impl Engine {
         for reactor in &mut self.reactors {
             match reactors.remove(&reactor.identity()) {
                 Some(state) => reactor.chain.load(state)?,
-                None => fresh.push(reactor.name.clone()),
+                None => fresh.push(reactor.name.to_string()),
             }
         }
         self.retired = reactors;

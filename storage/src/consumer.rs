@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use weir_event::ResultRecord;
+use weir_event::{ResultId, ResultRecord};
 use weir_log::{Committed, Log, LogError};
 
 use crate::metrics::{DUPLICATES, ERRORS, LAG, WRITTEN};
@@ -85,10 +85,17 @@ pub trait ResultHandler: Send {
 /// The newest (input offset, sequence) applied, per reactor version and input partition.
 type Watermarks = BTreeMap<String, (u64, u32)>;
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Metadata {
     resume: Value,
     watermarks: Watermarks,
+}
+
+/// [`Metadata`] as written, borrowing the watermarks.
+#[derive(Serialize)]
+struct MetadataRef<'a> {
+    resume: Value,
+    watermarks: &'a Watermarks,
 }
 
 /// Where the consumers read from.
@@ -116,6 +123,13 @@ impl Source {
         self.positions.as_deref().unwrap_or(&*self.log)
     }
 }
+
+/// A batch smaller than this was read too soon after the one before…
+const LINGER_BELOW: usize = 256 << 10;
+/// …so the consumer waits this long before reading again (at most this
+/// much latency for a result that arrives right after a small batch; the
+/// first result after a quiet spell is read at once).
+const LINGER: Duration = Duration::from_millis(5);
 
 /// How often the consumers look for partitions the topic grew by.
 const GROWTH_CHECK: Duration = Duration::from_secs(1);
@@ -195,9 +209,9 @@ pub fn start_at_end(source: &Source) -> Result<(), StorageError> {
             continue;
         }
         let (_, end) = source.log.offsets(&source.topic, partition)?;
-        let metadata = serde_json::to_string(&Metadata {
+        let metadata = serde_json::to_string(&MetadataRef {
             resume: Value::Null,
-            watermarks: Watermarks::new(),
+            watermarks: &Watermarks::new(),
         })
         .unwrap_or_default();
         let committed = Committed {
@@ -280,9 +294,12 @@ fn consume(
             weir_log::health::working(&health);
             continue;
         }
+        let batch_bytes: usize = batch.iter().map(|r| r.value.len()).sum();
         for record in &batch {
             next = record.offset + 1;
-            let Some(id) = ResultRecord::peek_id(&record.value) else {
+            let head = ResultRecord::peek(&record.value);
+            let Some((series, offset, seq)) = head.as_ref().and_then(|h| ResultId::split(&h.id))
+            else {
                 tracing::warn!(
                     sink = %name,
                     partition,
@@ -291,20 +308,24 @@ fn consume(
                 );
                 continue;
             };
-            let key = format!("{}@{}:{}", id.reactor, id.version, id.partition);
-            let position = (id.offset, id.seq);
-            if watermarks.get(&key).is_some_and(|seen| position <= *seen) {
+            let position = (offset, seq);
+            if watermarks.get(series).is_some_and(|seen| position <= *seen) {
                 duplicates.inc();
                 continue;
             }
             handler.handle(&record.value)?;
-            watermarks.insert(key, position);
+            match watermarks.get_mut(series) {
+                Some(seen) => *seen = position,
+                None => {
+                    watermarks.insert(series.to_owned(), position);
+                }
+            }
             written.inc();
         }
         let resume = handler.flush()?;
-        let metadata = serde_json::to_string(&Metadata {
+        let metadata = serde_json::to_string(&MetadataRef {
             resume,
-            watermarks: watermarks.clone(),
+            watermarks: &watermarks,
         })
         .unwrap_or_default();
         // Commit only after the handler made everything before `next` durable.
@@ -340,6 +361,11 @@ fn consume(
             weir_log::health::working(&lag_health);
         }
         weir_log::health::working(&health);
+        if batch_bytes < LINGER_BELOW {
+            // Let a few more results arrive: a reader woken by every append
+            // would take them a handful at a time, each with its own flush.
+            std::thread::sleep(LINGER);
+        }
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::Value;
-use weir_event::RESULT_KEYS;
+use weir_event::{ResultRecord, RESULT_KEYS};
 use weir_log::backoff::Backoff;
 use weir_log::{Log, OwnedProduce};
 
@@ -85,6 +85,9 @@ impl ResultHandler for Forwarder {
     }
 
     fn handle(&mut self, record: &[u8]) -> Result<(), StorageError> {
+        if !ResultRecord::peek(record).is_some_and(|head| head.may_forward) {
+            return Ok(());
+        }
         let Ok(Target {
             forward: Some(target),
             host,

@@ -41,6 +41,7 @@ use lettre::{Message, SmtpTransport, Transport};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use weir_event::ResultRecord;
 use weir_log::backoff::Backoff;
 use weir_log::Secret;
 
@@ -617,6 +618,9 @@ impl ResultHandler for Notifier {
 
     fn handle(&mut self, record: &[u8]) -> Result<(), StorageError> {
         self.retry_due()?;
+        if !ResultRecord::peek(record).is_some_and(|head| head.may_notify) {
+            return Ok(());
+        }
         let Ok(n) = serde_json::from_slice::<Notification>(record) else {
             return Ok(());
         };

@@ -21,6 +21,42 @@ pub(crate) fn scan<'a>(line: &'a [u8], typed: &mut Typed<'a>) -> Option<()> {
     (scanner.at == text.len()).then_some(())
 }
 
+/// Reads the head of a result record as weir encodes it,
+/// `{"id":"ID","reactor":"NAME"`, both strings without escapes: the id and
+/// the offset just past the head. `None` for any other start.
+pub(crate) fn result_head(text: &str) -> Option<(&str, usize)> {
+    const ID: &str = "{\"id\":";
+    const REACTOR: &str = ",\"reactor\":";
+    if !text.starts_with(ID) {
+        return None;
+    }
+    let mut scanner = Scanner { text, at: ID.len() };
+    let id = scanner.string()?;
+    if !text[scanner.at..].starts_with(REACTOR) {
+        return None;
+    }
+    scanner.at += REACTOR.len();
+    scanner.string()?;
+    Some((id, scanner.at))
+}
+
+/// Reads the event fields that follow a result record's head (`at`, from
+/// [`result_head`]) into `typed`, as [`scan`] reads a whole event line.
+pub(crate) fn scan_fields<'a>(text: &'a str, at: usize, typed: &mut Typed<'a>) -> Option<()> {
+    let mut scanner = Scanner { text, at };
+    loop {
+        if !scanner.eat(b',') {
+            return None;
+        }
+        scanner.field(typed)?;
+        if scanner.eat(b'}') {
+            break;
+        }
+    }
+    scanner.skip_whitespace();
+    (scanner.at == text.len()).then_some(())
+}
+
 /// Flags (high bit) the bytes of `word` (little-endian) that end or break
 /// a plain string: `"`, `\\` and control characters. Only flags above the
 /// lowest may be false (a borrow out of a flagged byte), so the lowest

@@ -64,7 +64,7 @@ impl Template {
                 Part::Service => ("service", event.service.as_deref()),
                 Part::State => ("state", event.state.as_deref()),
                 Part::Type => ("type", event.kind.as_deref()),
-                Part::Reactor => ("reactor", Some(record.id.reactor.as_str())),
+                Part::Reactor => ("reactor", Some(&*record.id.reactor)),
                 Part::Meta(key) => {
                     let value = event.meta.get(key);
                     let text = match value {
