@@ -2,17 +2,22 @@
 //! `PREFIXnotifications`, tables the sink creates and migrates itself
 //! (`PREFIXschema` records the version applied).
 //!
-//! A consumer batch is one `INSERT … SELECT … FROM jsonb_array_elements($1)
-//! ON CONFLICT (id) DO NOTHING` per table: one round trip, and a result
-//! delivered again (after a crash or an outage) never adds a row. A batch
-//! the server refuses for its data (SQLSTATE classes 22 and 23) is written
+//! A consumer batch is one binary `COPY` per table, in one transaction. A
+//! result delivered again (after a crash between the server's commit and
+//! the consumer's) makes that `COPY` fail on the primary key; the batch
+//! then goes through the session's staging table and `INSERT … SELECT …
+//! ON CONFLICT (id) DO NOTHING`, so a repeat never adds a row. A batch the
+//! server refuses for its data (SQLSTATE classes 22 and 23) is written
 //! again record by record, and the records refused alone become dead
 //! letters; any other failure (server down, connection lost) makes the
 //! consumer retry from its last commit.
 
 use std::path::PathBuf;
 
+use bytes::{BufMut, BytesMut};
+use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::error::SqlState;
+use postgres::types::{accepts, to_sql_checked, IsNull, ToSql, Type};
 use postgres::Client;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -82,31 +87,167 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX {p}notifications_time ON {p}notifications (time);",
 ];
 
-const INSERT_EVENTS: &str = "INSERT INTO {p}events
-    (id, reactor, host, service, state, time, metric, description, tags, meta, type, ttl, record)
-    SELECT r->>'id', r->>'reactor', r->>'host', r->>'service', r->>'state',
-           to_timestamp((r->>'time')::float8), (r->>'metric')::float8, r->>'description',
-           ARRAY(SELECT jsonb_array_elements_text(COALESCE(r->'tags', '[]'))),
-           COALESCE(r->'meta', '{}'), r->>'type', (r->>'ttl')::float8, r
-    FROM jsonb_array_elements($1::text::jsonb) AS r
-    ON CONFLICT (id) DO NOTHING";
+/// A table the sink writes, and how a result becomes its row.
+#[derive(Clone, Copy)]
+enum Table {
+    Events,
+    Notifications,
+}
 
-const INSERT_NOTIFICATIONS: &str = "INSERT INTO {p}notifications
-    (id, reactor, channel, options, host, service, state, time, metric, description, record)
-    SELECT r->>'id', r->>'reactor', COALESCE(r->'notify'->>'channel', 'log'), r->'notify',
-           r->>'host', r->>'service', r->>'state',
-           to_timestamp((r->>'time')::float8), (r->>'metric')::float8, r->>'description', r
-    FROM jsonb_array_elements($1::text::jsonb) AS r
-    ON CONFLICT (id) DO NOTHING";
+impl Table {
+    /// The name after the prefix.
+    fn name(self) -> &'static str {
+        match self {
+            Table::Events => "events",
+            Table::Notifications => "notifications",
+        }
+    }
+
+    /// The columns written, in the order of [`Table::types`].
+    fn columns(self) -> &'static str {
+        match self {
+            Table::Events => "id, reactor, host, service, state, time, metric, description, tags, meta, type, ttl, record",
+            Table::Notifications => "id, reactor, channel, options, host, service, state, time, metric, description, record",
+        }
+    }
+
+    fn types(self) -> &'static [Type] {
+        const TEXT: Type = Type::TEXT;
+        const FLOAT8: Type = Type::FLOAT8;
+        const JSONB: Type = Type::JSONB;
+        const TIME: Type = Type::TIMESTAMPTZ;
+        match self {
+            Table::Events => &[
+                TEXT,
+                TEXT,
+                TEXT,
+                TEXT,
+                TEXT,
+                TIME,
+                FLOAT8,
+                TEXT,
+                Type::TEXT_ARRAY,
+                JSONB,
+                TEXT,
+                FLOAT8,
+                JSONB,
+            ],
+            Table::Notifications => &[
+                TEXT, TEXT, TEXT, JSONB, TEXT, TEXT, TEXT, TIME, FLOAT8, TEXT, JSONB,
+            ],
+        }
+    }
+
+    /// Writes `row` in the order of [`Table::columns`].
+    fn write(self, writer: &mut BinaryCopyInWriter<'_>, row: &Row) -> Result<(), postgres::Error> {
+        let event = &row.record.event;
+        let time = Timestamp(event.time);
+        let raw = Jsonb(&row.raw);
+        match self {
+            Table::Events => writer.write(&[
+                &row.id,
+                &row.reactor,
+                &event.host,
+                &event.service,
+                &event.state,
+                &time,
+                &event.metric,
+                &event.description,
+                &event.tags,
+                &Jsonb(&row.detail),
+                &event.kind,
+                &event.ttl,
+                &raw,
+            ]),
+            Table::Notifications => writer.write(&[
+                &row.id,
+                &row.reactor,
+                &row.channel,
+                &Jsonb(&row.detail),
+                &event.host,
+                &event.service,
+                &event.state,
+                &time,
+                &event.metric,
+                &event.description,
+                &raw,
+            ]),
+        }
+    }
+}
+
+/// A result on its way to a table.
+struct Row {
+    /// The encoded result (the `record` column, and the dead letter).
+    raw: Vec<u8>,
+    record: ResultRecord,
+    id: String,
+    reactor: String,
+    /// A notification's channel.
+    channel: String,
+    /// The JSON of an event's `meta`, or of a notification's options.
+    detail: Vec<u8>,
+}
+
+impl Row {
+    fn new(raw: &[u8], record: ResultRecord) -> Row {
+        let detail = match &record.notify {
+            Some(options) => serde_json::to_vec(options),
+            None => serde_json::to_vec(&record.event.meta),
+        };
+        let channel = record.notify.as_ref().and_then(|n| n["channel"].as_str());
+        Row {
+            raw: raw.to_vec(),
+            id: record.id.to_string(),
+            reactor: record.id.reactor.to_string(),
+            channel: channel.unwrap_or("log").to_owned(),
+            detail: detail.unwrap_or_default(),
+            record,
+        }
+    }
+}
+
+/// Seconds since 1970 as PostgreSQL's `timestamptz`: microseconds since 2000.
+#[derive(Debug)]
+struct Timestamp(f64);
+
+impl ToSql for Timestamp {
+    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, BoxedError> {
+        const Y2K: f64 = 946_684_800.0;
+        out.put_i64(((self.0 - Y2K) * 1e6).round() as i64);
+        Ok(IsNull::No)
+    }
+
+    accepts!(TIMESTAMPTZ);
+    to_sql_checked!();
+}
+
+/// Encoded JSON as `jsonb` (the server parses it).
+#[derive(Debug)]
+struct Jsonb<'a>(&'a [u8]);
+
+impl ToSql for Jsonb<'_> {
+    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, BoxedError> {
+        // jsonb's binary form: a version byte, then the text.
+        out.put_u8(1);
+        out.put_slice(self.0);
+        Ok(IsNull::No)
+    }
+
+    accepts!(JSONB);
+    to_sql_checked!();
+}
+
+type BoxedError = Box<dyn std::error::Error + Sync + Send>;
 
 /// Writes one results partition to PostgreSQL.
 pub struct PostgresSink {
     name: String,
     config: PostgresConfig,
     client: Option<Client>,
-    /// Encoded results since the last flush (a result's JSON is the row's source).
-    events: Vec<Vec<u8>>,
-    notifications: Vec<Vec<u8>>,
+    /// Results since the last flush.
+    events: Vec<Row>,
+    notifications: Vec<Row>,
 }
 
 impl PostgresSink {
@@ -169,46 +310,46 @@ impl PostgresSink {
             ))
             .map_err(|e| self.failed(e))?;
         transaction.commit().map_err(|e| self.failed(e))?;
+        for table in [Table::Events, Table::Notifications] {
+            let staging = format!(
+                "CREATE TEMP TABLE IF NOT EXISTS weir_staging_{name} (LIKE {prefix}{name}) ON COMMIT DELETE ROWS",
+                name = table.name(),
+                prefix = self.config.table_prefix
+            );
+            client.batch_execute(&staging).map_err(|e| self.failed(e))?;
+        }
         Ok(client)
     }
 
-    /// Inserts `rows` with `statement`; refused rows (bad data) are
-    /// retried alone and rejected into `dead`.
+    /// Writes `rows` into `table`; refused rows (bad data) are retried
+    /// alone and rejected into `dead`.
     fn insert(
         &mut self,
-        statement: &str,
-        rows: &[Vec<u8>],
+        table: Table,
+        rows: &[Row],
         dead: &mut DeadLetters,
     ) -> Result<(), StorageError> {
         if rows.is_empty() {
             return Ok(());
         }
-        let statement = self.sql(statement);
-        let batch = json_array(rows.iter().map(Vec::as_slice));
+        let prefix = self.config.table_prefix.clone();
         let Some(client) = self.client.as_mut() else {
             return Err(self.failed("not connected"));
         };
-        match client.execute(&statement, &[&batch]) {
-            Ok(_) => return Ok(()),
-            Err(error) if !is_data_error(&error) => return Err(self.failed(error)),
-            Err(error) => {
+        match store(client, &prefix, table, rows) {
+            Ok(()) => return Ok(()),
+            Err(Refusal::Data(error)) => {
                 tracing::warn!(sink = %self.name, %error, "batch refused; inserting its records one by one")
             }
+            Err(error) => return Err(self.failed(error)),
         }
-        for raw in rows {
-            let one = json_array(std::iter::once(raw.as_slice()));
+        for row in rows {
             let Some(client) = self.client.as_mut() else {
                 return Err(self.failed("not connected"));
             };
-            match client.execute(&statement, &[&one]) {
-                Ok(_) => {}
-                Err(error) if is_data_error(&error) => {
-                    let reason = error
-                        .as_db_error()
-                        .map(|db| db.message().to_owned())
-                        .unwrap_or_else(|| error.to_string());
-                    dead.reject(raw, &reason);
-                }
+            match store(client, &prefix, table, std::slice::from_ref(row)) {
+                Ok(()) => {}
+                Err(Refusal::Data(reason)) => dead.reject(&row.raw, &reason),
                 Err(error) => return Err(self.failed(error)),
             }
         }
@@ -216,26 +357,75 @@ impl PostgresSink {
     }
 }
 
-/// `[r1,r2,…]` from encoded records, as the statements' one parameter.
-fn json_array<'a>(records: impl Iterator<Item = &'a [u8]>) -> String {
-    let mut array = String::from("[");
-    for (i, record) in records.enumerate() {
-        if i > 0 {
-            array.push(',');
-        }
-        array.push_str(&String::from_utf8_lossy(record));
-    }
-    array.push(']');
-    array
+/// Why rows were not written.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    /// A row's id is in the table already (SQLSTATE 23505).
+    #[error("a result is stored already")]
+    Duplicate,
+    /// The server refused the data itself (other SQLSTATEs of classes 22
+    /// and 23), which no retry can mend: its message.
+    #[error("{0}")]
+    Data(String),
+    /// Anything else (connection lost, server down).
+    #[error("{0}")]
+    Other(String),
 }
 
-/// Whether the server refused the data itself (SQLSTATE classes 22, 23),
-/// which no retry can mend.
-fn is_data_error(error: &postgres::Error) -> bool {
-    error
-        .code()
-        .map(SqlState::code)
-        .is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
+impl From<postgres::Error> for Refusal {
+    fn from(error: postgres::Error) -> Refusal {
+        let code = error.code().map(SqlState::code).unwrap_or_default();
+        match error.as_db_error() {
+            _ if code == SqlState::UNIQUE_VIOLATION.code() => Refusal::Duplicate,
+            Some(db) if code.starts_with("22") || code.starts_with("23") => {
+                Refusal::Data(db.message().to_owned())
+            }
+            _ => Refusal::Other(error.to_string()),
+        }
+    }
+}
+
+/// Writes `rows` into the table `PREFIX` + `table`: straight in with one
+/// `COPY`; if one was stored already, through the staging table,
+/// skipping the ids the table has.
+fn store(client: &mut Client, prefix: &str, table: Table, rows: &[Row]) -> Result<(), Refusal> {
+    let target = format!("{prefix}{}", table.name());
+    let mut transaction = client.transaction()?;
+    match copy(&mut transaction, &target, table, rows) {
+        Err(Refusal::Duplicate) => transaction.rollback()?,
+        Ok(()) => return Ok(transaction.commit()?),
+        Err(error) => return Err(error),
+    }
+    let staging = format!("pg_temp.weir_staging_{}", table.name());
+    let mut transaction = client.transaction()?;
+    copy(&mut transaction, &staging, table, rows)?;
+    let columns = table.columns();
+    transaction.execute(
+        &format!(
+            "INSERT INTO {target} ({columns}) SELECT {columns} FROM {staging} ON CONFLICT (id) DO NOTHING"
+        ),
+        &[],
+    )?;
+    Ok(transaction.commit()?)
+}
+
+/// One binary `COPY` of `rows` into `into`.
+fn copy(
+    transaction: &mut postgres::Transaction<'_>,
+    into: &str,
+    table: Table,
+    rows: &[Row],
+) -> Result<(), Refusal> {
+    let sink = transaction.copy_in(&format!(
+        "COPY {into} ({}) FROM STDIN (FORMAT binary)",
+        table.columns()
+    ))?;
+    let mut writer = BinaryCopyInWriter::new(sink, table.types());
+    for row in rows {
+        table.write(&mut writer, row)?;
+    }
+    writer.finish()?;
+    Ok(())
 }
 
 impl RecordSink for PostgresSink {
@@ -247,8 +437,8 @@ impl RecordSink for PostgresSink {
 
     fn handle(&mut self, raw: &[u8], record: ResultRecord) -> Result<(), StorageError> {
         match record.notify {
-            Some(_) => self.notifications.push(raw.to_vec()),
-            None => self.events.push(raw.to_vec()),
+            Some(_) => self.notifications.push(Row::new(raw, record)),
+            None => self.events.push(Row::new(raw, record)),
         }
         Ok(())
     }
@@ -263,8 +453,8 @@ impl RecordSink for PostgresSink {
         let events = std::mem::take(&mut self.events);
         let notifications = std::mem::take(&mut self.notifications);
         let result = self
-            .insert(INSERT_EVENTS, &events, dead)
-            .and_then(|()| self.insert(INSERT_NOTIFICATIONS, &notifications, dead));
+            .insert(Table::Events, &events, dead)
+            .and_then(|()| self.insert(Table::Notifications, &notifications, dead));
         if result.is_err() {
             // A broken connection is opened again at the next flush.
             self.client = None;
