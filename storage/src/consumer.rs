@@ -75,6 +75,12 @@ pub trait ResultHandler: Send {
     /// Makes everything handled so far durable; returns the resume point.
     fn flush(&mut self) -> Result<Value, StorageError>;
 
+    /// The most results (in bytes) one read hands the handler before its
+    /// flush; a handler whose flush waits a fixed time takes more at once.
+    fn batch_bytes(&self) -> usize {
+        DEFAULT_BATCH_BYTES
+    }
+
     /// Called when a read found nothing new (about every 100 ms while
     /// caught up), for work that waits on time, such as retries.
     fn idle(&mut self) -> Result<(), StorageError> {
@@ -123,6 +129,9 @@ impl Source {
         self.positions.as_deref().unwrap_or(&*self.log)
     }
 }
+
+/// [`ResultHandler::batch_bytes`] unless a handler says otherwise.
+pub const DEFAULT_BATCH_BYTES: usize = 1 << 20;
 
 /// A batch smaller than this was read too soon after the one before…
 const LINGER_BELOW: usize = 256 << 10;
@@ -285,7 +294,7 @@ fn consume(
             &source.topic,
             partition,
             next,
-            1 << 20,
+            handler.batch_bytes(),
             Duration::from_millis(100),
         )?;
         if batch.is_empty() {

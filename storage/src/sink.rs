@@ -21,7 +21,7 @@ use weir_event::{Event, ResultRecord};
 use weir_lang::lang::ParseError;
 use weir_lang::predicate::Predicate;
 
-use crate::consumer::{spawn_consumers, ResultHandler, Source, StorageError};
+use crate::consumer::{spawn_consumers, ResultHandler, Source, StorageError, DEFAULT_BATCH_BYTES};
 use crate::file::{FileSink, FileSinkConfig};
 use crate::graphite::{Distribution, Graphite, GraphiteConfig, Template};
 use crate::kafka::{KafkaSink, KafkaSinkConfig};
@@ -251,6 +251,11 @@ pub trait RecordSink: Send {
     /// Makes everything handled so far durable, rejecting (into `dead`)
     /// what the destination refused as invalid; returns the resume point.
     fn flush(&mut self, dead: &mut DeadLetters) -> Result<Value, StorageError>;
+
+    /// See [`ResultHandler::batch_bytes`].
+    fn batch_bytes(&self) -> usize {
+        DEFAULT_BATCH_BYTES
+    }
 }
 
 /// A [`RecordSink`] behind its route and dead letters.
@@ -305,6 +310,10 @@ impl ResultHandler for Routed {
             }
             other => other,
         }
+    }
+
+    fn batch_bytes(&self) -> usize {
+        self.sink.batch_bytes()
     }
 
     fn flush(&mut self) -> Result<Value, StorageError> {

@@ -82,6 +82,13 @@ impl RecordSink for PartitionWriter {
             .inspect_err(|_| self.pending.settle())
     }
 
+    /// A flush waits for the pool to confirm its last lines (at least
+    /// 50 ms): a batch must hold far more than 50 ms of lines, or that
+    /// wait is the sink's limit (1 MB batches held it to ~290,000 lines/s).
+    fn batch_bytes(&self) -> usize {
+        8 << 20
+    }
+
     fn flush(&mut self, _dead: &mut DeadLetters) -> Result<Value, StorageError> {
         if self.pending.wait(&self.pool.stop) {
             Ok(Value::Null)
