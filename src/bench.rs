@@ -74,6 +74,9 @@ pub struct BenchArgs {
     /// The node_modules holding godot, for `--godot`.
     #[arg(long, default_value = "tests/godot/node_modules")]
     godot_modules: PathBuf,
+    /// How long godot's server may take to start listening, for `--godot`.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    godot_start_timeout: Duration,
     /// Measure this many times (with `--kafka-ceiling` or `--godot`: the
     /// comparison, then weir, each round).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -284,12 +287,24 @@ fn godot(args: &BenchArgs) -> anyhow::Result<f64> {
         .context("starting node (godot's server)")?;
     let stdout = child.stdout.take();
     let _server = GodotServer(child);
-    let mut line = String::new();
-    if let Some(stdout) = stdout {
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
-    }
-    if line.trim() != "listening" {
-        bail!("godot's server did not start (see its output above)");
+    // Read on a thread, so a node that hangs before listening fails the
+    // bench instead of holding it (dropping the server kills node, which
+    // ends the read).
+    let (said, first_line) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        if let Some(stdout) = stdout {
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        }
+        let _ = said.send(line);
+    });
+    match first_line.recv_timeout(args.godot_start_timeout) {
+        Ok(line) if line.trim() == "listening" => {}
+        Ok(_) => bail!("godot's server did not start (see its output above)"),
+        Err(_) => bail!(
+            "godot's server did not say it was listening within {:?} (--godot-start-timeout)",
+            args.godot_start_timeout
+        ),
     }
     let count_url = format!("http://127.0.0.1:{http}/");
     let counted = || -> anyhow::Result<u64> {

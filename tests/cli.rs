@@ -243,6 +243,27 @@ fn bench_godot_measures_godots_own_server_then_weir() {
         stdout.lines().any(|l| l.starts_with("median    weir ")),
         "{stdout}"
     );
+    // A godot that never starts listening fails the bench, in time.
+    let hanging = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(hanging.path().join("godot")).unwrap();
+    std::fs::write(
+        hanging.path().join("godot/index.js"),
+        // A server whose listen never calls back, as a godot stuck starting.
+        "const reactor = () => ({ map: () => null });\n\
+         const createServer = () => ({ listen() { setInterval(() => {}, 1000); } });\n\
+         module.exports = { reactor, createServer };\n",
+    )
+    .unwrap();
+    let output = Command::new(bin())
+        .args(["bench", "--godot", "--godot-start-timeout", "2s"])
+        .arg("--godot-modules")
+        .arg(hanging.path())
+        .args(["--target", &weir.tcp.to_string()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("did not say it was listening"), "{stderr}");
     // A wrong node_modules is named.
     let output = Command::new(bin())
         .args(["bench", "--godot", "--godot-modules", "/nonexistent"])
