@@ -39,3 +39,13 @@ pub fn working(component: &str) {
 pub fn failures() -> BTreeMap<String, String> {
     failing_now().clone()
 }
+
+/// The message of a caught panic (`&str` or `String` payloads), for
+/// reporting it as a failure.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}

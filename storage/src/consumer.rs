@@ -51,6 +51,9 @@ pub enum StorageError {
         /// What failed.
         detail: String,
     },
+    /// The sink's code panicked (a bug); the consumer restarts.
+    #[error("panicked: {0}")]
+    Panic(String),
     /// The committed metadata is not what this sink writes.
     #[error("committed position of {group} is unreadable: {detail}")]
     Metadata {
@@ -241,7 +244,18 @@ fn supervise(
     let mut backoff = weir_log::backoff::Backoff::restart();
     let health = health_name(handler.name(), partition);
     while !shutdown.load(Ordering::Relaxed) {
-        match consume(source, partition, handler, shutdown) {
+        // A panic (a bug in a handler, an invariant broken by a record) is
+        // a failure like a lost server: reported, and the partition
+        // resumes from its last commit instead of going unconsumed.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            consume(source, partition, handler, shutdown)
+        }))
+        .unwrap_or_else(|panic| {
+            Err(StorageError::Panic(weir_log::health::panic_message(
+                &*panic,
+            )))
+        });
+        match run {
             Ok(()) => return,
             Err(_) if shutdown.load(Ordering::Relaxed) => return,
             Err(error) => {

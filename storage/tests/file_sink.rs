@@ -260,3 +260,96 @@ fn a_consumer_behind_its_max_lag_is_not_ready_until_it_catches_up() {
     shutdown.store(true, Ordering::Relaxed);
     consumers.join().unwrap();
 }
+
+/// Panics at its fifth result, once; records the offsets it handled.
+struct Panicky {
+    panicked: Arc<AtomicBool>,
+    handled: Arc<std::sync::Mutex<Vec<u64>>>,
+    seen: usize,
+}
+
+impl weir_storage::consumer::ResultHandler for Panicky {
+    fn name(&self) -> &str {
+        "panicky"
+    }
+    fn restore(&mut self, _: Option<serde_json::Value>) -> Result<(), weir_storage::StorageError> {
+        Ok(())
+    }
+    fn handle(&mut self, record: &[u8]) -> Result<(), weir_storage::StorageError> {
+        self.seen += 1;
+        if self.seen == 5 && !self.panicked.swap(true, Ordering::SeqCst) {
+            panic!("a bug at the fifth result");
+        }
+        let offset = ResultRecord::peek_id(record).unwrap().offset;
+        self.handled.lock().unwrap().push(offset);
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<serde_json::Value, weir_storage::StorageError> {
+        Ok(serde_json::Value::Null)
+    }
+}
+
+#[test]
+fn a_panicking_handler_is_reported_and_its_partition_resumes_from_the_last_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(EmbeddedLog::open(&dir.path().join("log"), LogConfig::default()).unwrap());
+    log.create_topic(TOPIC, 1, false).unwrap();
+    let records: Vec<_> = (0..10).map(|o| result(o, 0)).collect();
+    log.append(TOPIC, 0, &weir_log::borrowed(&records)).unwrap();
+    let source = Source {
+        positions: None,
+        log: log.clone(),
+        topic: TOPIC.into(),
+        group: "panicky".into(),
+        max_lag: 0,
+    };
+    let panicked = Arc::new(AtomicBool::new(false));
+    let handled = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let (flag, seen) = (panicked.clone(), handled.clone());
+    let consumers = weir_storage::consumer::spawn_consumers(
+        &source,
+        move |_| Panicky {
+            panicked: flag.clone(),
+            handled: seen.clone(),
+            seen: 0,
+        },
+        shutdown.clone(),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while log
+        .committed("panicky", TOPIC, 0)
+        .unwrap()
+        .is_none_or(|c| c.offset < 10)
+    {
+        assert!(Instant::now() < deadline, "the consumer never resumed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    shutdown.store(true, Ordering::Relaxed);
+    consumers.join().unwrap();
+    assert!(panicked.load(Ordering::SeqCst));
+    // Four handled before the panic, then everything again from offset 0.
+    let handled = handled.lock().unwrap().clone();
+    assert_eq!(handled[..4], [0, 1, 2, 3]);
+    assert_eq!(handled[4..], (0..10).collect::<Vec<_>>());
+    let errors = prometheus::gather()
+        .into_iter()
+        .find(|family| family.name() == "weir_storage_errors_total")
+        .and_then(|family| {
+            family.get_metric().iter().find_map(|metric| {
+                let sink = metric.get_label().iter().find(|l| l.name() == "sink")?;
+                (sink.value() == "panicky").then(|| metric.get_counter().get_value())
+            })
+        });
+    assert_eq!(
+        errors,
+        Some(1.0),
+        "the panic is counted as the sink's error"
+    );
+    assert_eq!(
+        weir_log::health::failures().get("panicky: results partition 0"),
+        None,
+        "healed once it worked again"
+    );
+}

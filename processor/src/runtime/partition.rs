@@ -22,7 +22,11 @@ impl Processor {
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 self.run_partition(partition, stop, progress)
             }))
-            .unwrap_or_else(|panic| Err(ProcessorError::Panic(panic_message(&*panic))));
+            .unwrap_or_else(|panic| {
+                Err(ProcessorError::Panic(weir_log::health::panic_message(
+                    &*panic,
+                )))
+            });
             match run {
                 Ok(()) => return Ok(()),
                 Err(error @ ProcessorError::Reactor(_)) => return Err(error),
