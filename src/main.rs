@@ -2,7 +2,8 @@
 //!
 //! Subcommands: `run` (every stage in one process), the services `ingest`,
 //! `process` and `store` (the same stages split, for Kafka), `send` (godot's producer), `check` (validate a config), `eval` (run a
-//! pipeline over recorded events), `bench` (load generator), `state`
+//! pipeline over recorded events), `stages` (what a pipeline can use),
+//! `bench` (load generator), `state`
 //! (where reactors' checkpoints stand), `replay` (a reactor over history),
 //! `topics` (partition counts, and growing them live).
 
@@ -69,6 +70,9 @@ enum Command {
     },
     /// Run one pipeline over NDJSON events and print what it emits.
     Eval(eval::EvalArgs),
+    /// List the stages a pipeline can use, with their options and what
+    /// each does (docs/REACTORS.md has the details).
+    Stages,
     /// Generate load against a running weir and report throughput.
     Bench(bench::BenchArgs),
     /// Run one reactor over history as its own consumer group (and on live with --follow).
@@ -87,6 +91,31 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// What stopped short, where and why, with examples.
     Drops(drops::DropsArgs),
+}
+
+/// Prints every registered stage: name, options, one line of doc.
+fn stages() {
+    use weir_processor::stage::{registered, Options};
+    let mut rows: Vec<_> = registered()
+        .map(|def| {
+            let options = match def.options {
+                Options::Only([]) => String::new(),
+                Options::Only(names) => format!("[{}]", names.join(" ")),
+                Options::Any => "[KEY=VALUE…]".into(),
+            };
+            (def.name, options, def.doc)
+        })
+        .collect();
+    rows.sort_by_key(|&(name, ..)| name);
+    let name_width = rows.iter().map(|(name, ..)| name.len()).max().unwrap_or(0);
+    let options_width = rows
+        .iter()
+        .map(|(_, options, _)| options.chars().count())
+        .max()
+        .unwrap_or(0);
+    for (name, options, doc) in rows {
+        println!("{name:<name_width$}  {options:<options_width$}  {doc}");
+    }
 }
 
 fn main() -> ExitCode {
@@ -121,6 +150,10 @@ fn main() -> ExitCode {
         Command::Send(args) => send::send(args),
         Command::Check { config } => check(&config),
         Command::Eval(args) => eval::eval(args),
+        Command::Stages => {
+            stages();
+            Ok(())
+        }
         Command::Bench(args) => bench::bench(args),
         Command::State(args) => state::state(args),
         Command::Replay(args) => replay::replay(args),

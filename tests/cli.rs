@@ -1,4 +1,5 @@
-//! The command-line tools: `weir check`, `weir eval` and `weir bench`, and
+//! The command-line tools: `weir check`, `weir eval`, `weir stages` and
+//! `weir bench`, and
 //! the services' start-up errors.
 
 mod common;
@@ -20,6 +21,24 @@ fn assert_checks(path: &Path) {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+fn stages_lists_every_stage_with_its_options_and_doc() {
+    let output = Command::new(bin()).arg("stages").output().unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let registered: Vec<_> = weir_processor::stage::registered().collect();
+    assert_eq!(stdout.lines().count(), registered.len(), "{stdout}");
+    for def in registered {
+        let line = stdout
+            .lines()
+            .find(|line| line.split_whitespace().next() == Some(def.name))
+            .unwrap_or_else(|| panic!("{} not listed:\n{stdout}", def.name));
+        assert!(line.ends_with(def.doc), "{line}");
+    }
+    let ewma = stdout.lines().find(|l| l.starts_with("ewma ")).unwrap();
+    assert!(ewma.contains("[alpha]"), "{ewma}");
 }
 
 #[test]
