@@ -301,8 +301,78 @@ impl ResultRecord {
     pub fn encode(&self) -> Vec<u8> {
         // Most records are shorter: one allocation, no regrowth.
         let mut bytes = Vec::with_capacity(256);
-        serde_json::to_writer(&mut bytes, self).unwrap_or_default();
+        if !self.encode_plain(&mut bytes) {
+            bytes.clear();
+            serde_json::to_writer(&mut bytes, self).unwrap_or_default();
+        }
         bytes
+    }
+
+    /// Writes the common shape — no `notify`, `forward`, `meta` or other
+    /// fields, no string that needs escaping — byte for byte as the
+    /// serializer does, without its per-byte escaping; false (and `out`
+    /// partly written) for any other record.
+    fn encode_plain(&self, out: &mut Vec<u8>) -> bool {
+        use std::io::Write;
+        let event = &self.event;
+        if self.notify.is_some()
+            || self.forward.is_some()
+            || !event.meta.is_empty()
+            || !event.extra.is_empty()
+        {
+            return false;
+        }
+        out.extend_from_slice(b"{\"id\":\"");
+        let id_at = out.len();
+        let _ = write!(out, "{}", self.id);
+        let mut plain = scan::needs_no_escape(&out[id_at..]);
+        let mut string = |out: &mut Vec<u8>, text: &str| {
+            plain &= scan::needs_no_escape(text.as_bytes());
+            out.push(b'"');
+            out.extend_from_slice(text.as_bytes());
+            out.push(b'"');
+        };
+        let number = |out: &mut Vec<u8>, value: f64| {
+            let _ = serde_json::to_writer(&mut *out, &value);
+        };
+        out.extend_from_slice(b"\",\"reactor\":");
+        string(out, &self.id.reactor);
+        out.extend_from_slice(b",\"host\":");
+        string(out, &event.host);
+        for (key, value) in [("service", &event.service), ("state", &event.state)] {
+            if let Some(value) = value {
+                let _ = write!(out, ",\"{key}\":");
+                string(out, value);
+            }
+        }
+        out.extend_from_slice(b",\"time\":");
+        number(out, event.time);
+        if let Some(description) = &event.description {
+            out.extend_from_slice(b",\"description\":");
+            string(out, description);
+        }
+        if !event.tags.is_empty() {
+            out.extend_from_slice(b",\"tags\":[");
+            for (i, tag) in event.tags.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                string(out, tag);
+            }
+            out.push(b']');
+        }
+        for (key, value) in [("metric", event.metric), ("ttl", event.ttl)] {
+            if let Some(value) = value {
+                let _ = write!(out, ",\"{key}\":");
+                number(out, value);
+            }
+        }
+        if let Some(kind) = &event.kind {
+            out.extend_from_slice(b",\"type\":");
+            string(out, kind);
+        }
+        out.push(b'}');
+        plain
     }
 
     /// Decodes a record written by [`ResultRecord::encode`].
@@ -619,6 +689,57 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn the_plain_encoding_is_the_serializers_byte_for_byte() {
+        let mut records = sample_records();
+        let mut full = Event::new("web-1", 1_700_000_000.125);
+        full.service = Some("cpu/user".into());
+        full.state = Some("critical".into());
+        full.description = Some("load is high".into());
+        full.tags = vec!["a".into()];
+        full.metric = Some(-0.0);
+        full.ttl = Some(1e300);
+        full.kind = Some("gauge".into());
+        let mut bare = Event::new("h", 0.0);
+        bare.metric = None;
+        let mut control = full.clone();
+        control.tags = vec!["tab\there".into()];
+        let mut unicode = full.clone();
+        unicode.host = "h\u{e9}\u{1f600}".into();
+        for event in [full, bare, control, unicode] {
+            for reactor in ["r", "quote\"d"] {
+                records.push(ResultRecord {
+                    id: ResultId {
+                        reactor: reactor.into(),
+                        version: "00ff".into(),
+                        partition: 1,
+                        offset: 2,
+                        seq: 3,
+                    },
+                    notify: None,
+                    forward: None,
+                    event: event.clone(),
+                });
+            }
+        }
+        let mut plain = 0;
+        for record in &records {
+            let expected = serde_json::to_vec(record).unwrap();
+            assert_eq!(
+                String::from_utf8(record.encode()).unwrap(),
+                String::from_utf8(expected.clone()).unwrap()
+            );
+            let mut out = Vec::new();
+            if record.encode_plain(&mut out) {
+                plain += 1;
+                assert_eq!(out, expected);
+            }
+        }
+        // The sample's two plain records, and full, bare and unicode with
+        // a plain reactor name.
+        assert_eq!(plain, 5);
     }
 
     #[test]

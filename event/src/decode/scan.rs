@@ -71,6 +71,20 @@ fn specials(word: u64) -> u64 {
     (quote | backslash | control) & HIGHS
 }
 
+/// Whether `text` holds none of the bytes a JSON string must escape
+/// (`"`, `\\`, control characters): then it is written as it is.
+pub(crate) fn needs_no_escape(text: &[u8]) -> bool {
+    let mut chunks = text.chunks_exact(8);
+    let words_plain = chunks
+        .by_ref()
+        .all(|chunk| specials(u64::from_le_bytes(chunk.try_into().unwrap_or([b'"'; 8]))) == 0);
+    words_plain
+        && chunks
+            .remainder()
+            .iter()
+            .all(|&byte| !matches!(byte, b'"' | b'\\' | 0..=0x1f))
+}
+
 /// 10^0 ..= 10^15, each exact in an `f64`.
 const POWERS_OF_TEN: [f64; 16] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
