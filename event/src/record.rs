@@ -339,9 +339,13 @@ impl ResultRecord {
         string(out, &self.id.reactor);
         out.extend_from_slice(b",\"host\":");
         string(out, &event.host);
-        for (key, value) in [("service", &event.service), ("state", &event.state)] {
+        let texts = [
+            (&b",\"service\":"[..], &event.service),
+            (b",\"state\":", &event.state),
+        ];
+        for (key, value) in texts {
             if let Some(value) = value {
-                let _ = write!(out, ",\"{key}\":");
+                out.extend_from_slice(key);
                 string(out, value);
             }
         }
@@ -361,9 +365,12 @@ impl ResultRecord {
             }
             out.push(b']');
         }
-        for (key, value) in [("metric", event.metric), ("ttl", event.ttl)] {
+        for (key, value) in [
+            (&b",\"metric\":"[..], event.metric),
+            (b",\"ttl\":", event.ttl),
+        ] {
             if let Some(value) = value {
-                let _ = write!(out, ",\"{key}\":");
+                out.extend_from_slice(key);
                 number(out, value);
             }
         }

@@ -87,6 +87,20 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX {p}notifications_time ON {p}notifications (time);",
 ];
 
+/// The columns both tables have, first in every row the sink writes (a
+/// `COPY` names its columns, so their order is the sink's).
+const SHARED_COLUMNS: &[(&str, Type)] = &[
+    ("id", Type::TEXT),
+    ("reactor", Type::TEXT),
+    ("host", Type::TEXT),
+    ("service", Type::TEXT),
+    ("state", Type::TEXT),
+    ("time", Type::TIMESTAMPTZ),
+    ("metric", Type::FLOAT8),
+    ("description", Type::TEXT),
+    ("record", Type::JSONB),
+];
+
 /// A table the sink writes, and how a result becomes its row.
 #[derive(Clone, Copy)]
 enum Table {
@@ -103,76 +117,57 @@ impl Table {
         }
     }
 
-    /// The columns written, in the order of [`Table::types`].
-    fn columns(self) -> &'static str {
-        match self {
-            Table::Events => "id, reactor, host, service, state, time, metric, description, tags, meta, type, ttl, record",
-            Table::Notifications => "id, reactor, channel, options, host, service, state, time, metric, description, record",
-        }
-    }
-
-    fn types(self) -> &'static [Type] {
-        const TEXT: Type = Type::TEXT;
-        const FLOAT8: Type = Type::FLOAT8;
-        const JSONB: Type = Type::JSONB;
-        const TIME: Type = Type::TIMESTAMPTZ;
+    /// Its own columns, written after [`SHARED_COLUMNS`].
+    fn own_columns(self) -> &'static [(&'static str, Type)] {
         match self {
             Table::Events => &[
-                TEXT,
-                TEXT,
-                TEXT,
-                TEXT,
-                TEXT,
-                TIME,
-                FLOAT8,
-                TEXT,
-                Type::TEXT_ARRAY,
-                JSONB,
-                TEXT,
-                FLOAT8,
-                JSONB,
+                ("tags", Type::TEXT_ARRAY),
+                ("meta", Type::JSONB),
+                ("type", Type::TEXT),
+                ("ttl", Type::FLOAT8),
             ],
-            Table::Notifications => &[
-                TEXT, TEXT, TEXT, JSONB, TEXT, TEXT, TEXT, TIME, FLOAT8, TEXT, JSONB,
-            ],
+            Table::Notifications => &[("channel", Type::TEXT), ("options", Type::JSONB)],
         }
     }
 
-    /// Writes `row` in the order of [`Table::columns`].
+    fn columns(self) -> impl Iterator<Item = &'static (&'static str, Type)> {
+        SHARED_COLUMNS.iter().chain(self.own_columns())
+    }
+
+    /// The column names, as a statement lists them.
+    fn column_list(self) -> String {
+        let names: Vec<_> = self.columns().map(|(name, _)| *name).collect();
+        names.join(", ")
+    }
+
+    /// Writes `row`, its values in the order of [`Table::columns`].
     fn write(self, writer: &mut BinaryCopyInWriter<'_>, row: &Row) -> Result<(), postgres::Error> {
         let event = &row.record.event;
+        let reactor: &str = &row.record.id.reactor;
         let time = Timestamp(event.time);
-        let raw = Jsonb(&row.raw);
+        let (record, detail) = (Jsonb(&row.raw), Jsonb(&row.detail));
+        let channel = row.channel();
+        let mut values: Vec<&(dyn ToSql + Sync)> = vec![
+            &row.id,
+            &reactor,
+            &event.host,
+            &event.service,
+            &event.state,
+            &time,
+            &event.metric,
+            &event.description,
+            &record,
+        ];
         match self {
-            Table::Events => writer.write(&[
-                &row.id,
-                &row.reactor,
-                &event.host,
-                &event.service,
-                &event.state,
-                &time,
-                &event.metric,
-                &event.description,
-                &event.tags,
-                &Jsonb(&row.detail),
+            Table::Events => values.extend([
+                &event.tags as &(dyn ToSql + Sync),
+                &detail,
                 &event.kind,
                 &event.ttl,
-                &raw,
             ]),
-            Table::Notifications => writer.write(&[
-                &row.id,
-                &row.reactor,
-                &row.channel,
-                &Jsonb(&row.detail),
-                &event.host,
-                &event.service,
-                &event.state,
-                &time,
-                &event.metric,
-                &event.description,
-                &raw,
-            ]),
+            Table::Notifications => values.extend([&channel as &(dyn ToSql + Sync), &detail]),
         }
+        writer.write(&values)
     }
 }
 
@@ -182,9 +177,6 @@ struct Row {
     raw: Vec<u8>,
     record: ResultRecord,
     id: String,
-    reactor: String,
-    /// A notification's channel.
-    channel: String,
     /// The JSON of an event's `meta`, or of a notification's options.
     detail: Vec<u8>,
 }
@@ -195,15 +187,18 @@ impl Row {
             Some(options) => serde_json::to_vec(options),
             None => serde_json::to_vec(&record.event.meta),
         };
-        let channel = record.notify.as_ref().and_then(|n| n["channel"].as_str());
         Row {
             raw: raw.to_vec(),
             id: record.id.to_string(),
-            reactor: record.id.reactor.to_string(),
-            channel: channel.unwrap_or("log").to_owned(),
             detail: detail.unwrap_or_default(),
             record,
         }
+    }
+
+    /// A notification's channel (`log` unless its options name one).
+    fn channel(&self) -> &str {
+        let notify = self.record.notify.as_ref();
+        notify.and_then(|n| n["channel"].as_str()).unwrap_or("log")
     }
 }
 
@@ -399,7 +394,7 @@ fn store(client: &mut Client, prefix: &str, table: Table, rows: &[Row]) -> Resul
     let staging = format!("pg_temp.weir_staging_{}", table.name());
     let mut transaction = client.transaction()?;
     copy(&mut transaction, &staging, table, rows)?;
-    let columns = table.columns();
+    let columns = table.column_list();
     transaction.execute(
         &format!(
             "INSERT INTO {target} ({columns}) SELECT {columns} FROM {staging} ON CONFLICT (id) DO NOTHING"
@@ -418,9 +413,10 @@ fn copy(
 ) -> Result<(), Refusal> {
     let sink = transaction.copy_in(&format!(
         "COPY {into} ({}) FROM STDIN (FORMAT binary)",
-        table.columns()
+        table.column_list()
     ))?;
-    let mut writer = BinaryCopyInWriter::new(sink, table.types());
+    let types: Vec<Type> = table.columns().map(|(_, kind)| kind.clone()).collect();
+    let mut writer = BinaryCopyInWriter::new(sink, &types);
     for row in rows {
         table.write(&mut writer, row)?;
     }
