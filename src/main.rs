@@ -101,7 +101,8 @@ fn stages() {
             let options = match def.options {
                 Options::Only([]) => String::new(),
                 Options::Only(names) => format!("[{}]", names.join(" ")),
-                Options::Any => "[KEY=VALUE…]".into(),
+                // Free options: FIELD=VALUE pairs, a predicate, channel settings.
+                Options::Any => "[any]".into(),
             };
             (def.name, options, def.doc)
         })
