@@ -278,25 +278,32 @@ fn a_reactor_added_over_500k_events_catches_up_through_a_kill_without_starting_o
     let first = start("process", &after, "p1");
     let second = start("process", &after, "p2");
     let mut seen: BTreeMap<u32, f64> = BTreeMap::new();
-    wait_until(
-        Duration::from_secs(120),
-        "the second processor's catch-up to progress, checkpointed, not finished",
-        || {
-            let left = catch_up_left(&second);
-            for (p, now) in &left {
-                seen.entry(*p).or_insert(*now);
-            }
-            if !left.iter().any(|(p, now)| *now < seen[p] * 0.95) {
-                return false;
-            }
-            // Past a checkpoint interval (200 ms): the progress seen is
-            // in weir.checkpoints. A rebalance (tansu misses heartbeats
-            // under load) may have taken its lanes meanwhile: look again.
-            std::thread::sleep(Duration::from_millis(250));
-            !catch_up_left(&second).is_empty()
-        },
-    );
-    let left = catch_up_left(&second);
+    // A rebalance can also take its lanes between the wait and the kill:
+    // look again right before it, and wait again if it holds none.
+    let left = loop {
+        wait_until(
+            Duration::from_secs(120),
+            "the second processor's catch-up to progress, checkpointed, not finished",
+            || {
+                let left = catch_up_left(&second);
+                for (p, now) in &left {
+                    seen.entry(*p).or_insert(*now);
+                }
+                if !left.iter().any(|(p, now)| *now < seen[p] * 0.95) {
+                    return false;
+                }
+                // Past a checkpoint interval (200 ms): the progress seen is
+                // in weir.checkpoints. A rebalance (tansu misses heartbeats
+                // under load) may have taken its lanes meanwhile: look again.
+                std::thread::sleep(Duration::from_millis(250));
+                !catch_up_left(&second).is_empty()
+            },
+        );
+        let left = catch_up_left(&second);
+        if !left.is_empty() {
+            break left;
+        }
+    };
     second.kill();
     let killed = now_rfc3339();
     send(&mut stream, &live);
